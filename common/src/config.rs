@@ -1,0 +1,189 @@
+//! Typed node configuration and the layers it is read from.
+//!
+//! Precedence, lowest to highest:
+//! 1. built-in defaults (documented on each field);
+//! 2. the TOML file given by `--config` (or `LANCEFLEET_CONFIG`);
+//! 3. environment variables `LANCEFLEET_<SECTION>__<KEY>`, e.g. `LANCEFLEET_STORAGE__ROOT`,
+//!    `LANCEFLEET_REST__LISTEN`, `LANCEFLEET_LOG__FORMAT`;
+//! 4. command-line flags.
+//!
+//! Unknown keys are errors in every layer, so a typo never silently falls back to a default.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+use crate::storage::StorageConfig;
+use crate::telemetry::LogConfig;
+
+/// Prefix of every configuration environment variable.
+pub const ENV_PREFIX: &str = "LANCEFLEET_";
+
+/// Top-level sections; environment variables outside them (such as `LANCEFLEET_CONFIG`
+/// itself) are not configuration keys.
+const SECTIONS: &[&str] = &["storage", "rest", "log"];
+
+/// Configuration of `lancefleet standalone`: every role in one process.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct StandaloneConfig {
+    /// Where tables live.
+    pub storage: StorageConfig,
+    /// The LanceDB-compatible REST endpoint.
+    pub rest: RestConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+/// The REST endpoint (`[rest]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RestConfig {
+    /// Address to listen on. Default: `127.0.0.1:8080`.
+    pub listen: SocketAddr,
+    /// Largest accepted request body (Arrow uploads included), in bytes. Default: 4 GiB.
+    pub max_body_bytes: u64,
+    /// Seconds to let in-flight requests finish after a shutdown signal. Default: 30.
+    pub shutdown_grace_seconds: u64,
+}
+
+impl Default for RestConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            max_body_bytes: 4 << 30,
+            shutdown_grace_seconds: 30,
+        }
+    }
+}
+
+/// A configuration that could not be read or does not validate.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A layer failed to parse or named an unknown key.
+    #[error("invalid configuration: {0}")]
+    Invalid(#[from] Box<figment::Error>),
+    /// The file named on the command line does not exist.
+    #[error("configuration file '{0}' does not exist")]
+    MissingFile(String),
+}
+
+/// One command-line override: a dotted key (`storage.root`) and its value.
+pub type Override = (&'static str, String);
+
+impl StandaloneConfig {
+    /// Reads the layers in precedence order: defaults < `file` < environment < `overrides`.
+    pub fn load(file: Option<&Path>, overrides: &[Override]) -> Result<Self, ConfigError> {
+        let figment = layered(Figment::from(Serialized::defaults(Self::default())), file, overrides)?;
+        figment.extract().map_err(|error| ConfigError::Invalid(Box::new(error)))
+    }
+}
+
+/// Stacks file, environment and flag layers on top of `defaults`.
+fn layered(defaults: Figment, file: Option<&Path>, overrides: &[Override]) -> Result<Figment, ConfigError> {
+    let mut figment = defaults;
+    if let Some(path) = file {
+        if !path.is_file() {
+            return Err(ConfigError::MissingFile(path.display().to_string()));
+        }
+        figment = figment.merge(Toml::file(path));
+    }
+    let environment = Env::prefixed(ENV_PREFIX)
+        .split("__")
+        .filter(|key| is_in_a_section(key.as_str()));
+    figment = figment.merge(environment);
+    for (key, value) in overrides {
+        figment = figment.merge(Serialized::default(key, value));
+    }
+    Ok(figment)
+}
+
+/// Whether an environment key (prefix stripped, `__` turned into `.`) belongs to a section.
+fn is_in_a_section(key: &str) -> bool {
+    let section = key.split('.').next().unwrap_or_default().to_ascii_lowercase();
+    key.contains('.') && SECTIONS.contains(&section.as_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use figment::Jail;
+
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        Jail::expect_with(|_jail| {
+            let config = StandaloneConfig::load(None, &[]).expect("defaults load");
+            assert_eq!(config.storage.root, "./lancefleet-data");
+            assert_eq!(config.rest.listen, "127.0.0.1:8080".parse().expect("addr"));
+            assert_eq!(config.log.level, "info");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn file_then_env_then_flags_take_precedence() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "lancefleet.toml",
+                r#"
+                [storage]
+                root = "/from/file"
+                options = { aws_region = "eu-west-1" }
+                [rest]
+                listen = "0.0.0.0:9000"
+                [log]
+                level = "debug"
+                "#,
+            )?;
+            let file = Path::new("lancefleet.toml");
+            let from_file = StandaloneConfig::load(Some(file), &[]).expect("file loads");
+            assert_eq!(from_file.storage.root, "/from/file");
+            assert_eq!(from_file.storage.options.get("aws_region").map(String::as_str), Some("eu-west-1"));
+            assert_eq!(from_file.log.level, "debug");
+
+            jail.set_env("LANCEFLEET_STORAGE__ROOT", "/from/env");
+            jail.set_env("LANCEFLEET_REST__LISTEN", "127.0.0.1:7000");
+            jail.set_env("LANCEFLEET_CONFIG", "ignored: not a configuration key");
+            let from_env = StandaloneConfig::load(Some(file), &[]).expect("env loads");
+            assert_eq!(from_env.storage.root, "/from/env");
+            assert_eq!(from_env.rest.listen, "127.0.0.1:7000".parse().expect("addr"));
+            assert_eq!(from_env.log.level, "debug", "file values the env does not set survive");
+
+            let flags = [("storage.root", "/from/flag".to_string())];
+            let from_flags = StandaloneConfig::load(Some(file), &flags).expect("flags load");
+            assert_eq!(from_flags.storage.root, "/from/flag");
+            assert_eq!(from_flags.rest.listen, "127.0.0.1:7000".parse().expect("addr"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_keys_and_missing_files_are_errors() {
+        Jail::expect_with(|jail| {
+            jail.create_file("typo.toml", "[storage]\nrooot = \"/x\"\n")?;
+            let error = StandaloneConfig::load(Some(Path::new("typo.toml")), &[]).expect_err("typo rejected");
+            assert!(error.to_string().contains("rooot"), "{error}");
+
+            let missing = StandaloneConfig::load(Some(Path::new("nope.toml")), &[]).expect_err("missing");
+            assert!(matches!(missing, ConfigError::MissingFile(_)));
+
+            jail.set_env("LANCEFLEET_REST__LISTN", "127.0.0.1:1");
+            let error = StandaloneConfig::load(None, &[]).expect_err("env typo rejected");
+            assert!(error.to_string().contains("listn"), "{error}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn bad_values_say_which_key() {
+        Jail::expect_with(|_jail| {
+            let flags = [("rest.listen", "not-an-address".to_string())];
+            let error = StandaloneConfig::load(None, &flags).expect_err("bad address");
+            assert!(error.to_string().contains("listen"), "{error}");
+            Ok(())
+        });
+    }
+}

@@ -1,0 +1,144 @@
+//! Where tables live: the storage root and the URIs derived from it.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+/// URL schemes accepted for a storage root besides plain local paths.
+const OBJECT_STORE_SCHEMES: &[&str] = &["s3", "s3+ddb", "gs", "az", "abfss", "memory", "file"];
+
+/// Storage configuration (`[storage]` in the config file).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// Directory or object-store URI under which tables live as `{root}/{table}.lance`:
+    /// a local path, or `s3://bucket/prefix`, `gs://…`, `az://…`. Default: `./lancefleet-data`.
+    pub root: String,
+    /// Options handed to lance's object store for every table, e.g. `aws_endpoint`,
+    /// `aws_region`, `allow_http`, `azure_storage_account_name`. Credentials are also
+    /// read from the usual environment variables (`AWS_*`, `AZURE_*`, `GOOGLE_*`).
+    pub options: BTreeMap<String, String>,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self { root: "./lancefleet-data".to_string(), options: BTreeMap::new() }
+    }
+}
+
+/// A validated storage root, normalised to a URI without a trailing slash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StorageRoot {
+    uri: String,
+    local_dir: Option<std::path::PathBuf>,
+}
+
+/// Why a storage root was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageRootError {
+    /// The root is empty.
+    #[error("the storage root is empty")]
+    Empty,
+    /// The root has a URL scheme lance cannot commit to safely.
+    #[error("unsupported storage scheme '{scheme}' in '{root}' (use a local path or one of {OBJECT_STORE_SCHEMES:?})")]
+    UnsupportedScheme {
+        /// The scheme found.
+        scheme: String,
+        /// The root as given.
+        root: String,
+    },
+    /// A local root could not be created or resolved.
+    #[error("cannot use local storage root '{root}': {source}")]
+    Local {
+        /// The root as given.
+        root: String,
+        /// The I/O failure.
+        source: std::io::Error,
+    },
+}
+
+impl StorageRoot {
+    /// Validates `root`. A local path is created if missing and made absolute.
+    pub fn resolve(root: &str) -> Result<Self, StorageRootError> {
+        let trimmed = root.trim();
+        if trimmed.is_empty() {
+            return Err(StorageRootError::Empty);
+        }
+        if let Some((scheme, _)) = trimmed.split_once("://") {
+            if !OBJECT_STORE_SCHEMES.contains(&scheme) {
+                return Err(StorageRootError::UnsupportedScheme {
+                    scheme: scheme.to_string(),
+                    root: root.to_string(),
+                });
+            }
+            if scheme == "file" {
+                return Self::local(&trimmed["file://".len()..], root);
+            }
+            return Ok(Self { uri: trimmed.trim_end_matches('/').to_string(), local_dir: None });
+        }
+        Self::local(trimmed, root)
+    }
+
+    fn local(path: &str, original: &str) -> Result<Self, StorageRootError> {
+        let to_error = |source| StorageRootError::Local { root: original.to_string(), source };
+        std::fs::create_dir_all(path).map_err(to_error)?;
+        let absolute = std::fs::canonicalize(Path::new(path)).map_err(to_error)?;
+        Ok(Self { uri: absolute.to_string_lossy().trim_end_matches('/').to_string(), local_dir: Some(absolute) })
+    }
+
+    /// The root URI (or absolute local path), without a trailing slash.
+    pub fn uri(&self) -> &str {
+        &self.uri
+    }
+
+    /// The local directory, when the root is on the local file system.
+    pub fn local_dir(&self) -> Option<&Path> {
+        self.local_dir.as_deref()
+    }
+
+    /// The URI of a child path made of already-validated components.
+    pub fn child_uri<'a>(&self, components: impl IntoIterator<Item = &'a str>) -> String {
+        let mut uri = self.uri.clone();
+        for component in components {
+            uri.push('/');
+            uri.push_str(component);
+        }
+        uri
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_roots_are_created_and_made_absolute() {
+        let temp = tempfile::tempdir().expect("temp dir");
+        let wanted = temp.path().join("nested/data");
+        let root = StorageRoot::resolve(wanted.to_str().expect("utf8")).expect("valid root");
+        assert!(wanted.is_dir());
+        assert!(Path::new(root.uri()).is_absolute());
+        assert_eq!(root.local_dir(), Some(std::fs::canonicalize(&wanted).expect("exists").as_path()));
+        assert!(root.child_uri(["t.lance"]).ends_with("/nested/data/t.lance"));
+    }
+
+    #[test]
+    fn object_store_roots_keep_their_uri() {
+        let root = StorageRoot::resolve("s3://bucket/prefix/").expect("valid root");
+        assert_eq!(root.uri(), "s3://bucket/prefix");
+        assert_eq!(root.local_dir(), None);
+        assert_eq!(root.child_uri(["ns", "t.lance"]), "s3://bucket/prefix/ns/t.lance");
+        assert!(StorageRoot::resolve("az://container/db").is_ok());
+        assert!(StorageRoot::resolve("gs://bucket").is_ok());
+    }
+
+    #[test]
+    fn unknown_schemes_and_empty_roots_are_refused() {
+        assert!(matches!(
+            StorageRoot::resolve("cached-s3://bucket"),
+            Err(StorageRootError::UnsupportedScheme { .. })
+        ));
+        assert!(matches!(StorageRoot::resolve("  "), Err(StorageRootError::Empty)));
+    }
+}

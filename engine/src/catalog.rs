@@ -1,0 +1,234 @@
+//! The tables under one storage root: listing, creating, opening, writing, dropping.
+//!
+//! Every dataset is opened through one process-wide lance [`Session`] (shared metadata and
+//! index caches, one object-store registry) and one [`ObjectStoreParams`] value, so the
+//! registry reuses its object-store clients across tables and requests.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use arrow_array::{RecordBatch, RecordBatchIterator};
+use arrow_schema::SchemaRef;
+use lance::Dataset;
+use lance::dataset::builder::DatasetBuilder;
+use lance::dataset::{ReadParams, WriteDestination, WriteMode, WriteParams};
+use lance::io::{ObjectStore, ObjectStoreParams, StorageOptionsAccessor};
+use lance::session::Session;
+use lancefleet_common::storage::StorageRoot;
+
+use crate::error::{EngineError, Result};
+use crate::table_id::{Namespace, TableId, table_name_of_entry};
+
+/// How `create_table` treats an existing table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CreateMode {
+    /// Fail with "already exists".
+    Create,
+    /// Replace its data and schema (a new version).
+    Overwrite,
+    /// Keep it and succeed if its schema equals the new one.
+    ExistOk,
+}
+
+/// How `insert` combines new rows with the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InsertMode {
+    /// Add the rows.
+    Append,
+    /// Replace all rows (a new version).
+    Overwrite,
+}
+
+/// Which version of a table a read may see.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReadVersion {
+    /// Read exactly this version (time travel); `None` reads the latest.
+    pub version: Option<u64>,
+    /// Never serve a version older than this (the client's freshness floor).
+    pub min_version: Option<u64>,
+}
+
+/// The tables under one storage root.
+#[derive(Debug, Clone)]
+pub struct Catalog {
+    root: StorageRoot,
+    store_params: ObjectStoreParams,
+    session: Arc<Session>,
+}
+
+impl Catalog {
+    /// A catalog over `root`, passing `storage_options` to lance's object stores.
+    pub fn new(root: StorageRoot, storage_options: &BTreeMap<String, String>) -> Self {
+        let options = storage_options.iter().map(|(key, value)| (key.clone(), value.clone())).collect::<HashMap<_, _>>();
+        let store_params = ObjectStoreParams {
+            storage_options_accessor: (!options.is_empty())
+                .then(|| Arc::new(StorageOptionsAccessor::with_static_options(options))),
+            ..Default::default()
+        };
+        Self { root, store_params, session: Arc::new(Session::default()) }
+    }
+
+    /// The storage root.
+    pub fn root(&self) -> &StorageRoot {
+        &self.root
+    }
+
+    /// Where a table lives: `{root}/{namespaces…}/{name}.lance`.
+    pub fn table_uri(&self, id: &TableId) -> String {
+        let components = id.storage_components();
+        self.root.child_uri(components.iter().map(String::as_str))
+    }
+
+    /// Names of the tables directly in `namespace`, sorted.
+    pub async fn list_tables(&self, namespace: &Namespace) -> Result<Vec<String>> {
+        let uri = self.root.child_uri(namespace.components().iter().map(String::as_str));
+        let (store, path) = ObjectStore::from_uri_and_params(self.session.store_registry(), &uri, &self.store_params).await?;
+        let entries = match store.read_dir(path).await {
+            Ok(entries) => entries,
+            Err(lance::Error::NotFound { .. }) => Vec::new(),
+            Err(error) => return Err(error.into()),
+        };
+        let mut names = entries.iter().filter_map(|entry| table_name_of_entry(entry)).map(str::to_string).collect::<Vec<_>>();
+        names.sort();
+        names.dedup();
+        Ok(names)
+    }
+
+    /// Opens a table at the version `read` asks for.
+    pub async fn open_table(&self, id: &TableId, read: ReadVersion) -> Result<Dataset> {
+        if let (Some(version), Some(min_version)) = (read.version, read.min_version)
+            && version < min_version
+        {
+            return Err(EngineError::invalid_input(format!(
+                "version {version} is older than the requested minimum version {min_version}"
+            )));
+        }
+        let mut builder = DatasetBuilder::from_uri(self.table_uri(id)).with_read_params(self.read_params());
+        if let Some(version) = read.version {
+            builder = builder.with_version(version);
+        }
+        let dataset = builder.load().await.map_err(|error| match (error, read.version) {
+            (lance::Error::DatasetNotFound { .. }, _) => EngineError::TableNotFound { name: id.to_string() },
+            (lance::Error::NotFound { .. } | lance::Error::VersionNotFound { .. }, Some(version)) => {
+                EngineError::VersionNotFound { name: id.to_string(), version }
+            }
+            (error, _) => error.into(),
+        })?;
+        if let Some(requested) = read.min_version {
+            let latest = dataset.version().version;
+            if latest < requested {
+                return Err(EngineError::VersionNotYetVisible { name: id.to_string(), latest, requested });
+            }
+        }
+        Ok(dataset)
+    }
+
+    /// Creates a table from `batches`; see [`CreateMode`] for an existing table.
+    ///
+    /// The data is complete and validated before anything is written.
+    pub async fn create_table(
+        &self,
+        id: &TableId,
+        schema: SchemaRef,
+        batches: Vec<RecordBatch>,
+        mode: CreateMode,
+    ) -> Result<Dataset> {
+        if mode != CreateMode::Overwrite {
+            match self.open_table(id, ReadVersion::default()).await {
+                Ok(existing) => return existing_table_for_create(id, existing, &schema, mode),
+                Err(EngineError::TableNotFound { .. }) => {}
+                Err(error) => return Err(error),
+            }
+        }
+        let write_mode = match mode {
+            CreateMode::Overwrite => WriteMode::Overwrite,
+            CreateMode::Create | CreateMode::ExistOk => WriteMode::Create,
+        };
+        let uri = self.table_uri(id);
+        let reader = RecordBatchIterator::new(batches.into_iter().map(Ok), schema.clone());
+        match Dataset::write(reader, uri.as_str(), Some(self.write_params(write_mode))).await {
+            Ok(dataset) => Ok(dataset),
+            // Another request created it between our check and our commit.
+            Err(lance::Error::DatasetAlreadyExists { .. }) => {
+                let existing = self.open_table(id, ReadVersion::default()).await?;
+                existing_table_for_create(id, existing, &schema, mode)
+            }
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// Appends rows to, or overwrites, an existing table; returns the new version.
+    pub async fn insert(
+        &self,
+        id: &TableId,
+        schema: SchemaRef,
+        batches: Vec<RecordBatch>,
+        mode: InsertMode,
+    ) -> Result<Dataset> {
+        let dataset = Arc::new(self.open_table(id, ReadVersion::default()).await?);
+        let write_mode = match mode {
+            InsertMode::Append => WriteMode::Append,
+            InsertMode::Overwrite => WriteMode::Overwrite,
+        };
+        let reader = RecordBatchIterator::new(batches.into_iter().map(Ok), schema);
+        let destination = WriteDestination::Dataset(dataset);
+        Ok(Dataset::write(reader, destination, Some(self.write_params(write_mode))).await?)
+    }
+
+    /// Deletes the rows matching `predicate`; returns how many and the new dataset.
+    pub async fn delete_rows(&self, id: &TableId, predicate: &str) -> Result<(u64, Dataset)> {
+        let mut dataset = self.open_table(id, ReadVersion::default()).await?;
+        let result = dataset.delete(predicate).await?;
+        Ok((result.num_deleted_rows, Arc::unwrap_or_clone(result.new_dataset)))
+    }
+
+    /// Removes a table and every version of it.
+    pub async fn drop_table(&self, id: &TableId) -> Result<()> {
+        // Opening first turns a missing table into a 404 and refuses to delete a
+        // directory that is not a Lance table.
+        self.open_table(id, ReadVersion::default()).await?;
+        let uri = self.table_uri(id);
+        let (store, path) = ObjectStore::from_uri_and_params(self.session.store_registry(), &uri, &self.store_params).await?;
+        store.remove_dir_all(path).await?;
+        Ok(())
+    }
+
+    fn read_params(&self) -> ReadParams {
+        ReadParams {
+            session: Some(self.session.clone()),
+            store_options: Some(self.store_params.clone()),
+            ..Default::default()
+        }
+    }
+
+    fn write_params(&self, mode: WriteMode) -> WriteParams {
+        WriteParams {
+            mode,
+            session: Some(self.session.clone()),
+            store_params: Some(self.store_params.clone()),
+            // Old versions are cleaned by maintenance, never inline in a client's write.
+            skip_auto_cleanup: true,
+            ..Default::default()
+        }
+    }
+}
+
+/// What `create` does when the table exists: fail, or (exist_ok) keep it if the schema matches.
+fn existing_table_for_create(id: &TableId, existing: Dataset, schema: &SchemaRef, mode: CreateMode) -> Result<Dataset> {
+    let existing_schema = arrow_schema::Schema::from(existing.schema());
+    match mode {
+        CreateMode::ExistOk if fields_match(&existing_schema, schema) => Ok(existing),
+        CreateMode::ExistOk => Err(EngineError::invalid_input(format!(
+            "Table '{id}' already exists with a different schema"
+        ))),
+        CreateMode::Create | CreateMode::Overwrite => Err(EngineError::TableAlreadyExists { name: id.to_string() }),
+    }
+}
+
+/// Whether two schemas have the same fields (names, types, nullability), ignoring metadata.
+fn fields_match(left: &arrow_schema::Schema, right: &arrow_schema::Schema) -> bool {
+    left.fields().len() == right.fields().len()
+        && left.fields().iter().zip(right.fields().iter()).all(|(a, b)| {
+            a.name() == b.name() && a.data_type().equals_datatype(b.data_type()) && a.is_nullable() == b.is_nullable()
+        })
+}

@@ -1,0 +1,176 @@
+//! The engine's one error enum.
+
+use lancefleet_common::ServiceError;
+use lancefleet_proto::ErrorCode;
+
+/// Everything that can go wrong in the engine, each variant with its service code.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// No table of that name exists.
+    #[error("Table '{name}' was not found")]
+    TableNotFound {
+        /// The table id as the client wrote it.
+        name: String,
+    },
+    /// A table of that name exists already. The wording matters: LanceDB clients look for
+    /// "already exists" in a 400 body.
+    #[error("Table '{name}' already exists")]
+    TableAlreadyExists {
+        /// The table id as the client wrote it.
+        name: String,
+    },
+    /// The table exists but not at the version asked for.
+    #[error("Table '{name}' (version: {version}) was not found")]
+    VersionNotFound {
+        /// The table id.
+        name: String,
+        /// The missing version.
+        version: u64,
+    },
+    /// The client asked for a version newer than the newest committed one.
+    #[error("table '{name}' is at version {latest}, older than the requested minimum version {requested}")]
+    VersionNotYetVisible {
+        /// The table id.
+        name: String,
+        /// The newest version this node can see.
+        latest: u64,
+        /// The minimum version the client asked for.
+        requested: u64,
+    },
+    /// A table or namespace name that cannot be used.
+    #[error("invalid table name '{name}': {reason}")]
+    InvalidName {
+        /// The name as received.
+        name: String,
+        /// What rule it breaks.
+        reason: String,
+    },
+    /// The request is malformed: bad filter, wrong vector size, schema mismatch, bad Arrow.
+    #[error("{message}")]
+    InvalidInput {
+        /// What is wrong, for the client.
+        message: String,
+    },
+    /// A valid request for something this server does not implement yet.
+    #[error("{message}")]
+    NotSupported {
+        /// What is not supported.
+        message: String,
+    },
+    /// An error raised by lance, classified by [`classify_lance_error`].
+    #[error("{message}")]
+    Lance {
+        /// The code the lance error maps to.
+        code: ErrorCode,
+        /// The message without lance's source locations.
+        message: String,
+        /// The original error, kept for logs.
+        #[source]
+        source: Box<lance::Error>,
+    },
+    /// A storage failure outside lance (listing, removing directories).
+    #[error("storage error: {0}")]
+    Storage(#[from] std::io::Error),
+}
+
+/// Shorthand for engine results.
+pub type Result<T, E = EngineError> = std::result::Result<T, E>;
+
+impl EngineError {
+    /// An [`EngineError::InvalidInput`] with `message`.
+    pub fn invalid_input(message: impl Into<String>) -> Self {
+        Self::InvalidInput { message: message.into() }
+    }
+}
+
+impl From<lance::Error> for EngineError {
+    fn from(error: lance::Error) -> Self {
+        let (code, message) = classify_lance_error(&error);
+        Self::Lance { code, message, source: Box::new(error) }
+    }
+}
+
+impl ServiceError for EngineError {
+    fn error_code(&self) -> ErrorCode {
+        match self {
+            Self::TableNotFound { .. } | Self::VersionNotFound { .. } => ErrorCode::NotFound,
+            Self::TableAlreadyExists { .. } => ErrorCode::AlreadyExists,
+            Self::VersionNotYetVisible { .. } => ErrorCode::Unavailable,
+            Self::InvalidName { .. } | Self::InvalidInput { .. } => ErrorCode::InvalidArgument,
+            Self::NotSupported { .. } => ErrorCode::NotSupported,
+            Self::Lance { code, .. } => *code,
+            Self::Storage(_) => ErrorCode::Internal,
+        }
+    }
+
+    fn client_message(&self) -> String {
+        match self.error_code() {
+            ErrorCode::Internal => "internal server error; the server log has the details".to_string(),
+            _ => self.to_string(),
+        }
+    }
+}
+
+/// Maps a lance error to a service code and a message fit for clients.
+///
+/// Lance's `Display` appends source locations (`…, lance-core/src/error.rs:12:5`); the
+/// message here keeps only what describes the problem.
+pub fn classify_lance_error(error: &lance::Error) -> (ErrorCode, String) {
+    use lance::Error as E;
+    match error {
+        E::InvalidInput { source, .. } => (ErrorCode::InvalidArgument, source.to_string()),
+        E::SchemaMismatch { difference, .. } => {
+            (ErrorCode::InvalidArgument, format!("the data does not match the table schema: {difference}"))
+        }
+        E::Schema { message, .. } => (ErrorCode::InvalidArgument, message.clone()),
+        E::FieldNotFound { source } => (ErrorCode::InvalidArgument, source.to_string()),
+        E::DatasetAlreadyExists { uri, .. } => (ErrorCode::AlreadyExists, format!("dataset {uri} already exists")),
+        E::DatasetNotFound { path, .. } => (ErrorCode::NotFound, format!("dataset {path} was not found")),
+        E::NotFound { uri, .. } => (ErrorCode::NotFound, format!("{uri} was not found")),
+        E::VersionNotFound { message } | E::RefNotFound { message } => (ErrorCode::NotFound, message.clone()),
+        E::InvalidRef { message } => (ErrorCode::InvalidArgument, message.clone()),
+        E::NotSupported { source, .. } => (ErrorCode::NotSupported, source.to_string()),
+        E::CommitConflict { version, source, .. } => {
+            (ErrorCode::Conflict, format!("commit conflict at version {version}: {source}"))
+        }
+        E::RetryableCommitConflict { version, source, .. } => {
+            (ErrorCode::Conflict, format!("commit conflict at version {version}: {source}"))
+        }
+        E::TooMuchWriteContention { message, .. } => (ErrorCode::Unavailable, message.clone()),
+        E::Timeout { message, .. } => (ErrorCode::Timeout, message.clone()),
+        other => (ErrorCode::Internal, other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn not_found_errors_name_the_table() {
+        let error = EngineError::TableNotFound { name: "docs".into() };
+        assert_eq!(error.error_code().http_status(), 404);
+        assert_eq!(error.client_message(), "Table 'docs' was not found");
+    }
+
+    #[test]
+    fn already_exists_is_a_400_saying_already_exists() {
+        let error = EngineError::TableAlreadyExists { name: "docs".into() };
+        assert_eq!(error.error_code().http_status(), 400);
+        assert!(error.client_message().contains("already exists"));
+    }
+
+    #[test]
+    fn lance_input_errors_are_400_without_source_locations() {
+        let error = EngineError::from(lance::Error::invalid_input("k must be positive"));
+        assert_eq!(error.error_code(), ErrorCode::InvalidArgument);
+        assert_eq!(error.client_message(), "k must be positive");
+    }
+
+    #[test]
+    fn internal_errors_hide_their_details_from_clients() {
+        let error = EngineError::from(lance::Error::internal("checksum mismatch in file x"));
+        assert_eq!(error.error_code().http_status(), 500);
+        assert!(!error.client_message().contains("checksum"));
+    }
+}

@@ -1,0 +1,249 @@
+//! The query a client asks for, as the LanceDB REST `query` body carries it.
+//!
+//! The same type travels from the query node to wherever the query runs; parsing and
+//! validation that need no table happen here, the rest in [`crate::search`].
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::error::{EngineError, Result};
+
+/// Default number of results of a vector search, as in LanceDB.
+pub const DEFAULT_TOP_K: u64 = 10;
+
+/// A search or scan over one table (the body of `POST /v1/table/{id}/query/`).
+///
+/// Unknown fields are ignored: newer clients send fields older servers do not know.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct TableQuery {
+    /// `[]` (no vector search), one vector, or several vectors (`[[…], […]]`).
+    pub vector: QueryVectors,
+    /// Number of results. Plain scans without a limit send `i64::MAX`.
+    pub k: Option<u64>,
+    /// Results to skip before the first returned one.
+    pub offset: Option<u64>,
+    /// SQL predicate in lance's dialect.
+    pub filter: Option<String>,
+    /// Filter before (true, the default) or after (false) the vector search.
+    #[serde(default = "default_true")]
+    pub prefilter: bool,
+    /// Projection: column names, or `{alias: sql expression}` in order.
+    pub columns: Option<Projection>,
+    /// Return `_rowid`.
+    pub with_row_id: bool,
+    /// Skip the flat search of unindexed rows.
+    pub fast_search: bool,
+    /// Search exactly, ignoring any vector index.
+    pub bypass_vector_index: bool,
+    /// `l2`, `cosine`, `dot` or `hamming`.
+    pub distance_type: Option<String>,
+    /// The vector column; inferred from the query dimension when absent.
+    pub vector_column: Option<String>,
+    /// Legacy number of IVF partitions to probe (sets both bounds).
+    pub nprobes: Option<usize>,
+    /// Lower bound of IVF partitions to probe.
+    pub minimum_nprobes: Option<usize>,
+    /// Upper bound of IVF partitions to probe; 0 means unbounded.
+    pub maximum_nprobes: Option<usize>,
+    /// Smallest distance to return (inclusive).
+    pub lower_bound: Option<f32>,
+    /// Largest distance to return (exclusive).
+    pub upper_bound: Option<f32>,
+    /// HNSW search breadth.
+    pub ef: Option<usize>,
+    /// Re-rank `k * refine_factor` candidates with exact distances.
+    pub refine_factor: Option<u32>,
+    /// Read this version instead of the latest.
+    pub version: Option<u64>,
+    /// Full-text search; not implemented yet.
+    pub full_text_query: Option<Value>,
+    /// Sort order; not implemented yet.
+    pub order_by: Option<Value>,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// The query vectors of a [`TableQuery`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct QueryVectors(pub Vec<Vec<f32>>);
+
+impl<'de> Deserialize<'de> for QueryVectors {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Wire {
+            Many(Vec<Vec<f32>>),
+            One(Vec<f32>),
+        }
+        let vectors = match Option::<Wire>::deserialize(deserializer)? {
+            None => Vec::new(),
+            Some(Wire::One(vector)) if vector.is_empty() => Vec::new(),
+            Some(Wire::One(vector)) => vec![vector],
+            Some(Wire::Many(vectors)) => vectors,
+        };
+        Ok(Self(vectors))
+    }
+}
+
+/// Which columns a query returns.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Projection {
+    /// Existing columns by name.
+    Columns(Vec<String>),
+    /// `(output name, SQL expression)` pairs, in the client's order.
+    Expressions(Vec<(String, String)>),
+}
+
+impl<'de> Deserialize<'de> for Projection {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        deserializer.deserialize_any(ProjectionVisitor)
+    }
+}
+
+/// Visits the map form entry by entry, so the client's key order (which is significant)
+/// survives without making every `serde_json::Map` in the build order-preserving.
+struct ProjectionVisitor;
+
+impl<'de> serde::de::Visitor<'de> for ProjectionVisitor {
+    type Value = Projection;
+
+    fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+        formatter.write_str("a list of column names or an object of {alias: sql expression}")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<Projection, A::Error> {
+        let mut names = Vec::new();
+        while let Some(name) = seq.next_element::<String>()? {
+            names.push(name);
+        }
+        Ok(Projection::Columns(names))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> std::result::Result<Projection, A::Error> {
+        let mut pairs = Vec::new();
+        while let Some(pair) = map.next_entry::<String, String>()? {
+            pairs.push(pair);
+        }
+        Ok(Projection::Expressions(pairs))
+    }
+}
+
+impl TableQuery {
+    /// Whether this is a vector search (as opposed to a plain or filtered scan).
+    pub fn is_vector_search(&self) -> bool {
+        !self.vector.0.is_empty()
+    }
+
+    /// The row limit: `None` for "no limit" (what plain scans send as `i64::MAX`).
+    pub fn limit(&self) -> Option<u64> {
+        match self.k {
+            Some(k) if k >= i64::MAX as u64 => None,
+            Some(k) => Some(k),
+            None if self.is_vector_search() => Some(DEFAULT_TOP_K),
+            None => None,
+        }
+    }
+
+    /// Checks what can be checked without the table.
+    pub fn validate(&self) -> Result<()> {
+        if self.full_text_query.is_some() {
+            return Err(EngineError::NotSupported { message: "full-text search is not supported yet".into() });
+        }
+        if self.order_by.is_some() {
+            return Err(EngineError::NotSupported { message: "order_by is not supported yet".into() });
+        }
+        if let Some(offset) = self.offset
+            && offset > i64::MAX as u64
+        {
+            return Err(EngineError::invalid_input(format!("offset {offset} is too large")));
+        }
+        let vectors = &self.vector.0;
+        if let Some(first) = vectors.first() {
+            if first.is_empty() {
+                return Err(EngineError::invalid_input("query vectors must not be empty"));
+            }
+            if let Some(other) = vectors.iter().find(|vector| vector.len() != first.len()) {
+                return Err(EngineError::invalid_input(format!(
+                    "all query vectors must have the same dimension, got {} and {}",
+                    first.len(),
+                    other.len()
+                )));
+            }
+            if vectors.iter().flatten().any(|value| !value.is_finite()) {
+                return Err(EngineError::invalid_input("query vectors must contain only finite numbers"));
+            }
+            if self.limit() == Some(0) {
+                return Err(EngineError::invalid_input("k must be positive for a vector search"));
+            }
+        }
+        if let (Some(lower), Some(upper)) = (self.lower_bound, self.upper_bound)
+            && lower > upper
+        {
+            return Err(EngineError::invalid_input(format!(
+                "lower_bound {lower} is greater than upper_bound {upper}"
+            )));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(json: &str) -> TableQuery {
+        serde_json::from_str(json).expect("valid query json")
+    }
+
+    #[test]
+    fn default_vector_query_from_the_client() {
+        let query = parse(
+            r#"{"prefilter":true,"lower_bound":null,"upper_bound":null,"k":10,"ef":null,
+                "refine_factor":null,"version":null,"vector":[0.10000000149011612,0.2]}"#,
+        );
+        assert_eq!(query.vector.0, vec![vec![0.1_f32, 0.2]]);
+        assert_eq!(query.limit(), Some(10));
+        assert!(query.prefilter);
+        assert!(query.validate().is_ok());
+    }
+
+    #[test]
+    fn plain_scan_with_max_k_has_no_limit() {
+        let query = parse(r#"{"filter":"`A` > 0","k":9223372036854775807,"prefilter":true,"vector":[],"version":null}"#);
+        assert!(!query.is_vector_search());
+        assert_eq!(query.limit(), None);
+        assert_eq!(query.filter.as_deref(), Some("`A` > 0"));
+    }
+
+    #[test]
+    fn several_vectors_and_unknown_fields() {
+        let query = parse(r#"{"vector":[[1,2],[3,4]],"k":3,"use_lsm":false,"search_effort":0.5}"#);
+        assert_eq!(query.vector.0.len(), 2);
+        assert!(query.validate().is_ok());
+    }
+
+    #[test]
+    fn projections_keep_the_client_order() {
+        let names = parse(r#"{"vector":[],"columns":["b","a"]}"#);
+        assert_eq!(names.columns, Some(Projection::Columns(vec!["b".into(), "a".into()])));
+        let expressions = parse(r#"{"vector":[],"columns":{"z":"a + 1","a":"b"}}"#);
+        assert_eq!(
+            expressions.columns,
+            Some(Projection::Expressions(vec![("z".into(), "a + 1".into()), ("a".into(), "b".into())]))
+        );
+        assert!(serde_json::from_str::<TableQuery>(r#"{"columns":[1]}"#).is_err());
+    }
+
+    #[test]
+    fn invalid_queries_are_refused() {
+        assert!(parse(r#"{"vector":[[1,2],[3]]}"#).validate().is_err());
+        assert!(parse(r#"{"vector":[1,2],"k":0}"#).validate().is_err());
+        assert!(parse(r#"{"vector":[1,2],"lower_bound":2,"upper_bound":1}"#).validate().is_err());
+        let fts = parse(r#"{"vector":[],"full_text_query":{"columns":[],"query":"x"}}"#);
+        assert!(matches!(fts.validate(), Err(EngineError::NotSupported { .. })));
+        assert!(serde_json::from_str::<TableQuery>(r#"{"vector":"abc"}"#).is_err());
+    }
+}

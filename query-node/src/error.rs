@@ -1,0 +1,100 @@
+//! The query node's error enum and its HTTP rendering.
+
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use lancefleet_common::ServiceError;
+use lancefleet_engine::EngineError;
+use lancefleet_proto::ErrorCode;
+
+/// A failed REST request.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The engine refused or failed the operation.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// The request body or parameters are malformed.
+    #[error("{0}")]
+    BadRequest(String),
+    /// The route exists in the LanceDB protocol but this server does not implement it.
+    #[error("{0}")]
+    NotImplemented(String),
+    /// No such route outside the LanceDB API.
+    #[error("{0}")]
+    RouteNotFound(String),
+    /// A result could not be encoded as Arrow.
+    #[error("cannot encode the result as Arrow: {0}")]
+    Encode(#[from] arrow_schema::ArrowError),
+    /// A blocking task (Arrow encoding or decoding) panicked or was cancelled.
+    #[error("background task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+    /// The server could not start or keep listening.
+    #[error("cannot serve on {address}: {source}")]
+    Listen {
+        /// The address.
+        address: String,
+        /// The socket error.
+        source: std::io::Error,
+    },
+}
+
+impl ApiError {
+    /// A 400 with `message`.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::BadRequest(message.into())
+    }
+}
+
+impl ServiceError for ApiError {
+    fn error_code(&self) -> ErrorCode {
+        match self {
+            Self::Engine(error) => error.error_code(),
+            Self::BadRequest(_) => ErrorCode::InvalidArgument,
+            Self::NotImplemented(_) => ErrorCode::NotSupported,
+            Self::RouteNotFound(_) => ErrorCode::NotFound,
+            Self::Encode(_) | Self::Task(_) | Self::Listen { .. } => ErrorCode::Internal,
+        }
+    }
+
+    fn client_message(&self) -> String {
+        match self {
+            Self::Engine(error) => error.client_message(),
+            Self::Encode(_) | Self::Task(_) | Self::Listen { .. } => "internal server error; the server log has the details".into(),
+            other => other.to_string(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let code = self.error_code();
+        let status = StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        if status.is_server_error() {
+            tracing::error!(error = %self, error_debug = ?self, code = code.as_str_name(), "request failed");
+        } else {
+            tracing::info!(error = %self, code = code.as_str_name(), "request rejected");
+        }
+        let mut response = (status, self.client_message()).into_response();
+        response.headers_mut().insert("x-lancefleet-error-code", HeaderValue::from_static(code.as_str_name()));
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn engine_errors_keep_their_status() {
+        let not_found = ApiError::from(EngineError::TableNotFound { name: "t".into() }).into_response();
+        assert_eq!(not_found.status(), StatusCode::NOT_FOUND);
+        let exists = ApiError::from(EngineError::TableAlreadyExists { name: "t".into() }).into_response();
+        assert_eq!(exists.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(ApiError::bad_request("malformed").into_response().status(), StatusCode::BAD_REQUEST);
+    }
+
+    #[test]
+    fn error_code_travels_in_a_header() {
+        let response = ApiError::bad_request("malformed").into_response();
+        assert_eq!(response.headers()["x-lancefleet-error-code"], "ERROR_CODE_INVALID_ARGUMENT");
+    }
+}

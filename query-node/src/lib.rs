@@ -1,0 +1,81 @@
+//! The LanceFleet query node: the LanceDB REST API over the engine.
+//!
+//! [`QueryNode::bind`] opens the listening socket (so callers learn the address, port 0
+//! included) and [`QueryNode::serve`] answers requests until the shutdown signal, then lets
+//! in-flight requests finish within the configured grace period.
+
+mod arrow_body;
+mod error;
+mod protocol;
+mod routes;
+mod state;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use lancefleet_common::Shutdown;
+use lancefleet_common::config::RestConfig;
+use lancefleet_engine::Catalog;
+use tokio::net::TcpListener;
+
+pub use error::ApiError;
+pub use protocol::PHALANX_VERSION;
+
+/// A query node bound to its address, ready to serve.
+#[derive(Debug)]
+pub struct QueryNode {
+    listener: TcpListener,
+    router: axum::Router,
+    grace: Duration,
+}
+
+impl QueryNode {
+    /// Binds the REST listener of `config` in front of `catalog`.
+    pub async fn bind(config: &RestConfig, catalog: Catalog) -> Result<Self, ApiError> {
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| ApiError::Listen { address: config.listen.to_string(), source })?;
+        let state = state::AppState { catalog: Arc::new(catalog) };
+        let max_body_bytes = usize::try_from(config.max_body_bytes).unwrap_or(usize::MAX);
+        Ok(Self {
+            listener,
+            router: routes::router(state, max_body_bytes),
+            grace: Duration::from_secs(config.shutdown_grace_seconds),
+        })
+    }
+
+    /// The address actually bound.
+    pub fn local_addr(&self) -> Result<SocketAddr, ApiError> {
+        self.listener
+            .local_addr()
+            .map_err(|source| ApiError::Listen { address: "the bound socket".into(), source })
+    }
+
+    /// Serves until `shutdown` fires, then stops accepting and drains in-flight requests
+    /// for at most the grace period.
+    pub async fn serve(self, shutdown: Shutdown) -> Result<(), ApiError> {
+        let address = self.local_addr()?;
+        let stop_accepting = shutdown.clone();
+        let server = axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(async move { stop_accepting.wait().await });
+        let mut server = tokio::spawn(server.into_future());
+        tokio::select! {
+            finished = &mut server => return finish(finished?, address),
+            () = shutdown.wait() => {}
+        }
+        tracing::info!(%address, grace_seconds = self.grace.as_secs(), "draining in-flight requests");
+        match tokio::time::timeout(self.grace, &mut server).await {
+            Ok(finished) => finish(finished?, address),
+            Err(_elapsed) => {
+                tracing::warn!(%address, "grace period over, dropping the remaining requests");
+                server.abort();
+                Ok(())
+            }
+        }
+    }
+}
+
+fn finish(result: std::io::Result<()>, address: SocketAddr) -> Result<(), ApiError> {
+    result.map_err(|source| ApiError::Listen { address: address.to_string(), source })
+}

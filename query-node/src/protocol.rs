@@ -1,0 +1,95 @@
+//! Headers and small JSON shapes of the LanceDB REST dialect.
+
+use axum::body::Bytes;
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use serde::de::DeserializeOwned;
+
+use crate::error::ApiError;
+
+/// The protocol version this server fully supports, sent as `phalanx-version`.
+///
+/// 0.2.0 means several query vectors in one request answered with a `query_index`
+/// column. 0.3.0 (structured full-text search) and later are not implemented yet, so
+/// clients keep to the features below them.
+pub const PHALANX_VERSION: &str = "0.2.0";
+/// Response header naming the capability version.
+pub static PHALANX_VERSION_HEADER: HeaderName = HeaderName::from_static("phalanx-version");
+/// Response header carrying the table version that served a request.
+pub static TABLE_VERSION_HEADER: HeaderName = HeaderName::from_static("x-lancedb-version");
+/// Request headers carrying the client's freshness floor: after a write that returned
+/// version V, and after reading version V, a client must never see an older version.
+const MIN_VERSION_HEADERS: [&str; 2] = ["x-lancedb-min-version", "x-lancedb-min-read-version"];
+
+/// The oldest table version the client may be served, from the freshness headers.
+///
+/// `x-lancedb-min-timestamp` needs no handling: every read opens the latest committed
+/// version, which is never older than an instant the client has already seen.
+pub fn min_version(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
+    let mut floor = None;
+    for name in MIN_VERSION_HEADERS {
+        let Some(value) = headers.get(name) else { continue };
+        let version = value
+            .to_str()
+            .ok()
+            .and_then(|text| text.trim().parse::<u64>().ok())
+            .ok_or_else(|| ApiError::bad_request(format!("header {name} must be a non-negative integer")))?;
+        floor = floor.max(Some(version));
+    }
+    Ok(floor)
+}
+
+/// Parses a JSON body; an empty body stands for the type's default (LanceDB clients send
+/// no body, `{}` or a full object to the same route).
+pub fn json_body<T: DeserializeOwned + Default>(body: &Bytes) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body).map_err(|error| ApiError::bad_request(format!("invalid JSON body: {error}")))
+}
+
+/// Adds `x-lancedb-version` to a table response.
+pub fn with_table_version(version: u64, body: impl IntoResponse) -> Response {
+    let mut response = body.into_response();
+    response.headers_mut().insert(TABLE_VERSION_HEADER.clone(), HeaderValue::from(version));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_highest_freshness_floor_wins() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(min_version(&headers).expect("no headers"), None);
+        headers.insert("x-lancedb-min-version", HeaderValue::from_static("3"));
+        headers.insert("x-lancedb-min-read-version", HeaderValue::from_static("5"));
+        assert_eq!(min_version(&headers).expect("valid"), Some(5));
+    }
+
+    #[test]
+    fn garbage_freshness_headers_are_bad_requests() {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-lancedb-min-version", HeaderValue::from_static("latest"));
+        assert!(matches!(min_version(&headers), Err(ApiError::BadRequest(_))));
+    }
+
+    #[test]
+    fn empty_bodies_mean_defaults() {
+        #[derive(serde::Deserialize, Default, PartialEq, Debug)]
+        struct Body {
+            version: Option<u64>,
+        }
+        assert_eq!(json_body::<Body>(&Bytes::new()).expect("empty"), Body::default());
+        assert_eq!(json_body::<Body>(&Bytes::from_static(b"{}")).expect("object"), Body::default());
+        assert_eq!(json_body::<Body>(&Bytes::from_static(b"{\"version\":4}")).expect("v").version, Some(4));
+        assert!(json_body::<Body>(&Bytes::from_static(b"{\"version\":")).is_err());
+    }
+
+    #[test]
+    fn advertised_version_is_semver() {
+        let parts = PHALANX_VERSION.split('.').map(|part| part.parse::<u64>()).collect::<Result<Vec<_>, _>>();
+        assert_eq!(parts.expect("numeric").len(), 3);
+    }
+}

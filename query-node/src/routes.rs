@@ -1,0 +1,75 @@
+//! The REST router: every LanceDB route, with and without its trailing slash.
+
+mod data;
+mod query;
+mod tables;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderValue, Method, Uri};
+use axum::routing::{MethodRouter, get, post};
+use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::error::ApiError;
+use crate::protocol::{PHALANX_VERSION, PHALANX_VERSION_HEADER};
+use crate::state::AppState;
+
+/// Table operations reachable as `/v1/table/{id}/{operation}/`.
+const TABLE_OPERATIONS: &[&str] = &["create", "describe", "drop", "insert", "query", "count_rows", "delete"];
+
+/// Builds the router for `state`, accepting bodies up to `max_body_bytes`.
+pub fn router(state: AppState, max_body_bytes: usize) -> Router {
+    let table_routes: [(&str, MethodRouter<AppState>); 7] = [
+        ("create", post(tables::create_table)),
+        ("describe", post(tables::describe_table)),
+        ("drop", post(tables::drop_table)),
+        ("insert", post(data::insert)),
+        ("query", post(query::query)),
+        ("count_rows", post(data::count_rows)),
+        ("delete", post(data::delete_rows)),
+    ];
+    let mut router = Router::new()
+        .route("/health", get(|| async { "ok" }))
+        .route("/v1/table", get(tables::list_tables))
+        .route("/v1/table/", get(tables::list_tables))
+        .route("/v1/namespace/{namespace}/table/list", get(tables::list_namespace_tables))
+        .route("/v1/namespace/{namespace}/table/list/", get(tables::list_namespace_tables));
+    for (operation, handler) in table_routes {
+        debug_assert!(TABLE_OPERATIONS.contains(&operation));
+        router = router
+            .route(&format!("/v1/table/{{id}}/{operation}"), handler.clone())
+            .route(&format!("/v1/table/{{id}}/{operation}/"), handler);
+    }
+    router
+        .fallback(unknown_route)
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(SetResponseHeaderLayer::overriding(
+            PHALANX_VERSION_HEADER.clone(),
+            HeaderValue::from_static(PHALANX_VERSION),
+        ))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// Unmatched requests. A table route whose id spans several path segments carries a
+/// table name with a `/` in it: that is a bad name (400), not a missing route.
+async fn unknown_route(method: Method, uri: Uri) -> ApiError {
+    let path = uri.path();
+    if let Some(rest) = path.strip_prefix("/v1/table/") {
+        let segments = rest.trim_end_matches('/').split('/').collect::<Vec<_>>();
+        if let Some((operation, id_segments)) = segments.split_last()
+            && TABLE_OPERATIONS.contains(operation)
+            && id_segments.len() > 1
+        {
+            return ApiError::bad_request(format!(
+                "invalid table name '{}': table names cannot contain '/'",
+                id_segments.join("/")
+            ));
+        }
+    }
+    if path.starts_with("/v1/") {
+        return ApiError::NotImplemented(format!("{method} {path} is not supported by this server"));
+    }
+    ApiError::RouteNotFound(format!("no route for {method} {path}"))
+}

@@ -1,0 +1,90 @@
+//! Table-level write and count routes: insert, delete, count_rows.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use lancefleet_engine::{InsertMode, ReadVersion, TableId};
+use serde::Deserialize;
+
+use crate::arrow_body::decode_stream;
+use crate::error::ApiError;
+use crate::protocol::{json_body, min_version, with_table_version};
+use crate::state::AppState;
+
+/// Query string of `insert`.
+#[derive(Debug, Default, Deserialize)]
+pub struct InsertParams {
+    mode: Option<String>,
+    upload_id: Option<String>,
+}
+
+/// `POST /v1/table/{id}/insert/[?mode=overwrite]` with an Arrow IPC stream.
+pub async fn insert(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(params): Query<InsertParams>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let id = TableId::parse(&id)?;
+    if params.upload_id.is_some() {
+        return Err(ApiError::NotImplemented("multipart writes are not supported yet".into()));
+    }
+    let mode = match params.mode.as_deref().unwrap_or("append") {
+        "append" => InsertMode::Append,
+        "overwrite" => InsertMode::Overwrite,
+        other => return Err(ApiError::bad_request(format!("unknown insert mode '{other}'; use append or overwrite"))),
+    };
+    let upload = decode_stream(body).await?;
+    let rows = upload.batches.iter().map(|batch| batch.num_rows()).sum::<usize>();
+    let dataset = state.catalog.insert(&id, upload.schema, upload.batches, mode).await?;
+    let version = dataset.version().version;
+    tracing::info!(table = %id, version, rows, ?mode, "rows inserted");
+    Ok(with_table_version(version, Json(serde_json::json!({ "version": version }))))
+}
+
+/// Body of `count_rows`.
+#[derive(Debug, Default, Deserialize)]
+pub struct CountRowsRequest {
+    predicate: Option<String>,
+    version: Option<u64>,
+}
+
+/// `POST /v1/table/{id}/count_rows/`: a bare JSON integer.
+pub async fn count_rows(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let id = TableId::parse(&id)?;
+    let request: CountRowsRequest = json_body(&body)?;
+    let read = ReadVersion { version: request.version, min_version: min_version(&headers)? };
+    let dataset = state.catalog.open_table(&id, read).await?;
+    let count = dataset.count_rows(request.predicate).await.map_err(lancefleet_engine::EngineError::from)?;
+    Ok(with_table_version(dataset.version().version, Json(count)))
+}
+
+/// Body of `delete`.
+#[derive(Debug, Default, Deserialize)]
+pub struct DeleteRequest {
+    predicate: Option<String>,
+}
+
+/// `POST /v1/table/{id}/delete/`.
+pub async fn delete_rows(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let id = TableId::parse(&id)?;
+    let request: DeleteRequest = json_body(&body)?;
+    let Some(predicate) = request.predicate.filter(|predicate| !predicate.trim().is_empty()) else {
+        return Err(ApiError::bad_request("delete needs a predicate; use \"true\" to delete every row"));
+    };
+    let (deleted, dataset) = state.catalog.delete_rows(&id, &predicate).await?;
+    let version = dataset.version().version;
+    tracing::info!(table = %id, version, deleted, "rows deleted");
+    Ok(with_table_version(version, Json(serde_json::json!({ "num_deleted_rows": deleted, "version": version }))))
+}

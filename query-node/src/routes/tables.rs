@@ -1,0 +1,169 @@
+//! Database-level routes: list, create, describe and drop tables.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use lance::arrow::json::JsonSchema;
+use lancefleet_engine::{CreateMode, Namespace, ReadVersion, TableId};
+use serde::{Deserialize, Serialize};
+
+use crate::arrow_body::decode_stream;
+use crate::error::ApiError;
+use crate::protocol::{json_body, min_version, with_table_version};
+use crate::state::AppState;
+
+/// Query string of the table listings.
+#[derive(Debug, Default, Deserialize)]
+pub struct ListParams {
+    /// Most names to return.
+    limit: Option<usize>,
+    /// Return names strictly after this one (the client's `start_after`, or our token).
+    page_token: Option<String>,
+}
+
+/// Response of both table listings.
+#[derive(Debug, Serialize, PartialEq)]
+pub struct ListTablesResponse {
+    tables: Vec<String>,
+    /// The last name returned when more may follow; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    page_token: Option<String>,
+}
+
+/// `GET /v1/table/`: tables of the root namespace.
+pub async fn list_tables(State(state): State<AppState>, Query(params): Query<ListParams>) -> Result<Json<ListTablesResponse>, ApiError> {
+    list_in(&state, &Namespace::root(), params).await
+}
+
+/// `GET /v1/namespace/{id}/table/list`: tables of a namespace (`$` is the root).
+pub async fn list_namespace_tables(
+    State(state): State<AppState>,
+    Path(namespace): Path<String>,
+    Query(params): Query<ListParams>,
+) -> Result<Json<ListTablesResponse>, ApiError> {
+    let namespace = Namespace::parse(&namespace)?;
+    list_in(&state, &namespace, params).await
+}
+
+async fn list_in(state: &AppState, namespace: &Namespace, params: ListParams) -> Result<Json<ListTablesResponse>, ApiError> {
+    let names = state.catalog.list_tables(namespace).await?;
+    Ok(Json(page(names, params)))
+}
+
+/// Cuts one page out of the sorted names. The token is the last name of the page, so the
+/// first request may pass any table name as its token, as LanceDB clients do.
+fn page(names: Vec<String>, params: ListParams) -> ListTablesResponse {
+    let after = params.page_token.filter(|token| !token.is_empty());
+    let mut remaining = names.into_iter().filter(|name| after.as_ref().is_none_or(|after| name > after)).peekable();
+    let limit = params.limit.filter(|limit| *limit > 0).unwrap_or(usize::MAX);
+    let tables = remaining.by_ref().take(limit).collect::<Vec<_>>();
+    let page_token = match (remaining.peek(), tables.last()) {
+        (Some(_), Some(last)) => Some(last.clone()),
+        _ => None,
+    };
+    ListTablesResponse { tables, page_token }
+}
+
+/// Query string of `create`.
+#[derive(Debug, Default, Deserialize)]
+pub struct CreateParams {
+    mode: Option<String>,
+}
+
+/// `POST /v1/table/{id}/create/?mode=create|overwrite|exist_ok` with an Arrow IPC stream.
+pub async fn create_table(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(params): Query<CreateParams>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let id = TableId::parse(&id)?;
+    let mode = match params.mode.as_deref().unwrap_or("create") {
+        "create" => CreateMode::Create,
+        "overwrite" => CreateMode::Overwrite,
+        "exist_ok" => CreateMode::ExistOk,
+        other => return Err(ApiError::bad_request(format!("unknown create mode '{other}'; use create, overwrite or exist_ok"))),
+    };
+    let upload = decode_stream(body).await?;
+    let dataset = state.catalog.create_table(&id, upload.schema, upload.batches, mode).await?;
+    tracing::info!(table = %id, version = dataset.version().version, ?mode, "table created");
+    Ok(with_table_version(dataset.version().version, Json(serde_json::json!({}))))
+}
+
+/// Body of `describe` (absent, `{}`, or a version to check out).
+#[derive(Debug, Default, Deserialize)]
+pub struct DescribeRequest {
+    version: Option<u64>,
+}
+
+/// `POST /v1/table/{id}/describe/`: schema, version and location.
+pub async fn describe_table(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let id = TableId::parse(&id)?;
+    let request: DescribeRequest = json_body(&body)?;
+    let read = ReadVersion { version: request.version, min_version: min_version(&headers)? };
+    let dataset = state.catalog.open_table(&id, read).await?;
+    let schema = arrow_schema::Schema::from(dataset.schema());
+    let json_schema = JsonSchema::try_from(&schema).map_err(lancefleet_engine::EngineError::from)?;
+    let version = dataset.version().version;
+    let description = serde_json::json!({
+        "version": version,
+        "schema": json_schema,
+        "location": dataset.uri(),
+    });
+    Ok(with_table_version(version, Json(description)))
+}
+
+/// `POST /v1/table/{id}/drop/`.
+pub async fn drop_table(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<serde_json::Value>, ApiError> {
+    let id = TableId::parse(&id)?;
+    state.catalog.drop_table(&id).await?;
+    tracing::info!(table = %id, "table dropped");
+    Ok(Json(serde_json::json!({})))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(count: usize) -> Vec<String> {
+        (0..count).map(|index| format!("t{index:02}")).collect()
+    }
+
+    #[test]
+    fn pages_chain_through_every_name_once() {
+        let mut seen = Vec::new();
+        let mut token = None;
+        loop {
+            let response = page(names(7), ListParams { limit: Some(3), page_token: token.clone() });
+            seen.extend(response.tables.clone());
+            match response.page_token {
+                Some(next) => token = Some(next),
+                None => break,
+            }
+        }
+        assert_eq!(seen, names(7));
+    }
+
+    #[test]
+    fn a_table_name_works_as_the_first_token() {
+        let response = page(names(5), ListParams { limit: None, page_token: Some("t01".into()) });
+        assert_eq!(response.tables, vec!["t02", "t03", "t04"]);
+        assert_eq!(response.page_token, None);
+    }
+
+    #[test]
+    fn no_limit_returns_everything_without_a_token() {
+        let response = page(names(4), ListParams::default());
+        assert_eq!(response.tables.len(), 4);
+        assert_eq!(response.page_token, None);
+        let exact = page(names(4), ListParams { limit: Some(4), page_token: None });
+        assert_eq!(exact.page_token, None, "no token when nothing follows");
+    }
+}
