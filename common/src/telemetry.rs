@@ -14,12 +14,15 @@ pub enum LogFormat {
     Json,
 }
 
+/// Default filter: our own events at `info`; lance's per-dataset events only from `warn`.
+pub const DEFAULT_LOG_FILTER: &str = "info,lance=warn";
+
 /// Logging configuration (`[log]` in the config file).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
     /// A `tracing` filter such as `info` or `lancefleet=debug,lance=warn`.
-    /// `RUST_LOG`, when set, takes precedence. Default: `info`.
+    /// `RUST_LOG`, when set, takes precedence. Default: `info,lance=warn`.
     pub level: String,
     /// `text` (default) or `json`.
     pub format: LogFormat,
@@ -27,7 +30,7 @@ pub struct LogConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        Self { level: "info".to_string(), format: LogFormat::Text }
+        Self { level: DEFAULT_LOG_FILTER.to_string(), format: LogFormat::Text }
     }
 }
 

@@ -16,11 +16,12 @@ use crate::protocol::{PHALANX_VERSION, PHALANX_VERSION_HEADER};
 use crate::state::AppState;
 
 /// Table operations reachable as `/v1/table/{id}/{operation}/`.
-const TABLE_OPERATIONS: &[&str] = &["create", "describe", "drop", "insert", "query", "count_rows", "delete"];
+const TABLE_OPERATIONS: &[&str] =
+    &["create", "describe", "drop", "insert", "query", "count_rows", "delete", "version/list"];
 
 /// Builds the router for `state`, accepting bodies up to `max_body_bytes`.
 pub fn router(state: AppState, max_body_bytes: usize) -> Router {
-    let table_routes: [(&str, MethodRouter<AppState>); 7] = [
+    let table_routes: [(&str, MethodRouter<AppState>); 8] = [
         ("create", post(tables::create_table)),
         ("describe", post(tables::describe_table)),
         ("drop", post(tables::drop_table)),
@@ -28,6 +29,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         ("query", post(query::query)),
         ("count_rows", post(data::count_rows)),
         ("delete", post(data::delete_rows)),
+        ("version/list", post(tables::list_versions)),
     ];
     let mut router = Router::new()
         .route("/health", get(|| async { "ok" }))
@@ -56,20 +58,35 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
 /// table name with a `/` in it: that is a bad name (400), not a missing route.
 async fn unknown_route(method: Method, uri: Uri) -> ApiError {
     let path = uri.path();
-    if let Some(rest) = path.strip_prefix("/v1/table/") {
-        let segments = rest.trim_end_matches('/').split('/').collect::<Vec<_>>();
-        if let Some((operation, id_segments)) = segments.split_last()
-            && TABLE_OPERATIONS.contains(operation)
-            && id_segments.len() > 1
-        {
-            return ApiError::bad_request(format!(
-                "invalid table name '{}': table names cannot contain '/'",
-                id_segments.join("/")
-            ));
-        }
+    if let Some(id) = table_id_with_slash(path) {
+        return ApiError::bad_request(format!("invalid table name '{id}': table names cannot contain '/'"));
     }
     if path.starts_with("/v1/") {
         return ApiError::NotImplemented(format!("{method} {path} is not supported by this server"));
     }
     ApiError::RouteNotFound(format!("no route for {method} {path}"))
+}
+
+/// The table id of `/v1/table/{id}/{operation}/` when `{id}` contains `/`.
+fn table_id_with_slash(path: &str) -> Option<&str> {
+    let rest = path.strip_prefix("/v1/table/")?.trim_end_matches('/');
+    TABLE_OPERATIONS.iter().find_map(|operation| {
+        let id = rest.strip_suffix(operation)?.strip_suffix('/')?;
+        id.contains('/').then_some(id)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slashes_in_table_ids_are_recognised() {
+        assert_eq!(table_id_with_slash("/v1/table/a/b/create/"), Some("a/b"));
+        assert_eq!(table_id_with_slash("/v1/table/../../etc/query"), Some("../../etc"));
+        assert_eq!(table_id_with_slash("/v1/table/a/b/version/list/"), Some("a/b"));
+        assert_eq!(table_id_with_slash("/v1/table/t/version/list/"), None);
+        assert_eq!(table_id_with_slash("/v1/table/t/create_index/"), None);
+        assert_eq!(table_id_with_slash("/v1/other/a/b/create/"), None);
+    }
 }

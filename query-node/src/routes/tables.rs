@@ -120,6 +120,29 @@ pub async fn describe_table(
     Ok(with_table_version(version, Json(description)))
 }
 
+/// `POST /v1/table/{id}/version/list/`: every version still on storage, oldest first.
+pub async fn list_versions(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let id = TableId::parse(&id)?;
+    let read = ReadVersion { version: None, min_version: min_version(&headers)? };
+    let dataset = state.catalog.open_table(&id, read).await?;
+    let versions = dataset.versions().await.map_err(lancefleet_engine::EngineError::from)?;
+    let versions = versions
+        .iter()
+        .map(|version| {
+            serde_json::json!({
+                "version": version.version,
+                "timestamp": version.timestamp.to_rfc3339(),
+                "metadata": version.metadata,
+            })
+        })
+        .collect::<Vec<_>>();
+    Ok(with_table_version(dataset.version().version, Json(serde_json::json!({ "versions": versions }))))
+}
+
 /// `POST /v1/table/{id}/drop/`.
 pub async fn drop_table(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<serde_json::Value>, ApiError> {
     let id = TableId::parse(&id)?;

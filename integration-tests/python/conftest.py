@@ -1,0 +1,245 @@
+"""Fixtures for the LanceFleet end-to-end suite.
+
+The real `lancefleet` binary is started as
+
+    $LANCEFLEET_BIN standalone --data-dir <tmp>/data --rest-listen 127.0.0.1:<port>
+
+(default binary: $CARGO_TARGET_DIR/debug/lancefleet, CARGO_TARGET_DIR defaulting to
+~/.cache/lancefleet-target) and driven with the official `lancedb` client, differentially
+against LanceDB OSS on a local directory.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import requests
+
+# Keep a hung server from hanging the suite for the client's 300 s default.
+os.environ.setdefault("LANCE_CLIENT_READ_TIMEOUT", "120")
+os.environ.setdefault("LANCE_CLIENT_CONNECT_TIMEOUT", "10")
+
+import lancedb  # noqa: E402
+
+from lf_helpers import connect_remote  # noqa: E402
+
+# Self-test of the suite's own logic without a server: the "remote" side becomes a
+# second LanceDB OSS directory and tests marked `raw`/`lifecycle` are skipped.
+SELFTEST_OSS = os.environ.get("LANCEFLEET_SELFTEST_OSS") == "1"
+
+READY_TIMEOUT_S = 60
+STOP_TIMEOUT_S = 20
+
+
+def lancefleet_bin() -> str:
+    explicit = os.environ.get("LANCEFLEET_BIN")
+    if explicit:
+        return explicit
+    target = os.environ.get("CARGO_TARGET_DIR") or os.path.join(
+        os.path.expanduser("~"), ".cache", "lancefleet-target"
+    )
+    return os.path.join(target, "debug", "lancefleet")
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LanceFleetServer:
+    """One `lancefleet standalone` process. `root` holds `data/` and `server.log` only."""
+
+    def __init__(self, root: Path, data_dir: Path | None = None):
+        self.root = Path(root)
+        self.data_dir = Path(data_dir) if data_dir else self.root / "data"
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.log_path = self.root / "server.log"
+        self.proc: subprocess.Popen | None = None
+        self.port: int | None = None
+
+    @property
+    def url(self) -> str:
+        if SELFTEST_OSS:
+            return f"oss://{self.data_dir}"
+        return f"http://127.0.0.1:{self.port}"
+
+    def log_tail(self, n: int = 80) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return "<no server log>"
+        lines = re.sub(r"\x1b\[[0-9;]*m", "", text).splitlines()
+        return "\n".join(lines[-n:])
+
+    def start(self) -> "LanceFleetServer":
+        if SELFTEST_OSS:
+            return self
+        binary = lancefleet_bin()
+        if not os.path.isfile(binary) or not os.access(binary, os.X_OK):
+            pytest.fail(
+                f"lancefleet binary not found or not executable at {binary!r}; "
+                "build it or set LANCEFLEET_BIN",
+                pytrace=False,
+            )
+        last_err = ""
+        for _attempt in range(3):  # the free port can be stolen between probe and bind
+            self.port = free_port()
+            log = open(self.log_path, "ab")
+            cmd = [
+                binary,
+                "standalone",
+                "--data-dir",
+                str(self.data_dir),
+                "--rest-listen",
+                f"127.0.0.1:{self.port}",
+            ]
+            log.write(f"\n=== starting: {' '.join(cmd)}\n".encode())
+            log.flush()
+            env = {**os.environ, "NO_COLOR": "1"}
+            self.proc = subprocess.Popen(
+                cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
+            )
+            log.close()
+            deadline = time.monotonic() + READY_TIMEOUT_S
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    break
+                try:
+                    r = requests.get(f"{self.url}/health", timeout=2)
+                    if r.status_code == 200:
+                        return self
+                except requests.RequestException:
+                    pass
+                time.sleep(0.1)  # readiness polling only
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+                pytest.fail(
+                    f"lancefleet did not become ready on {self.url}/health within {READY_TIMEOUT_S}s\n"
+                    f"--- server log tail ---\n{self.log_tail()}",
+                    pytrace=False,
+                )
+            last_err = self.log_tail()
+            if "in use" not in last_err.lower():
+                break
+        pytest.fail(
+            f"lancefleet exited during startup with code {self.proc.returncode}\n"
+            f"--- server log tail ---\n{last_err}",
+            pytrace=False,
+        )
+
+    def stop(self) -> int:
+        """SIGTERM; return the exit code. Fails if it does not exit within 20 s."""
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            return self.proc.returncode
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError(
+                f"lancefleet did not exit within {STOP_TIMEOUT_S}s of SIGTERM\n{self.log_tail()}"
+            )
+
+
+def _stop_and_check(srv: LanceFleetServer) -> None:
+    if SELFTEST_OSS:
+        return
+    alive_before = srv.proc is not None and srv.proc.poll() is None
+    code = srv.stop()
+    assert alive_before, f"lancefleet died during the tests (exit {code})\n{srv.log_tail()}"
+    assert code == 0, f"lancefleet exited with {code} after SIGTERM\n{srv.log_tail()}"
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory) -> LanceFleetServer:
+    srv = LanceFleetServer(tmp_path_factory.mktemp("lancefleet")).start()
+    yield srv
+    _stop_and_check(srv)
+
+
+@pytest.fixture(scope="module")
+def isolated_server(tmp_path_factory) -> LanceFleetServer:
+    """A server of its own for tests that need to see *all* tables (listing)."""
+    srv = LanceFleetServer(tmp_path_factory.mktemp("lancefleet-iso")).start()
+    yield srv
+    _stop_and_check(srv)
+
+
+@pytest.fixture
+def server_url(server) -> str:
+    return server.url
+
+
+@pytest.fixture
+def data_dir(server) -> Path:
+    return server.data_dir
+
+
+@pytest.fixture
+def remote_db(server):
+    # A fresh connection per test so client-side caches never leak between tests.
+    return connect_remote(server.url)
+
+
+@pytest.fixture
+def oss_db(tmp_path):
+    return lancedb.connect(str(tmp_path / "oss"))
+
+
+def _sanitize(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_-]+", "_", name).strip("_")[:60]
+
+
+@pytest.fixture
+def unique_name(request):
+    """Factory for unique, valid table names: unique_name() / unique_name("suffix")."""
+    base = _sanitize(request.node.name)
+
+    def make(suffix: str = "") -> str:
+        s = f"{base}_{suffix}_" if suffix else f"{base}_"
+        return s + uuid.uuid4().hex[:8]
+
+    return make
+
+
+@pytest.fixture
+def table_name(unique_name) -> str:
+    return unique_name()
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "raw: talks HTTP to the server directly (skipped in OSS self-test)")
+    config.addinivalue_line("markers", "lifecycle: starts/stops its own server (skipped in OSS self-test)")
+
+
+def pytest_collection_modifyitems(config, items):
+    if not SELFTEST_OSS:
+        return
+    skip = pytest.mark.skip(reason="LANCEFLEET_SELFTEST_OSS=1: needs the real server")
+    for item in items:
+        if "raw" in item.keywords or "lifecycle" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.hookimpl(tryfirst=True, hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """On failure, attach the tail of the server log to the report."""
+    outcome = yield
+    rep = outcome.get_result()
+    if rep.failed and call.when in ("setup", "call"):
+        for fx in ("server", "isolated_server"):
+            srv = item.funcargs.get(fx) if hasattr(item, "funcargs") else None
+            if isinstance(srv, LanceFleetServer):
+                rep.sections.append((f"{fx} log tail ({srv.log_path})", srv.log_tail(40)))

@@ -1,0 +1,44 @@
+# Shared by scripts/run-standalone.sh and scripts/test.sh: install what is missing, once.
+# shellcheck shell=bash
+
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# Builds live outside the work tree so clones, sessions and CI share one cache.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/lancefleet-target}"
+VENV="${LANCEFLEET_VENV:-$REPO_ROOT/.venv}"
+
+log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+# Debian packages the build needs: protoc (prost-build), cmake (aws-lc-sys), mold (linker).
+ensure_build_packages() {
+  local missing=()
+  command -v protoc >/dev/null || missing+=(protobuf-compiler)
+  command -v cmake >/dev/null || missing+=(cmake)
+  command -v mold >/dev/null || missing+=(mold)
+  command -v cc >/dev/null || missing+=(build-essential)
+  if ((${#missing[@]})); then
+    log "installing ${missing[*]}"
+    local sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+  if ! command -v cargo >/dev/null; then
+    echo "cargo is missing: install a Rust toolchain (https://rustup.rs), then re-run" >&2
+    exit 1
+  fi
+}
+
+# The Python clients the end-to-end tests drive (lancedb, pyarrow, pylance), in a venv.
+ensure_python_env() {
+  local requirements="$REPO_ROOT/integration-tests/python/requirements.txt"
+  local stamp="$VENV/.requirements.sha256"
+  local wanted
+  wanted="$(sha256sum "$requirements" | cut -d' ' -f1)"
+  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$wanted" ]; then
+    return
+  fi
+  log "installing Python test clients into $VENV"
+  [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q --disable-pip-version-check -r "$requirements"
+  echo "$wanted" >"$stamp"
+}

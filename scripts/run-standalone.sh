@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Installs what is missing, builds, and starts `lancefleet standalone`: the LanceDB REST
+# API on 127.0.0.1:8080 over ./lancefleet-data. Extra arguments go to the server, e.g.
+#   scripts/run-standalone.sh --data-dir /srv/lance --rest-listen 0.0.0.0:8080
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+cd "$REPO_ROOT"
+ensure_build_packages
+log "building lancefleet (target dir $CARGO_TARGET_DIR)"
+cargo build --locked --bin lancefleet
+exec "$CARGO_TARGET_DIR/debug/lancefleet" standalone "$@"
