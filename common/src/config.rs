@@ -118,7 +118,7 @@ mod tests {
             let config = StandaloneConfig::load(None, &[]).expect("defaults load");
             assert_eq!(config.storage.root, "./lancefleet-data");
             assert_eq!(config.rest.listen, "127.0.0.1:8080".parse().expect("addr"));
-            assert_eq!(config.log.level, "info,lance=warn");
+            assert_eq!(config.log.level, "info,lance::dataset_events=warn");
             Ok(())
         });
     }

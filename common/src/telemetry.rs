@@ -14,15 +14,16 @@ pub enum LogFormat {
     Json,
 }
 
-/// Default filter: our own events at `info`; lance's per-dataset events only from `warn`.
-pub const DEFAULT_LOG_FILTER: &str = "info,lance=warn";
+/// Default filter: `info`, but lance's per-dataset-open events only from `warn`.
+/// (Filter targets match by prefix, so `lance=warn` would silence `lancefleet_*` too.)
+pub const DEFAULT_LOG_FILTER: &str = "info,lance::dataset_events=warn";
 
 /// Logging configuration (`[log]` in the config file).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
-    /// A `tracing` filter such as `info` or `lancefleet=debug,lance=warn`.
-    /// `RUST_LOG`, when set, takes precedence. Default: `info,lance=warn`.
+    /// A `tracing` filter such as `info` or `lancefleet_engine=debug`.
+    /// `RUST_LOG`, when set, takes precedence. Default: `info,lance::dataset_events=warn`.
     pub level: String,
     /// `text` (default) or `json`.
     pub format: LogFormat,

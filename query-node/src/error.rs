@@ -68,7 +68,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let code = self.error_code();
         let status = StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        if status.is_server_error() {
+        if matches!(code, ErrorCode::Internal | ErrorCode::Unspecified) {
             tracing::error!(error = %self, error_debug = ?self, code = code.as_str_name(), "request failed");
         } else {
             tracing::info!(error = %self, code = code.as_str_name(), "request rejected");

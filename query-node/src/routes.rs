@@ -5,11 +5,13 @@ mod query;
 mod tables;
 
 use axum::Router;
+use axum::body::Body;
 use axum::extract::DefaultBodyLimit;
-use axum::http::{HeaderValue, Method, Uri};
+use axum::http::{HeaderValue, Method, Request, Uri};
 use axum::routing::{MethodRouter, get, post};
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
+use tracing::Span;
 
 use crate::error::ApiError;
 use crate::protocol::{PHALANX_VERSION, PHALANX_VERSION_HEADER};
@@ -50,8 +52,15 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
             PHALANX_VERSION_HEADER.clone(),
             HeaderValue::from_static(PHALANX_VERSION),
         ))
-        .layer(TraceLayer::new_for_http())
+        .layer(TraceLayer::new_for_http().make_span_with(request_span).on_failure(()))
         .with_state(state)
+}
+
+/// One span per request (failures are logged once, by [`ApiError`]), carrying the client's `x-request-id` so a failure in the log can
+/// be matched with the error the client saw.
+fn request_span(request: &Request<Body>) -> Span {
+    let request_id = request.headers().get("x-request-id").and_then(|value| value.to_str().ok()).unwrap_or("-");
+    tracing::info_span!("request", method = %request.method(), path = request.uri().path(), request_id)
 }
 
 /// Unmatched requests. A table route whose id spans several path segments carries a
