@@ -52,11 +52,7 @@ pub struct RestConfig {
 
 impl Default for RestConfig {
     fn default() -> Self {
-        Self {
-            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
-            max_body_bytes: 4 << 30,
-            shutdown_grace_seconds: 30,
-        }
+        Self { listen: SocketAddr::from(([127, 0, 0, 1], 8080)), max_body_bytes: 4 << 30, shutdown_grace_seconds: 30 }
     }
 }
 
@@ -91,9 +87,7 @@ fn layered(defaults: Figment, file: Option<&Path>, overrides: &[Override]) -> Re
         }
         figment = figment.merge(Toml::file(path));
     }
-    let environment = Env::prefixed(ENV_PREFIX)
-        .split("__")
-        .filter(|key| is_in_a_section(key.as_str()));
+    let environment = Env::prefixed(ENV_PREFIX).split("__").filter(|key| is_in_a_section(key.as_str()));
     figment = figment.merge(environment);
     for (key, value) in overrides {
         figment = figment.merge(Serialized::default(key, value));

@@ -67,10 +67,7 @@ impl StorageRoot {
         }
         if let Some((scheme, _)) = trimmed.split_once("://") {
             if !OBJECT_STORE_SCHEMES.contains(&scheme) {
-                return Err(StorageRootError::UnsupportedScheme {
-                    scheme: scheme.to_string(),
-                    root: root.to_string(),
-                });
+                return Err(StorageRootError::UnsupportedScheme { scheme: scheme.to_string(), root: root.to_string() });
             }
             if scheme == "file" {
                 return Self::local(&trimmed["file://".len()..], root);
@@ -135,10 +132,7 @@ mod tests {
 
     #[test]
     fn unknown_schemes_and_empty_roots_are_refused() {
-        assert!(matches!(
-            StorageRoot::resolve("cached-s3://bucket"),
-            Err(StorageRootError::UnsupportedScheme { .. })
-        ));
+        assert!(matches!(StorageRoot::resolve("cached-s3://bucket"), Err(StorageRootError::UnsupportedScheme { .. })));
         assert!(matches!(StorageRoot::resolve("  "), Err(StorageRootError::Empty)));
     }
 }

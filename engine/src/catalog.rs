@@ -59,7 +59,8 @@ pub struct Catalog {
 impl Catalog {
     /// A catalog over `root`, passing `storage_options` to lance's object stores.
     pub fn new(root: StorageRoot, storage_options: &BTreeMap<String, String>) -> Self {
-        let options = storage_options.iter().map(|(key, value)| (key.clone(), value.clone())).collect::<HashMap<_, _>>();
+        let options =
+            storage_options.iter().map(|(key, value)| (key.clone(), value.clone())).collect::<HashMap<_, _>>();
         let store_params = ObjectStoreParams {
             storage_options_accessor: (!options.is_empty())
                 .then(|| Arc::new(StorageOptionsAccessor::with_static_options(options))),
@@ -82,13 +83,15 @@ impl Catalog {
     /// Names of the tables directly in `namespace`, sorted.
     pub async fn list_tables(&self, namespace: &Namespace) -> Result<Vec<String>> {
         let uri = self.root.child_uri(namespace.components().iter().map(String::as_str));
-        let (store, path) = ObjectStore::from_uri_and_params(self.session.store_registry(), &uri, &self.store_params).await?;
+        let (store, path) =
+            ObjectStore::from_uri_and_params(self.session.store_registry(), &uri, &self.store_params).await?;
         let entries = match store.read_dir(path).await {
             Ok(entries) => entries,
             Err(lance::Error::NotFound { .. }) => Vec::new(),
             Err(error) => return Err(error.into()),
         };
-        let mut names = entries.iter().filter_map(|entry| table_name_of_entry(entry)).map(str::to_string).collect::<Vec<_>>();
+        let mut names =
+            entries.iter().filter_map(|entry| table_name_of_entry(entry)).map(str::to_string).collect::<Vec<_>>();
         names.sort();
         names.dedup();
         Ok(names)
@@ -188,7 +191,8 @@ impl Catalog {
         // directory that is not a Lance table.
         self.open_table(id, ReadVersion::default()).await?;
         let uri = self.table_uri(id);
-        let (store, path) = ObjectStore::from_uri_and_params(self.session.store_registry(), &uri, &self.store_params).await?;
+        let (store, path) =
+            ObjectStore::from_uri_and_params(self.session.store_registry(), &uri, &self.store_params).await?;
         store.remove_dir_all(path).await?;
         Ok(())
     }
@@ -218,9 +222,9 @@ fn existing_table_for_create(id: &TableId, existing: Dataset, schema: &SchemaRef
     let existing_schema = arrow_schema::Schema::from(existing.schema());
     match mode {
         CreateMode::ExistOk if fields_match(&existing_schema, schema) => Ok(existing),
-        CreateMode::ExistOk => Err(EngineError::invalid_input(format!(
-            "Table '{id}' already exists with a different schema"
-        ))),
+        CreateMode::ExistOk => {
+            Err(EngineError::invalid_input(format!("Table '{id}' already exists with a different schema")))
+        }
         CreateMode::Create | CreateMode::Overwrite => Err(EngineError::TableAlreadyExists { name: id.to_string() }),
     }
 }

@@ -182,9 +182,7 @@ impl TableQuery {
         if let (Some(lower), Some(upper)) = (self.lower_bound, self.upper_bound)
             && lower > upper
         {
-            return Err(EngineError::invalid_input(format!(
-                "lower_bound {lower} is greater than upper_bound {upper}"
-            )));
+            return Err(EngineError::invalid_input(format!("lower_bound {lower} is greater than upper_bound {upper}")));
         }
         Ok(())
     }
@@ -212,7 +210,8 @@ mod tests {
 
     #[test]
     fn plain_scan_with_max_k_has_no_limit() {
-        let query = parse(r#"{"filter":"`A` > 0","k":9223372036854775807,"prefilter":true,"vector":[],"version":null}"#);
+        let query =
+            parse(r#"{"filter":"`A` > 0","k":9223372036854775807,"prefilter":true,"vector":[],"version":null}"#);
         assert!(!query.is_vector_search());
         assert_eq!(query.limit(), None);
         assert_eq!(query.filter.as_deref(), Some("`A` > 0"));

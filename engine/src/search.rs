@@ -106,8 +106,9 @@ async fn build_scanner(
             scanner.refine(factor);
         }
         if let Some(name) = &query.distance_type {
-            let distance = DistanceType::try_from(name.as_str())
-                .map_err(|_| EngineError::invalid_input(format!("unknown distance type '{name}'; use l2, cosine, dot or hamming")))?;
+            let distance = DistanceType::try_from(name.as_str()).map_err(|_| {
+                EngineError::invalid_input(format!("unknown distance type '{name}'; use l2, cosine, dot or hamming"))
+            })?;
             scanner.distance_metric(distance);
         }
         scanner.distance_range(query.lower_bound, query.upper_bound);
@@ -366,9 +367,10 @@ mod tests {
         let merged = with_query_index(vec![output(vec![7, 8]), output(vec![9])]).expect("merged");
         assert_eq!(merged.schema.field(0).name(), QUERY_INDEX_COLUMN);
         assert_eq!(merged.num_rows(), 3);
-        let indexes = merged.batches.iter().flat_map(|batch| {
-            batch.column(0).as_any().downcast_ref::<Int32Array>().expect("int32").values().to_vec()
-        });
+        let indexes = merged
+            .batches
+            .iter()
+            .flat_map(|batch| batch.column(0).as_any().downcast_ref::<Int32Array>().expect("int32").values().to_vec());
         assert_eq!(indexes.collect::<Vec<_>>(), vec![0, 0, 1]);
     }
 }

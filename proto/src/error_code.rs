@@ -47,11 +47,7 @@ impl ErrorCode {
 impl ErrorStatus {
     /// Builds the wire form of an error with the code's default retry hint.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self {
-            code: code as i32,
-            message: message.into(),
-            retryable: code.retry_hint() == RetryHint::Retryable,
-        }
+        Self { code: code as i32, message: message.into(), retryable: code.retry_hint() == RetryHint::Retryable }
     }
 
     /// The code, degrading unknown values (a newer peer) to `Internal`.

@@ -58,7 +58,9 @@ impl ServiceError for ApiError {
     fn client_message(&self) -> String {
         match self {
             Self::Engine(error) => error.client_message(),
-            Self::Encode(_) | Self::Task(_) | Self::Listen { .. } => "internal server error; the server log has the details".into(),
+            Self::Encode(_) | Self::Task(_) | Self::Listen { .. } => {
+                "internal server error; the server log has the details".into()
+            }
             other => other.to_string(),
         }
     }
@@ -69,7 +71,7 @@ impl IntoResponse for ApiError {
         let code = self.error_code();
         let status = StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         if matches!(code, ErrorCode::Internal | ErrorCode::Unspecified) {
-            tracing::error!(error = %self, error_debug = ?self, code = code.as_str_name(), "request failed");
+            tracing::error!(error = %self, code = code.as_str_name(), "request failed");
         } else {
             tracing::info!(error = %self, code = code.as_str_name(), "request rejected");
         }

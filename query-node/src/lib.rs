@@ -47,9 +47,7 @@ impl QueryNode {
 
     /// The address actually bound.
     pub fn local_addr(&self) -> Result<SocketAddr, ApiError> {
-        self.listener
-            .local_addr()
-            .map_err(|source| ApiError::Listen { address: "the bound socket".into(), source })
+        self.listener.local_addr().map_err(|source| ApiError::Listen { address: "the bound socket".into(), source })
     }
 
     /// Serves until `shutdown` fires, then stops accepting and drains in-flight requests
@@ -57,8 +55,8 @@ impl QueryNode {
     pub async fn serve(self, shutdown: Shutdown) -> Result<(), ApiError> {
         let address = self.local_addr()?;
         let stop_accepting = shutdown.clone();
-        let server = axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(async move { stop_accepting.wait().await });
+        let server =
+            axum::serve(self.listener, self.router).with_graceful_shutdown(async move { stop_accepting.wait().await });
         let mut server = tokio::spawn(server.into_future());
         tokio::select! {
             finished = &mut server => return finish(finished?, address),

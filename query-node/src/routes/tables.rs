@@ -33,7 +33,10 @@ pub struct ListTablesResponse {
 }
 
 /// `GET /v1/table/`: tables of the root namespace.
-pub async fn list_tables(State(state): State<AppState>, Query(params): Query<ListParams>) -> Result<Json<ListTablesResponse>, ApiError> {
+pub async fn list_tables(
+    State(state): State<AppState>,
+    Query(params): Query<ListParams>,
+) -> Result<Json<ListTablesResponse>, ApiError> {
     list_in(&state, &Namespace::root(), params).await
 }
 
@@ -47,7 +50,11 @@ pub async fn list_namespace_tables(
     list_in(&state, &namespace, params).await
 }
 
-async fn list_in(state: &AppState, namespace: &Namespace, params: ListParams) -> Result<Json<ListTablesResponse>, ApiError> {
+async fn list_in(
+    state: &AppState,
+    namespace: &Namespace,
+    params: ListParams,
+) -> Result<Json<ListTablesResponse>, ApiError> {
     let names = state.catalog.list_tables(namespace).await?;
     Ok(Json(page(names, params)))
 }
@@ -84,7 +91,11 @@ pub async fn create_table(
         "create" => CreateMode::Create,
         "overwrite" => CreateMode::Overwrite,
         "exist_ok" => CreateMode::ExistOk,
-        other => return Err(ApiError::bad_request(format!("unknown create mode '{other}'; use create, overwrite or exist_ok"))),
+        other => {
+            return Err(ApiError::bad_request(format!(
+                "unknown create mode '{other}'; use create, overwrite or exist_ok"
+            )));
+        }
     };
     let upload = decode_stream(body).await?;
     let dataset = state.catalog.create_table(&id, upload.schema, upload.batches, mode).await?;
@@ -144,7 +155,10 @@ pub async fn list_versions(
 }
 
 /// `POST /v1/table/{id}/drop/`.
-pub async fn drop_table(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<serde_json::Value>, ApiError> {
+pub async fn drop_table(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
     let id = TableId::parse(&id)?;
     state.catalog.drop_table(&id).await?;
     tracing::info!(table = %id, "table dropped");
