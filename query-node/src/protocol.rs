@@ -1,8 +1,11 @@
 //! Headers and small JSON shapes of the LanceDB REST dialect.
 
 use axum::body::Bytes;
+use axum::extract::{FromRequestParts, Path};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
+use lancefleet_engine::TableId;
 use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
@@ -37,6 +40,33 @@ pub fn min_version(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
         floor = floor.max(Some(version));
     }
     Ok(floor)
+}
+
+/// The table named by the `{id}` path segment, validated before any handler runs.
+#[derive(Debug, Clone)]
+pub struct TablePath(pub TableId);
+
+impl<S: Send + Sync> FromRequestParts<S> for TablePath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let Path(id) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|rejection| ApiError::bad_request(rejection.body_text()))?;
+        Ok(Self(TableId::parse(&id)?))
+    }
+}
+
+/// The client's freshness floor ([`min_version`]) as an extractor.
+#[derive(Debug, Clone, Copy)]
+pub struct Freshness(pub Option<u64>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Freshness {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+        min_version(&parts.headers).map(Self)
+    }
 }
 
 /// Parses a JSON body; an empty body stands for the type's default (LanceDB clients send

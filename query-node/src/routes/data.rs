@@ -2,15 +2,14 @@
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
-use axum::http::HeaderMap;
+use axum::extract::{Query, State};
 use axum::response::Response;
-use lancefleet_engine::{InsertMode, ReadVersion, TableId};
+use lancefleet_engine::{InsertMode, ReadVersion};
 use serde::Deserialize;
 
 use crate::arrow_body::decode_stream;
 use crate::error::ApiError;
-use crate::protocol::{json_body, min_version, with_table_version};
+use crate::protocol::{Freshness, TablePath, json_body, with_table_version};
 use crate::state::AppState;
 
 /// Query string of `insert`.
@@ -23,11 +22,10 @@ pub struct InsertParams {
 /// `POST /v1/table/{id}/insert/[?mode=overwrite]` with an Arrow IPC stream.
 pub async fn insert(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    TablePath(id): TablePath,
     Query(params): Query<InsertParams>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let id = TableId::parse(&id)?;
     if params.upload_id.is_some() {
         return Err(ApiError::NotImplemented("multipart writes are not supported yet".into()));
     }
@@ -54,13 +52,12 @@ pub struct CountRowsRequest {
 /// `POST /v1/table/{id}/count_rows/`: a bare JSON integer.
 pub async fn count_rows(
     State(state): State<AppState>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
+    TablePath(id): TablePath,
+    Freshness(min_version): Freshness,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let id = TableId::parse(&id)?;
     let request: CountRowsRequest = json_body(&body)?;
-    let read = ReadVersion { version: request.version, min_version: min_version(&headers)? };
+    let read = ReadVersion { version: request.version, min_version };
     let dataset = state.catalog.open_table(&id, read).await?;
     let count = dataset.count_rows(request.predicate).await.map_err(lancefleet_engine::EngineError::from)?;
     Ok(with_table_version(dataset.version().version, Json(count)))
@@ -75,10 +72,9 @@ pub struct DeleteRequest {
 /// `POST /v1/table/{id}/delete/`.
 pub async fn delete_rows(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    TablePath(id): TablePath,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let id = TableId::parse(&id)?;
     let request: DeleteRequest = json_body(&body)?;
     let Some(predicate) = request.predicate.filter(|predicate| !predicate.trim().is_empty()) else {
         return Err(ApiError::bad_request("delete needs a predicate; use \"true\" to delete every row"));

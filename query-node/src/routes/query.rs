@@ -1,27 +1,26 @@
 //! `POST /v1/table/{id}/query/`: vector search and filtered scans, answered as an Arrow IPC file.
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, header};
+use axum::extract::State;
+use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use lancefleet_engine::{ReadVersion, TableId, TableQuery, run_query};
+use lancefleet_engine::{ReadVersion, TableQuery, run_query};
 
 use crate::arrow_body::{ARROW_FILE_CONTENT_TYPE, encode_file};
 use crate::error::ApiError;
-use crate::protocol::{json_body, min_version, with_table_version};
+use crate::protocol::{Freshness, TablePath, json_body, with_table_version};
 use crate::state::AppState;
 
 /// Runs a query at the version the body or the freshness headers ask for.
 pub async fn query(
     State(state): State<AppState>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
+    TablePath(id): TablePath,
+    Freshness(min_version): Freshness,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let id = TableId::parse(&id)?;
     let query: TableQuery = json_body(&body)?;
     query.validate()?;
-    let read = ReadVersion { version: query.version, min_version: min_version(&headers)? };
+    let read = ReadVersion { version: query.version, min_version };
     let dataset = state.catalog.open_table(&id, read).await?;
     let output = run_query(&dataset, &query).await?;
     let rows = output.num_rows();

@@ -3,15 +3,14 @@
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::HeaderMap;
 use axum::response::Response;
 use lance::arrow::json::JsonSchema;
-use lancefleet_engine::{CreateMode, Namespace, ReadVersion, TableId};
+use lancefleet_engine::{CreateMode, Namespace, ReadVersion};
 use serde::{Deserialize, Serialize};
 
 use crate::arrow_body::decode_stream;
 use crate::error::ApiError;
-use crate::protocol::{json_body, min_version, with_table_version};
+use crate::protocol::{Freshness, TablePath, json_body, with_table_version};
 use crate::state::AppState;
 
 /// Query string of the table listings.
@@ -82,11 +81,10 @@ pub struct CreateParams {
 /// `POST /v1/table/{id}/create/?mode=create|overwrite|exist_ok` with an Arrow IPC stream.
 pub async fn create_table(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    TablePath(id): TablePath,
     Query(params): Query<CreateParams>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let id = TableId::parse(&id)?;
     let mode = match params.mode.as_deref().unwrap_or("create") {
         "create" => CreateMode::Create,
         "overwrite" => CreateMode::Overwrite,
@@ -112,13 +110,12 @@ pub struct DescribeRequest {
 /// `POST /v1/table/{id}/describe/`: schema, version and location.
 pub async fn describe_table(
     State(state): State<AppState>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
+    TablePath(id): TablePath,
+    Freshness(min_version): Freshness,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let id = TableId::parse(&id)?;
     let request: DescribeRequest = json_body(&body)?;
-    let read = ReadVersion { version: request.version, min_version: min_version(&headers)? };
+    let read = ReadVersion { version: request.version, min_version };
     let dataset = state.catalog.open_table(&id, read).await?;
     let schema = arrow_schema::Schema::from(dataset.schema());
     let json_schema = JsonSchema::try_from(&schema).map_err(lancefleet_engine::EngineError::from)?;
@@ -134,11 +131,10 @@ pub async fn describe_table(
 /// `POST /v1/table/{id}/version/list/`: every version still on storage, oldest first.
 pub async fn list_versions(
     State(state): State<AppState>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
+    TablePath(id): TablePath,
+    Freshness(min_version): Freshness,
 ) -> Result<Response, ApiError> {
-    let id = TableId::parse(&id)?;
-    let read = ReadVersion { version: None, min_version: min_version(&headers)? };
+    let read = ReadVersion { version: None, min_version };
     let dataset = state.catalog.open_table(&id, read).await?;
     let versions = dataset.versions().await.map_err(lancefleet_engine::EngineError::from)?;
     let versions = versions
@@ -157,9 +153,8 @@ pub async fn list_versions(
 /// `POST /v1/table/{id}/drop/`.
 pub async fn drop_table(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    TablePath(id): TablePath,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let id = TableId::parse(&id)?;
     state.catalog.drop_table(&id).await?;
     tracing::info!(table = %id, "table dropped");
     Ok(Json(serde_json::json!({})))
