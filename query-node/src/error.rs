@@ -18,6 +18,9 @@ pub enum ApiError {
     /// The route exists in the LanceDB protocol but this server does not implement it.
     #[error("{0}")]
     NotImplemented(String),
+    /// The request ran longer than the client allowed.
+    #[error("{0}")]
+    Timeout(String),
     /// No such route outside the LanceDB API.
     #[error("{0}")]
     RouteNotFound(String),
@@ -51,6 +54,7 @@ impl ServiceError for ApiError {
             Self::BadRequest(_) => ErrorCode::InvalidArgument,
             Self::NotImplemented(_) => ErrorCode::NotSupported,
             Self::RouteNotFound(_) => ErrorCode::NotFound,
+            Self::Timeout(_) => ErrorCode::Timeout,
             Self::Encode(_) | Self::Task(_) | Self::Listen { .. } => ErrorCode::Internal,
         }
     }

@@ -1,8 +1,10 @@
 //! `POST /v1/table/{id}/query/`: vector search and filtered scans, answered as an Arrow IPC file.
 
+use std::time::Duration;
+
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderValue, header};
+use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use lancefleet_engine::{ReadVersion, TableQuery, run_query};
 
@@ -11,22 +13,40 @@ use crate::error::ApiError;
 use crate::protocol::{Freshness, TablePath, json_body, with_table_version};
 use crate::state::AppState;
 
-/// Runs a query at the version the body or the freshness headers ask for.
+/// Header in which a client bounds the time a query may take, in milliseconds.
+const REQUEST_TIMEOUT_HEADER: &str = "x-request-timeout-ms";
+
+/// Runs a query at the version the body or the freshness headers ask for, within the
+/// client's `x-request-timeout-ms` when it sends one.
 pub async fn query(
     State(state): State<AppState>,
     TablePath(id): TablePath,
     Freshness(min_version): Freshness,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let query: TableQuery = json_body(&body)?;
     query.validate()?;
     let read = ReadVersion { version: query.version, min_version };
     let dataset = state.catalog.open_table(&id, read).await?;
-    let output = run_query(&dataset, &query).await?;
+    let output = match request_timeout(&headers)? {
+        Some(limit) => tokio::time::timeout(limit, run_query(&dataset, &query)).await.map_err(|_elapsed| {
+            ApiError::Timeout(format!("the query did not finish within {} ms", limit.as_millis()))
+        })??,
+        None => run_query(&dataset, &query).await?,
+    };
     let rows = output.num_rows();
     let bytes = encode_file(output.schema, output.batches).await?;
     tracing::debug!(table = %id, version = dataset.version().version, rows, "query answered");
     let mut response = bytes.into_response();
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(ARROW_FILE_CONTENT_TYPE));
     Ok(with_table_version(dataset.version().version, response))
+}
+
+fn request_timeout(headers: &HeaderMap) -> Result<Option<Duration>, ApiError> {
+    let Some(value) = headers.get(REQUEST_TIMEOUT_HEADER) else { return Ok(None) };
+    let millis = value.to_str().ok().and_then(|text| text.trim().parse::<u64>().ok()).ok_or_else(|| {
+        ApiError::bad_request(format!("header {REQUEST_TIMEOUT_HEADER} must be a number of milliseconds"))
+    })?;
+    Ok(Some(Duration::from_millis(millis)))
 }
