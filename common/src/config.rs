@@ -102,6 +102,7 @@ fn is_in_a_section(key: &str) -> bool {
 }
 
 #[cfg(test)]
+#[allow(clippy::result_large_err, reason = "figment::Jail closures return figment::Error by design")]
 mod tests {
     use super::*;
     use figment::Jail;

@@ -170,7 +170,7 @@ mod tests {
         assert_eq!(Namespace::parse("$").expect("root"), Namespace::root());
         assert_eq!(Namespace::parse("a$b").expect("nested").components(), ["a", "b"]);
         assert!(Namespace::parse("a$$b").is_err());
-        let too_deep = vec!["n"; MAX_NAMESPACE_DEPTH + 1].join("$");
+        let too_deep = ["n"; MAX_NAMESPACE_DEPTH + 1].join("$");
         assert!(Namespace::parse(&too_deep).is_err());
     }
 
