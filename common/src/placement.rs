@@ -1,0 +1,205 @@
+//! Which plan executors read which table fragments: consistent hashing with virtual nodes
+//! over stable node ids (never addresses), so a fragment keeps its executor, and that
+//! executor's warm cache, for as long as membership allows.
+//!
+//! The ring is `hashring`'s: it places the virtual nodes and answers the first choice of
+//! every key with `HashRing::get`. It is *wrapped* for the rest of the preference list:
+//! `HashRing::get_with_replicas` walks ring entries, not nodes (so with virtual nodes it
+//! returns the same executor several times, and one entry too many), and clones the whole
+//! ring on every call. [`Placement`] instead keeps the sorted ring points once per
+//! membership and walks them clockwise from the key's point, skipping executors already
+//! chosen. The hash is hashring's (SipHash-2-4 with fixed keys from the `siphasher`
+//! crate), so every node of a cluster computes the same placement.
+
+use std::hash::{BuildHasher, Hash};
+use std::sync::Arc;
+
+use hashring::{DefaultHashBuilder, HashRing};
+
+/// Virtual nodes per executor unless configured: enough for ±10 % balance with few nodes.
+pub const DEFAULT_VIRTUAL_NODES: u32 = 256;
+/// Executors in each fragment's preference list unless configured ("mirrored caches").
+pub const DEFAULT_REPLICAS: usize = 2;
+
+/// One point of the ring: the `index`-th virtual node of executor `node`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq)]
+struct VirtualNode {
+    node: Arc<str>,
+    index: u32,
+}
+
+/// What is placed: one fragment of one table.
+#[derive(Debug, Hash)]
+struct FragmentKey<'a> {
+    table: &'a str,
+    fragment: u64,
+}
+
+/// Fragment placement for one membership. Build a new one when membership changes.
+#[derive(Debug, Clone)]
+pub struct Placement {
+    ring: HashRing<VirtualNode>,
+    /// Ring points sorted by hash, as `(hash, index into nodes)`.
+    points: Vec<(u64, usize)>,
+    nodes: Vec<Arc<str>>,
+    replicas: usize,
+}
+
+impl Placement {
+    /// Places fragments on `node_ids` (duplicates ignored), `virtual_nodes` ring points per
+    /// node (at least 1), with preference lists of `replicas` distinct nodes (at least 1,
+    /// at most the number of nodes).
+    pub fn new<I, S>(node_ids: I, virtual_nodes: u32, replicas: usize) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let mut nodes = node_ids.into_iter().map(|id| Arc::<str>::from(id.as_ref())).collect::<Vec<_>>();
+        nodes.sort();
+        nodes.dedup();
+        let virtual_nodes = virtual_nodes.max(1);
+        let mut virtual_points = Vec::with_capacity(nodes.len() * virtual_nodes as usize);
+        let mut points = Vec::with_capacity(virtual_points.capacity());
+        for (position, node) in nodes.iter().enumerate() {
+            for index in 0..virtual_nodes {
+                let point = VirtualNode { node: node.clone(), index };
+                points.push((DefaultHashBuilder.hash_one(&point), position));
+                virtual_points.push(point);
+            }
+        }
+        points.sort_unstable();
+        let mut ring = HashRing::new();
+        ring.batch_add(virtual_points);
+        let replicas = replicas.clamp(1, nodes.len().max(1));
+        Self { ring, points, nodes, replicas }
+    }
+
+    /// The executors, sorted by id.
+    pub fn nodes(&self) -> &[Arc<str>] {
+        &self.nodes
+    }
+
+    /// How many executors each preference list holds.
+    pub fn replicas(&self) -> usize {
+        self.replicas
+    }
+
+    /// The executors that should read `fragment` of `table`, best first: `replicas`
+    /// distinct nodes (fewer only when there are fewer nodes), empty without nodes.
+    pub fn preference_list(&self, table: &str, fragment: u64) -> Vec<Arc<str>> {
+        let key = FragmentKey { table, fragment };
+        let Some(first) = self.ring.get(&key) else { return Vec::new() };
+        let hash = DefaultHashBuilder.hash_one(&key);
+        let start = self.points.partition_point(|(point, _)| *point < hash);
+        let mut chosen: Vec<Arc<str>> = vec![first.node.clone()];
+        let walk = self.points[start..].iter().chain(&self.points[..start]);
+        for (_, position) in walk {
+            if chosen.len() == self.replicas {
+                break;
+            }
+            let node = &self.nodes[*position];
+            if !chosen.contains(node) {
+                chosen.push(node.clone());
+            }
+        }
+        chosen
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    const KEYS: u64 = 20_000;
+
+    fn nodes(count: usize) -> Vec<String> {
+        (0..count).map(|index| format!("executor-{index}")).collect()
+    }
+
+    fn owners(placement: &Placement) -> Vec<Arc<str>> {
+        (0..KEYS).map(|fragment| placement.preference_list("s3://bucket/db/t.lance", fragment)[0].clone()).collect()
+    }
+
+    #[test]
+    fn preference_lists_hold_distinct_nodes_and_start_with_the_rings_choice() {
+        let placement = Placement::new(nodes(4), DEFAULT_VIRTUAL_NODES, 3);
+        for fragment in 0..2_000 {
+            let list = placement.preference_list("t", fragment);
+            assert_eq!(list.len(), 3);
+            assert_eq!(list.iter().collect::<std::collections::HashSet<_>>().len(), 3, "{list:?}");
+            let key = FragmentKey { table: "t", fragment };
+            assert_eq!(placement.ring.get(&key).map(|point| &point.node), Some(&list[0]));
+        }
+    }
+
+    #[test]
+    fn replicas_are_capped_by_membership_and_empty_membership_places_nothing() {
+        let placement = Placement::new(nodes(2), 8, 5);
+        assert_eq!(placement.replicas(), 2);
+        assert_eq!(placement.preference_list("t", 1).len(), 2);
+        let empty = Placement::new(Vec::<String>::new(), 8, 2);
+        assert!(empty.preference_list("t", 1).is_empty());
+    }
+
+    #[test]
+    fn placement_depends_on_membership_only() {
+        let mut shuffled = nodes(5);
+        shuffled.reverse();
+        shuffled.push("executor-2".to_string());
+        let first = Placement::new(nodes(5), 64, 2);
+        let second = Placement::new(shuffled, 64, 2);
+        for fragment in 0..1_000 {
+            assert_eq!(first.preference_list("t", fragment), second.preference_list("t", fragment));
+        }
+        assert_eq!(second.nodes().len(), 5);
+    }
+
+    #[test]
+    fn load_is_balanced_within_twenty_percent() {
+        for count in [3, 5, 8] {
+            let placement = Placement::new(nodes(count), DEFAULT_VIRTUAL_NODES, 2);
+            let mut load: HashMap<Arc<str>, u64> = HashMap::new();
+            for owner in owners(&placement) {
+                *load.entry(owner).or_default() += 1;
+            }
+            let mean = KEYS as f64 / count as f64;
+            assert_eq!(load.len(), count);
+            for (node, fragments) in load {
+                let deviation = (fragments as f64 - mean).abs() / mean;
+                assert!(deviation <= 0.20, "{count} nodes: {node} owns {fragments} of {KEYS} ({deviation:.2} off)");
+            }
+        }
+    }
+
+    #[test]
+    fn adding_or_removing_one_node_moves_about_one_nth_of_the_fragments() {
+        for count in [3, 4, 6] {
+            let before = owners(&Placement::new(nodes(count), DEFAULT_VIRTUAL_NODES, 2));
+            let grown = owners(&Placement::new(nodes(count + 1), DEFAULT_VIRTUAL_NODES, 2));
+            let moved = before.iter().zip(&grown).filter(|(a, b)| a != b).count() as f64 / KEYS as f64;
+            let bound = 1.25 / (count + 1) as f64;
+            assert!(moved <= bound, "adding to {count}: moved {moved:.3} > {bound:.3}");
+            // Every moved fragment went to the new node.
+            assert!(before.iter().zip(&grown).all(|(a, b)| a == b || b.as_ref() == format!("executor-{count}")));
+
+            let shrunk = owners(&Placement::new(nodes(count - 1), DEFAULT_VIRTUAL_NODES, 2));
+            let moved = before.iter().zip(&shrunk).filter(|(a, b)| a != b).count() as f64 / KEYS as f64;
+            let bound = 1.25 / count as f64;
+            assert!(moved <= bound, "removing from {count}: moved {moved:.3} > {bound:.3}");
+        }
+    }
+
+    #[test]
+    fn a_removed_nodes_fragments_go_to_their_second_choice() {
+        let all = Placement::new(nodes(4), DEFAULT_VIRTUAL_NODES, 2);
+        let without = Placement::new(nodes(4).into_iter().filter(|id| id != "executor-1"), DEFAULT_VIRTUAL_NODES, 2);
+        for fragment in 0..2_000 {
+            let list = all.preference_list("t", fragment);
+            if list[0].as_ref() == "executor-1" {
+                assert_eq!(without.preference_list("t", fragment)[0], list[1]);
+            }
+        }
+    }
+}
