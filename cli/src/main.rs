@@ -1,12 +1,12 @@
 //! `lancefleet`: the one binary of LanceFleet, one subcommand per role.
 
-mod standalone;
+mod roles;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use lancefleet_common::config::{Override, StandaloneConfig};
+use lancefleet_common::config::{ExecutorEndpoint, NodeConfig, Override};
 use lancefleet_common::telemetry::init_logging;
 
 /// LanceFleet: a distributed query cluster for vector and full-text search over Lance tables.
@@ -20,13 +20,18 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Every role in one process, serving the LanceDB REST API over a local directory
-    /// (or an s3://, az://, gs:// root).
-    Standalone(StandaloneArgs),
+    /// (or an s3://, az://, gs:// root). With `--executor`s it sends fragments to them.
+    Standalone(QueryNodeArgs),
+    /// A stateless query node: the LanceDB REST API, spreading each query over the plan
+    /// executors given by `--executor` (or `[cluster] executors`).
+    QueryNode(QueryNodeArgs),
+    /// A plan executor: runs the plan fragments query nodes send it over gRPC.
+    PlanExecutor(PlanExecutorArgs),
 }
 
-/// Flags of `lancefleet standalone`. Each overrides the config file and the environment.
+/// Flags every role has. Each overrides the config file and the environment.
 #[derive(Debug, clap::Args)]
-struct StandaloneArgs {
+struct CommonArgs {
     /// TOML configuration file (see docs/configuration.md).
     #[arg(long, env = "LANCEFLEET_CONFIG")]
     config: Option<PathBuf>,
@@ -34,9 +39,6 @@ struct StandaloneArgs {
     /// [config: storage.root, default ./lancefleet-data].
     #[arg(long)]
     data_dir: Option<String>,
-    /// Address of the REST API [config: rest.listen, default 127.0.0.1:8080].
-    #[arg(long)]
-    rest_listen: Option<String>,
     /// Log filter such as `info` or `lancefleet=debug` [config: log.level].
     #[arg(long)]
     log_level: Option<String>,
@@ -45,36 +47,76 @@ struct StandaloneArgs {
     log_format: Option<String>,
 }
 
-impl StandaloneArgs {
+/// Flags of `standalone` and `query-node`.
+#[derive(Debug, clap::Args)]
+struct QueryNodeArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// Address of the REST API [config: rest.listen, default 127.0.0.1:8080].
+    #[arg(long)]
+    rest_listen: Option<String>,
+    /// A plan executor as ID=ADDRESS, e.g. pe-1=http://127.0.0.1:7070; repeat for each
+    /// (replaces `cluster.executors`).
+    #[arg(long = "executor", value_name = "ID=ADDRESS")]
+    executors: Vec<ExecutorEndpoint>,
+}
+
+/// Flags of `plan-executor`.
+#[derive(Debug, clap::Args)]
+struct PlanExecutorArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// gRPC address to listen on [config: executor.listen, default 127.0.0.1:7070].
+    #[arg(long)]
+    listen: Option<String>,
+    /// Stable node id [config: executor.node_id].
+    #[arg(long)]
+    node_id: Option<String>,
+}
+
+impl CommonArgs {
     fn overrides(&self) -> Vec<Override> {
-        let flags = [
-            ("storage.root", &self.data_dir),
-            ("rest.listen", &self.rest_listen),
-            ("log.level", &self.log_level),
-            ("log.format", &self.log_format),
-        ];
+        let flags =
+            [("storage.root", &self.data_dir), ("log.level", &self.log_level), ("log.format", &self.log_format)];
         flags.into_iter().filter_map(|(key, value)| value.clone().map(|value| (key, value))).collect()
+    }
+
+    /// Reads the configuration layers with `extra` flag overrides on top, and sets up logging.
+    fn load(&self, extra: &[(&'static str, &Option<String>)]) -> Result<NodeConfig, ExitCode> {
+        let mut overrides = self.overrides();
+        overrides.extend(extra.iter().filter_map(|(key, value)| value.as_ref().map(|value| (*key, value.clone()))));
+        let config = NodeConfig::load(self.config.as_deref(), &overrides).map_err(|error| {
+            eprintln!("lancefleet: {error}");
+            ExitCode::from(2)
+        })?;
+        init_logging(&config.log).map_err(|error| {
+            eprintln!("lancefleet: cannot set up logging: {error}");
+            ExitCode::from(2)
+        })?;
+        Ok(config)
+    }
+}
+
+impl QueryNodeArgs {
+    fn load(&self) -> Result<NodeConfig, ExitCode> {
+        let mut config = self.common.load(&[("rest.listen", &self.rest_listen)])?;
+        if !self.executors.is_empty() {
+            config.cluster.executors = self.executors.clone();
+        }
+        Ok(config)
     }
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match cli.command {
-        Command::Standalone(args) => {
-            let config = match StandaloneConfig::load(args.config.as_deref(), &args.overrides()) {
-                Ok(config) => config,
-                Err(error) => {
-                    eprintln!("lancefleet: {error}");
-                    return ExitCode::from(2);
-                }
-            };
-            if let Err(error) = init_logging(&config.log) {
-                eprintln!("lancefleet: cannot set up logging: {error}");
-                return ExitCode::from(2);
-            }
-            run(standalone::run(config))
-        }
-    }
+    let outcome = match Cli::parse().command {
+        Command::Standalone(args) => args.load().map(|config| run(roles::standalone(config))),
+        Command::QueryNode(args) => args.load().map(|config| run(roles::query_node(config))),
+        Command::PlanExecutor(args) => args
+            .common
+            .load(&[("executor.listen", &args.listen), ("executor.node_id", &args.node_id)])
+            .map(|config| run(roles::plan_executor(config))),
+    };
+    outcome.unwrap_or_else(|code| code)
 }
 
 /// Runs a role on a multi-threaded runtime and turns its outcome into an exit code.

@@ -24,18 +24,99 @@ pub const ENV_PREFIX: &str = "LANCEFLEET_";
 
 /// Top-level sections; environment variables outside them (such as `LANCEFLEET_CONFIG`
 /// itself) are not configuration keys.
-const SECTIONS: &[&str] = &["storage", "rest", "log"];
+const SECTIONS: &[&str] = &["storage", "rest", "log", "cluster", "executor"];
 
-/// Configuration of `lancefleet standalone`: every role in one process.
+/// Configuration of every role; each reads the sections it needs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
-pub struct StandaloneConfig {
+pub struct NodeConfig {
     /// Where tables live.
     pub storage: StorageConfig,
-    /// The LanceDB-compatible REST endpoint.
+    /// The LanceDB-compatible REST endpoint (query nodes, standalone).
     pub rest: RestConfig,
     /// Logging.
     pub log: LogConfig,
+    /// The plan executors queries are spread over (query nodes, standalone).
+    pub cluster: ClusterConfig,
+    /// The plan executor service (plan executors).
+    pub executor: ExecutorConfig,
+}
+
+/// Where query nodes send plan fragments (`[cluster]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// Plan executors by stable id and gRPC address (static membership). Default: none,
+    /// which makes standalone run every fragment in-process.
+    pub executors: Vec<ExecutorEndpoint>,
+    /// Executors in each fragment's preference list; a failed fragment is retried once on
+    /// the next. Default: 2.
+    pub replicas: usize,
+    /// Virtual nodes per executor on the placement ring. Default: 256.
+    pub virtual_nodes: u32,
+    /// Time one executor may take for its fragments before they are retried elsewhere,
+    /// in milliseconds. Default: 30000.
+    pub fragment_timeout_ms: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            executors: Vec::new(),
+            replicas: crate::placement::DEFAULT_REPLICAS,
+            virtual_nodes: crate::placement::DEFAULT_VIRTUAL_NODES,
+            fragment_timeout_ms: 30_000,
+        }
+    }
+}
+
+/// One plan executor of a static membership.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExecutorEndpoint {
+    /// Stable node id (placement key); never an address.
+    pub id: String,
+    /// gRPC address, e.g. `http://10.0.0.7:7070`.
+    pub address: String,
+}
+
+impl std::str::FromStr for ExecutorEndpoint {
+    type Err = String;
+
+    /// Parses `id=address`, the form of the `--executor` flag.
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text.split_once('=') {
+            Some((id, address)) if !id.trim().is_empty() && !address.trim().is_empty() => {
+                Ok(Self { id: id.trim().to_string(), address: address.trim().to_string() })
+            }
+            _ => Err(format!("expected ID=ADDRESS (e.g. pe-1=http://127.0.0.1:7070), got '{text}'")),
+        }
+    }
+}
+
+/// The plan executor service (`[executor]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExecutorConfig {
+    /// gRPC address to listen on. Default: `127.0.0.1:7070`.
+    pub listen: SocketAddr,
+    /// Stable node id. Default: `executor-0`.
+    pub node_id: String,
+    /// Opened table versions kept in memory. Default: 64.
+    pub open_datasets: u64,
+    /// Seconds to let in-flight fragments finish after a shutdown signal. Default: 30.
+    pub shutdown_grace_seconds: u64,
+}
+
+impl Default for ExecutorConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7070)),
+            node_id: "executor-0".to_string(),
+            open_datasets: 64,
+            shutdown_grace_seconds: 30,
+        }
+    }
 }
 
 /// The REST endpoint (`[rest]`).
@@ -70,7 +151,7 @@ pub enum ConfigError {
 /// One command-line override: a dotted key (`storage.root`) and its value.
 pub type Override = (&'static str, String);
 
-impl StandaloneConfig {
+impl NodeConfig {
     /// Reads the layers in precedence order: defaults < `file` < environment < `overrides`.
     pub fn load(file: Option<&Path>, overrides: &[Override]) -> Result<Self, ConfigError> {
         let figment = layered(Figment::from(Serialized::defaults(Self::default())), file, overrides)?;
@@ -110,7 +191,7 @@ mod tests {
     #[test]
     fn defaults_are_the_documented_ones() {
         Jail::expect_with(|_jail| {
-            let config = StandaloneConfig::load(None, &[]).expect("defaults load");
+            let config = NodeConfig::load(None, &[]).expect("defaults load");
             assert_eq!(config.storage.root, "./lancefleet-data");
             assert_eq!(config.rest.listen, "127.0.0.1:8080".parse().expect("addr"));
             assert_eq!(config.log.level, "info,lance::dataset_events=warn");
@@ -134,7 +215,7 @@ mod tests {
                 "#,
             )?;
             let file = Path::new("lancefleet.toml");
-            let from_file = StandaloneConfig::load(Some(file), &[]).expect("file loads");
+            let from_file = NodeConfig::load(Some(file), &[]).expect("file loads");
             assert_eq!(from_file.storage.root, "/from/file");
             assert_eq!(from_file.storage.options.get("aws_region").map(String::as_str), Some("eu-west-1"));
             assert_eq!(from_file.log.level, "debug");
@@ -142,13 +223,13 @@ mod tests {
             jail.set_env("LANCEFLEET_STORAGE__ROOT", "/from/env");
             jail.set_env("LANCEFLEET_REST__LISTEN", "127.0.0.1:7000");
             jail.set_env("LANCEFLEET_CONFIG", "ignored: not a configuration key");
-            let from_env = StandaloneConfig::load(Some(file), &[]).expect("env loads");
+            let from_env = NodeConfig::load(Some(file), &[]).expect("env loads");
             assert_eq!(from_env.storage.root, "/from/env");
             assert_eq!(from_env.rest.listen, "127.0.0.1:7000".parse().expect("addr"));
             assert_eq!(from_env.log.level, "debug", "file values the env does not set survive");
 
             let flags = [("storage.root", "/from/flag".to_string())];
-            let from_flags = StandaloneConfig::load(Some(file), &flags).expect("flags load");
+            let from_flags = NodeConfig::load(Some(file), &flags).expect("flags load");
             assert_eq!(from_flags.storage.root, "/from/flag");
             assert_eq!(from_flags.rest.listen, "127.0.0.1:7000".parse().expect("addr"));
             Ok(())
@@ -159,14 +240,14 @@ mod tests {
     fn unknown_keys_and_missing_files_are_errors() {
         Jail::expect_with(|jail| {
             jail.create_file("typo.toml", "[storage]\nrooot = \"/x\"\n")?;
-            let error = StandaloneConfig::load(Some(Path::new("typo.toml")), &[]).expect_err("typo rejected");
+            let error = NodeConfig::load(Some(Path::new("typo.toml")), &[]).expect_err("typo rejected");
             assert!(error.to_string().contains("rooot"), "{error}");
 
-            let missing = StandaloneConfig::load(Some(Path::new("nope.toml")), &[]).expect_err("missing");
+            let missing = NodeConfig::load(Some(Path::new("nope.toml")), &[]).expect_err("missing");
             assert!(matches!(missing, ConfigError::MissingFile(_)));
 
             jail.set_env("LANCEFLEET_REST__LISTN", "127.0.0.1:1");
-            let error = StandaloneConfig::load(None, &[]).expect_err("env typo rejected");
+            let error = NodeConfig::load(None, &[]).expect_err("env typo rejected");
             assert!(error.to_string().contains("listn"), "{error}");
             Ok(())
         });
@@ -176,7 +257,7 @@ mod tests {
     fn bad_values_say_which_key() {
         Jail::expect_with(|_jail| {
             let flags = [("rest.listen", "not-an-address".to_string())];
-            let error = StandaloneConfig::load(None, &flags).expect_err("bad address");
+            let error = NodeConfig::load(None, &flags).expect_err("bad address");
             assert!(error.to_string().contains("listen"), "{error}");
             Ok(())
         });

@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod error;
+pub mod membership;
 pub mod placement;
 pub mod shutdown;
 pub mod storage;

@@ -126,6 +126,30 @@ impl Catalog {
         Ok(dataset)
     }
 
+    /// Opens the dataset at `uri` at exactly `version`: how plan executors open the version
+    /// a query node pinned. `uri` must lie under this catalog's root (a plan never makes
+    /// an executor read anything else).
+    pub async fn open_pinned(&self, uri: &str, version: u64) -> Result<Dataset> {
+        let inside_root =
+            uri.strip_prefix(self.root.uri()).and_then(|rest| rest.strip_prefix('/')).is_some_and(|rest| {
+                !rest.is_empty() && rest.split('/').all(|part| !part.is_empty() && part != ".." && part != ".")
+            });
+        if !inside_root {
+            return Err(EngineError::invalid_input(format!(
+                "table uri '{uri}' is not under this node's storage root '{}'",
+                self.root.uri()
+            )));
+        }
+        let builder = DatasetBuilder::from_uri(uri).with_read_params(self.read_params()).with_version(version);
+        builder.load().await.map_err(|error| match error {
+            lance::Error::DatasetNotFound { .. } => EngineError::TableNotFound { name: uri.to_string() },
+            lance::Error::NotFound { .. } | lance::Error::VersionNotFound { .. } => {
+                EngineError::VersionNotFound { name: uri.to_string(), version }
+            }
+            error => error.into(),
+        })
+    }
+
     /// Creates a table from `batches`; see [`CreateMode`] for an existing table.
     ///
     /// The data is complete and validated before anything is written.

@@ -71,6 +71,15 @@ pub enum EngineError {
     /// A storage failure outside lance (listing, removing directories).
     #[error("storage error: {0}")]
     Storage(#[from] std::io::Error),
+    /// An Arrow kernel failed on data the engine produced itself.
+    #[error("arrow error: {0}")]
+    Arrow(#[from] arrow_schema::ArrowError),
+    /// A broken invariant of the engine itself.
+    #[error("{message}")]
+    Internal {
+        /// What went wrong, for the logs.
+        message: String,
+    },
 }
 
 /// Shorthand for engine results.
@@ -80,6 +89,11 @@ impl EngineError {
     /// An [`EngineError::InvalidInput`] with `message`.
     pub fn invalid_input(message: impl Into<String>) -> Self {
         Self::InvalidInput { message: message.into() }
+    }
+
+    /// An [`EngineError::Internal`] with `message`.
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::Internal { message: message.into() }
     }
 }
 
@@ -99,7 +113,7 @@ impl ServiceError for EngineError {
             Self::InvalidName { .. } | Self::InvalidInput { .. } => ErrorCode::InvalidArgument,
             Self::NotSupported { .. } => ErrorCode::NotSupported,
             Self::Lance { code, .. } => *code,
-            Self::Storage(_) => ErrorCode::Internal,
+            Self::Storage(_) | Self::Arrow(_) | Self::Internal { .. } => ErrorCode::Internal,
         }
     }
 

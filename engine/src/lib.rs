@@ -1,14 +1,21 @@
 //! LanceFleet's lance layer, shared by query nodes and plan executors: the table catalog,
-//! the query type clients send, and its execution with lance's scanner.
+//! the query type clients send, its compilation into fragment queries, their execution with
+//! lance's scanner, and the merge of partial results.
 
 pub mod catalog;
 pub mod error;
+pub mod execute;
+pub mod merge;
+pub mod output;
+pub mod plan;
 pub mod query;
-pub mod search;
 pub mod table_id;
+pub mod vector_column;
 
 pub use catalog::{Catalog, CreateMode, InsertMode, ReadVersion};
 pub use error::{EngineError, Result};
+pub use execute::Scope;
+pub use output::QueryOutput;
+pub use plan::{QueryPlan, plan_query};
 pub use query::TableQuery;
-pub use search::{QueryOutput, run_query};
 pub use table_id::{Namespace, TableId};

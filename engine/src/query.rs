@@ -1,7 +1,7 @@
 //! The query a client asks for, as the LanceDB REST `query` body carries it.
 //!
 //! The same type travels from the query node to wherever the query runs; parsing and
-//! validation that need no table happen here, the rest in [`crate::search`].
+//! validation that need no table happen here, the rest in [`crate::plan`].
 
 use serde::Deserialize;
 use serde_json::Value;

@@ -7,6 +7,10 @@ The real `lancefleet` binary is started as
 (default binary: $CARGO_TARGET_DIR/debug/lancefleet, CARGO_TARGET_DIR defaulting to
 ~/.cache/lancefleet-target) and driven with the official `lancedb` client, differentially
 against LanceDB OSS on a local directory.
+
+With LANCEFLEET_E2E_EXECUTORS=N the same server is started in front of N real
+`lancefleet plan-executor` processes over the same data directory, so every test also
+checks the distributed path: fragment placement, gRPC execution and the exact merge.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ SELFTEST_OSS = os.environ.get("LANCEFLEET_SELFTEST_OSS") == "1"
 
 READY_TIMEOUT_S = 60
 STOP_TIMEOUT_S = 20
+E2E_EXECUTORS = int(os.environ.get("LANCEFLEET_E2E_EXECUTORS", "0"))
 
 
 def lancefleet_bin() -> str:
@@ -55,16 +60,67 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-class LanceFleetServer:
-    """One `lancefleet standalone` process. `root` holds `data/` and `server.log` only."""
+def wait_for_port(port: int, proc: subprocess.Popen, what: str, log_path: Path) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"{what} exited with {proc.returncode}\n{log_path.read_text(errors='replace')[-4000:]}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.1)  # readiness polling only
+    pytest.fail(f"{what} did not listen on port {port} within {READY_TIMEOUT_S}s")
 
-    def __init__(self, root: Path, data_dir: Path | None = None):
+
+class PlanExecutor:
+    """One `lancefleet plan-executor` process over a data directory."""
+
+    def __init__(self, root: Path, data_dir: Path, node_id: str):
+        self.node_id = node_id
+        self.data_dir = data_dir
+        self.log_path = Path(root) / f"{node_id}.log"
+        self.port = free_port()
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"{self.node_id}=http://127.0.0.1:{self.port}"
+
+    def start(self) -> "PlanExecutor":
+        cmd = [
+            lancefleet_bin(), "plan-executor", "--data-dir", str(self.data_dir),
+            "--listen", f"127.0.0.1:{self.port}", "--node-id", self.node_id,
+        ]
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                env={**os.environ, "NO_COLOR": "1"},
+            )
+        wait_for_port(self.port, self.proc, f"plan executor {self.node_id}", self.log_path)
+        return self
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        return self.proc.wait(timeout=STOP_TIMEOUT_S)
+
+
+class LanceFleetServer:
+    """One `lancefleet standalone` process (plus `executors` plan executors).
+    `root` holds `data/` and the logs only."""
+
+    def __init__(self, root: Path, data_dir: Path | None = None, executors: int = E2E_EXECUTORS):
         self.root = Path(root)
         self.data_dir = Path(data_dir) if data_dir else self.root / "data"
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = self.root / "server.log"
         self.proc: subprocess.Popen | None = None
         self.port: int | None = None
+        self.executors = [
+            PlanExecutor(self.root, self.data_dir, f"pe-{index}") for index in range(executors)
+        ]
 
     @property
     def url(self) -> str:
@@ -90,6 +146,8 @@ class LanceFleetServer:
                 "build it or set LANCEFLEET_BIN",
                 pytrace=False,
             )
+        for executor in self.executors:
+            executor.start()
         last_err = ""
         for _attempt in range(3):  # the free port can be stolen between probe and bind
             self.port = free_port()
@@ -102,6 +160,8 @@ class LanceFleetServer:
                 "--rest-listen",
                 f"127.0.0.1:{self.port}",
             ]
+            for executor in self.executors:
+                cmd += ["--executor", executor.endpoint]
             log.write(f"\n=== starting: {' '.join(cmd)}\n".encode())
             log.flush()
             env = {**os.environ, "NO_COLOR": "1"}
@@ -138,19 +198,24 @@ class LanceFleetServer:
         )
 
     def stop(self) -> int:
-        """SIGTERM; return the exit code. Fails if it does not exit within 20 s."""
+        """SIGTERM (query node first, then executors); return the query node's exit code.
+        Fails if a process does not exit within 20 s or an executor exits non-zero."""
         assert self.proc is not None
-        if self.proc.poll() is not None:
-            return self.proc.returncode
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout=STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            raise AssertionError(
-                f"lancefleet did not exit within {STOP_TIMEOUT_S}s of SIGTERM\n{self.log_tail()}"
-            )
+        code = self.proc.returncode if self.proc.poll() is not None else None
+        if code is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                code = self.proc.wait(timeout=STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise AssertionError(
+                    f"lancefleet did not exit within {STOP_TIMEOUT_S}s of SIGTERM\n{self.log_tail()}"
+                )
+        for executor in self.executors:
+            executor_code = executor.stop()
+            assert executor_code == 0, f"plan executor {executor.node_id} exited with {executor_code}"
+        return code
 
 
 def _stop_and_check(srv: LanceFleetServer) -> None:

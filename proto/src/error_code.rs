@@ -54,6 +54,41 @@ impl ErrorStatus {
     pub fn error_code(&self) -> ErrorCode {
         ErrorCode::try_from(self.code).unwrap_or(ErrorCode::Internal)
     }
+
+    /// The gRPC status that carries this error: a matching gRPC code for generic clients,
+    /// and this message, encoded, in the status details for LanceFleet peers.
+    pub fn into_grpc(self) -> tonic::Status {
+        let code = match self.error_code() {
+            ErrorCode::InvalidArgument => tonic::Code::InvalidArgument,
+            ErrorCode::NotFound => tonic::Code::NotFound,
+            ErrorCode::AlreadyExists => tonic::Code::AlreadyExists,
+            ErrorCode::Conflict => tonic::Code::Aborted,
+            ErrorCode::Unavailable => tonic::Code::Unavailable,
+            ErrorCode::Timeout => tonic::Code::DeadlineExceeded,
+            ErrorCode::NotSupported => tonic::Code::Unimplemented,
+            ErrorCode::Unspecified | ErrorCode::Internal => tonic::Code::Internal,
+        };
+        let details = prost::Message::encode_to_vec(&self);
+        tonic::Status::with_details(code, self.message, details.into())
+    }
+
+    /// The error a gRPC status carries: the `ErrorStatus` in its details when a LanceFleet
+    /// peer sent it. A status without one comes from the transport (peer down, restarting,
+    /// connection reset mid-stream, deadline passed): the peer never judged the request,
+    /// so another node may well answer it and the error is retryable.
+    pub fn from_grpc(status: &tonic::Status) -> Self {
+        if let Ok(decoded) = <Self as prost::Message>::decode(status.details())
+            && decoded.code != ErrorCode::Unspecified as i32
+        {
+            return decoded;
+        }
+        let code = match status.code() {
+            tonic::Code::DeadlineExceeded => ErrorCode::Timeout,
+            _ => ErrorCode::Unavailable,
+        };
+        let message = format!("{}: {}", status.code().description(), status.message());
+        Self { code: code as i32, message, retryable: true }
+    }
 }
 
 #[cfg(test)]
@@ -88,5 +123,22 @@ mod tests {
 
         let from_newer_peer = ErrorStatus { code: 999, message: String::new(), retryable: false };
         assert_eq!(from_newer_peer.error_code(), ErrorCode::Internal);
+    }
+
+    #[test]
+    fn error_status_crosses_grpc_with_code_and_retry_hint() {
+        let sent = ErrorStatus::new(ErrorCode::InvalidArgument, "bad filter");
+        let status = sent.clone().into_grpc();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        assert_eq!(ErrorStatus::from_grpc(&status), sent);
+
+        let unreachable = tonic::Status::unavailable("connection refused");
+        let received = ErrorStatus::from_grpc(&unreachable);
+        assert_eq!(received.error_code(), ErrorCode::Unavailable);
+        assert!(received.retryable);
+        let reset = ErrorStatus::from_grpc(&tonic::Status::unknown("h2 protocol error: connection reset"));
+        assert!(reset.retryable, "a transport failure may succeed on another node");
+        let sent = ErrorStatus::new(ErrorCode::Internal, "disk full");
+        assert!(!ErrorStatus::from_grpc(&sent.into_grpc()).retryable);
     }
 }

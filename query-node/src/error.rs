@@ -30,6 +30,20 @@ pub enum ApiError {
     /// A blocking task (Arrow encoding or decoding) panicked or was cancelled.
     #[error("background task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
+    /// A plan executor refused or failed a fragment (after the retry, when one was allowed).
+    #[error("executor {node}: {}", status.message)]
+    Executor {
+        /// The executor's node id.
+        node: String,
+        /// Its error, with code and retry hint.
+        status: lancefleet_proto::ErrorStatus,
+    },
+    /// The node's configuration cannot work.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// A broken invariant of the query node.
+    #[error("{0}")]
+    Internal(String),
     /// The server could not start or keep listening.
     #[error("cannot serve on {address}: {source}")]
     Listen {
@@ -55,16 +69,23 @@ impl ServiceError for ApiError {
             Self::NotImplemented(_) => ErrorCode::NotSupported,
             Self::RouteNotFound(_) => ErrorCode::NotFound,
             Self::Timeout(_) => ErrorCode::Timeout,
-            Self::Encode(_) | Self::Task(_) | Self::Listen { .. } => ErrorCode::Internal,
+            Self::Executor { status, .. } => status.error_code(),
+            Self::Encode(_) | Self::Task(_) | Self::Listen { .. } | Self::Config(_) | Self::Internal(_) => {
+                ErrorCode::Internal
+            }
         }
     }
 
     fn client_message(&self) -> String {
         match self {
             Self::Engine(error) => error.client_message(),
-            Self::Encode(_) | Self::Task(_) | Self::Listen { .. } => {
-                "internal server error; the server log has the details".into()
-            }
+            Self::Executor { status, .. } if status.error_code() != ErrorCode::Internal => status.message.clone(),
+            Self::Executor { .. }
+            | Self::Encode(_)
+            | Self::Task(_)
+            | Self::Listen { .. }
+            | Self::Config(_)
+            | Self::Internal(_) => "internal server error; the server log has the details".into(),
             other => other.to_string(),
         }
     }

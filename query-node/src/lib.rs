@@ -5,6 +5,7 @@
 //! in-flight requests finish within the configured grace period.
 
 mod arrow_body;
+mod dispatch;
 mod error;
 mod protocol;
 mod routes;
@@ -19,6 +20,7 @@ use lancefleet_common::config::RestConfig;
 use lancefleet_engine::Catalog;
 use tokio::net::TcpListener;
 
+pub use dispatch::{Cluster, Dispatcher};
 pub use error::ApiError;
 pub use protocol::PHALANX_VERSION;
 
@@ -31,12 +33,13 @@ pub struct QueryNode {
 }
 
 impl QueryNode {
-    /// Binds the REST listener of `config` in front of `catalog`.
-    pub async fn bind(config: &RestConfig, catalog: Catalog) -> Result<Self, ApiError> {
+    /// Binds the REST listener of `config` in front of `catalog`, running queries with
+    /// `dispatcher`.
+    pub async fn bind(config: &RestConfig, catalog: Catalog, dispatcher: Dispatcher) -> Result<Self, ApiError> {
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|source| ApiError::Listen { address: config.listen.to_string(), source })?;
-        let state = state::AppState { catalog: Arc::new(catalog) };
+        let state = state::AppState { catalog: Arc::new(catalog), dispatcher: Arc::new(dispatcher) };
         let max_body_bytes = usize::try_from(config.max_body_bytes).unwrap_or(usize::MAX);
         Ok(Self {
             listener,

@@ -8,6 +8,7 @@ use lancefleet_engine::{InsertMode, ReadVersion};
 use serde::Deserialize;
 
 use crate::arrow_body::decode_stream;
+use crate::dispatch::Pinned;
 use crate::error::ApiError;
 use crate::protocol::{Freshness, TablePath, json_body, with_table_version};
 use crate::state::AppState;
@@ -59,7 +60,9 @@ pub async fn count_rows(
     let request: CountRowsRequest = json_body(&body)?;
     let read = ReadVersion { version: request.version, min_version };
     let dataset = state.catalog.open_table(&id, read).await?;
-    let count = dataset.count_rows(request.predicate).await.map_err(lancefleet_engine::EngineError::from)?;
+    let uri = state.catalog.table_uri(&id);
+    let pinned = Pinned { dataset: &dataset, uri: &uri };
+    let count = state.dispatcher.count_rows(pinned, request.predicate.as_deref()).await?;
     Ok(with_table_version(dataset.version().version, Json(count)))
 }
 

@@ -6,9 +6,10 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use lancefleet_engine::{ReadVersion, TableQuery, run_query};
+use lancefleet_engine::{ReadVersion, TableQuery, plan_query};
 
 use crate::arrow_body::{ARROW_FILE_CONTENT_TYPE, encode_file};
+use crate::dispatch::Pinned;
 use crate::error::ApiError;
 use crate::protocol::{Freshness, TablePath, json_body, with_table_version};
 use crate::state::AppState;
@@ -29,11 +30,14 @@ pub async fn query(
     query.validate()?;
     let read = ReadVersion { version: query.version, min_version };
     let dataset = state.catalog.open_table(&id, read).await?;
+    let uri = state.catalog.table_uri(&id);
+    let plan = plan_query(&dataset, &query).await?;
+    let run = state.dispatcher.query(Pinned { dataset: &dataset, uri: &uri }, &plan);
     let output = match request_timeout(&headers)? {
-        Some(limit) => tokio::time::timeout(limit, run_query(&dataset, &query)).await.map_err(|_elapsed| {
+        Some(limit) => tokio::time::timeout(limit, run).await.map_err(|_elapsed| {
             ApiError::Timeout(format!("the query did not finish within {} ms", limit.as_millis()))
         })??,
-        None => run_query(&dataset, &query).await?,
+        None => run.await?,
     };
     let rows = output.num_rows();
     let bytes = encode_file(output.schema, output.batches).await?;

@@ -1,0 +1,34 @@
+//! Which plan executors exist right now. Query nodes subscribe and re-place fragments
+//! whenever the set changes; the implementations differ only in where the set comes from
+//! (configuration here; the etcd control plane later).
+
+use std::sync::Arc;
+
+use tokio::sync::watch;
+
+use crate::config::ExecutorEndpoint;
+
+/// A source of the current plan executors.
+pub trait Membership: Send + Sync + std::fmt::Debug {
+    /// The current executors, updated in place when they change.
+    fn subscribe(&self) -> watch::Receiver<Arc<[ExecutorEndpoint]>>;
+}
+
+/// Membership fixed by configuration.
+#[derive(Debug)]
+pub struct StaticMembership {
+    sender: watch::Sender<Arc<[ExecutorEndpoint]>>,
+}
+
+impl StaticMembership {
+    /// A membership of exactly `executors`.
+    pub fn new(executors: Vec<ExecutorEndpoint>) -> Self {
+        Self { sender: watch::Sender::new(executors.into()) }
+    }
+}
+
+impl Membership for StaticMembership {
+    fn subscribe(&self) -> watch::Receiver<Arc<[ExecutorEndpoint]>> {
+        self.sender.subscribe()
+    }
+}

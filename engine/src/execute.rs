@@ -1,0 +1,161 @@
+//! Runs one [`FragmentQuery`] with lance's scanner over some fragments of a pinned dataset
+//! version: the work of a plan executor (and of standalone, in-process).
+//!
+//! The mapping of query fields onto the scanner follows LanceDB's native query path, so
+//! results equal what LanceDB OSS returns for the same table and query.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use arrow_array::{ArrayRef, FixedSizeListArray, Float32Array, UInt8Array};
+use arrow_schema::{DataType, Field};
+use futures::TryStreamExt;
+use lance::Dataset;
+use lance::dataset::scanner::{DatasetRecordBatchStream, Scanner};
+use lance::io::RecordBatchStream;
+use lance_linalg::distance::DistanceType;
+use lancefleet_proto::v1::{FragmentQuery, NearestQuery, VectorKind};
+
+use crate::error::{EngineError, Result};
+use crate::output::QueryOutput;
+use crate::plan::check_bytes;
+
+/// Which fragments of the version a fragment query reads.
+#[derive(Debug, Clone, Copy)]
+pub enum Scope<'a> {
+    /// All of them.
+    WholeTable,
+    /// These, by id, in this order (the manifest's).
+    Fragments(&'a [u64]),
+}
+
+/// Starts `query` over `scope` of `dataset`; rows stream as lance produces them.
+pub async fn execute(dataset: &Dataset, scope: Scope<'_>, query: &FragmentQuery) -> Result<DatasetRecordBatchStream> {
+    Ok(build_scanner(dataset, scope, query)?.try_into_stream().await?)
+}
+
+/// Runs `query` over `scope` and collects its rows.
+pub async fn execute_collect(dataset: &Dataset, scope: Scope<'_>, query: &FragmentQuery) -> Result<QueryOutput> {
+    let stream = execute(dataset, scope, query).await?;
+    let schema = stream.schema();
+    let batches = stream.try_collect::<Vec<_>>().await?;
+    Ok(QueryOutput { schema, batches })
+}
+
+/// Counts the rows of `scope` that match `filter`.
+pub async fn count(dataset: &Dataset, scope: Scope<'_>, filter: Option<&str>) -> Result<u64> {
+    let mut scanner = dataset.scan();
+    restrict(&mut scanner, dataset, scope)?;
+    if let Some(filter) = filter {
+        scanner.filter(filter)?;
+    }
+    Ok(scanner.count_rows().await?)
+}
+
+fn build_scanner(dataset: &Dataset, scope: Scope<'_>, query: &FragmentQuery) -> Result<Scanner> {
+    let mut scanner = dataset.scan();
+    // Lance only allows a vector search over chosen fragments with the prefilter set first.
+    scanner.prefilter(query.prefilter);
+    restrict(&mut scanner, dataset, scope)?;
+    if let Some(nearest) = &query.nearest {
+        configure_nearest(&mut scanner, nearest)?;
+    }
+    let offset = (query.offset > 0).then(|| to_i64(query.offset));
+    scanner.limit(query.limit.map(to_i64), offset)?;
+    if let Some(projection) = &query.projection {
+        if projection.columns.iter().all(|column| column.expression.is_none()) {
+            scanner.project(&projection.columns.iter().map(|column| column.name.as_str()).collect::<Vec<_>>())?;
+        } else {
+            let pairs = projection
+                .columns
+                .iter()
+                .map(|column| (column.name.clone(), column.expression.clone().unwrap_or_else(|| column.name.clone())))
+                .collect::<Vec<_>>();
+            scanner.project_with_transform(&pairs)?;
+        }
+    }
+    if query.with_row_id {
+        scanner.with_row_id();
+    }
+    if query.with_row_address {
+        scanner.with_row_address();
+    }
+    if let Some(filter) = &query.filter {
+        scanner.filter(filter)?;
+    }
+    Ok(scanner)
+}
+
+/// Limits `scanner` to the fragments of `scope`, in the given order.
+fn restrict(scanner: &mut Scanner, dataset: &Dataset, scope: Scope<'_>) -> Result<()> {
+    let Scope::Fragments(ids) = scope else { return Ok(()) };
+    let wanted = ids.iter().copied().collect::<HashSet<_>>();
+    let mut found = dataset.fragments().iter().filter(|fragment| wanted.contains(&fragment.id)).collect::<Vec<_>>();
+    if found.len() != wanted.len() {
+        let present = found.iter().map(|fragment| fragment.id).collect::<HashSet<_>>();
+        let missing = ids.iter().find(|id| !present.contains(id)).copied().unwrap_or_default();
+        return Err(EngineError::invalid_input(format!(
+            "fragment {missing} is not part of version {} of the table",
+            dataset.version().version
+        )));
+    }
+    let position = |id: u64| ids.iter().position(|wanted| *wanted == id);
+    found.sort_by_key(|fragment| position(fragment.id));
+    scanner.with_fragments(found.into_iter().cloned().collect());
+    Ok(())
+}
+
+fn configure_nearest(scanner: &mut Scanner, nearest: &NearestQuery) -> Result<()> {
+    let key = query_array(nearest)?;
+    let k = usize::try_from(nearest.k).unwrap_or(usize::MAX);
+    scanner.nearest(&nearest.column, key.as_ref(), k)?;
+    // Probe settings after `nearest`, which resets them.
+    if let Some(nprobes) = nearest.nprobes {
+        scanner.nprobes(nprobes as usize);
+    }
+    if let Some(minimum) = nearest.minimum_nprobes {
+        scanner.minimum_nprobes(minimum as usize);
+    }
+    if let Some(maximum) = nearest.maximum_nprobes {
+        scanner.maximum_nprobes(maximum as usize);
+    }
+    if let Some(ef) = nearest.ef {
+        scanner.ef(ef as usize);
+    }
+    if let Some(factor) = nearest.refine_factor {
+        scanner.refine(factor);
+    }
+    if let Some(name) = &nearest.distance_type {
+        let distance = DistanceType::try_from(name.as_str()).map_err(|_| {
+            EngineError::invalid_input(format!("unknown distance type '{name}'; use l2, cosine, dot or hamming"))
+        })?;
+        scanner.distance_metric(distance);
+    }
+    scanner.distance_range(nearest.lower_bound, nearest.upper_bound);
+    scanner.use_index(nearest.use_index);
+    if nearest.fast_search {
+        scanner.fast_search();
+    }
+    Ok(())
+}
+
+/// Builds the array lance's `nearest` expects for the column's kind.
+fn query_array(nearest: &NearestQuery) -> Result<ArrayRef> {
+    match VectorKind::try_from(nearest.kind).unwrap_or(VectorKind::Unspecified) {
+        VectorKind::Binary => Ok(Arc::new(UInt8Array::from(check_bytes(&nearest.values)?))),
+        VectorKind::Float | VectorKind::Unspecified => Ok(Arc::new(Float32Array::from(nearest.values.clone()))),
+        VectorKind::Multi => {
+            let dimension = i32::try_from(nearest.dimension)
+                .map_err(|_| EngineError::invalid_input("vector dimension is too large"))?;
+            let flat = Float32Array::from(nearest.values.clone());
+            let item = Arc::new(Field::new("item", DataType::Float32, true));
+            let list = FixedSizeListArray::try_new(item, dimension, Arc::new(flat), None)
+                .map_err(|error| EngineError::invalid_input(error.to_string()))?;
+            Ok(Arc::new(list))
+        }
+    }
+}
+
+fn to_i64(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}

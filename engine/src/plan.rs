@@ -1,0 +1,249 @@
+//! Compiles a client's [`TableQuery`] into the fragment queries plan executors run, and the
+//! merge that turns their partial results into the answer.
+//!
+//! A query splits by fragment when each executor's partial result, merged, equals what one
+//! process would return (`shared/DESIGN.md`, decision 2):
+//! - vector search with a prefilter: every executor returns its exact top `offset + limit`
+//!   by (`_distance`, `_rowid`); `refine(≥ 1)` makes distances exact under an index, so
+//!   the merged top-k of a flat search equals a single-process search row for row;
+//! - filtered scans: every executor returns its first `offset + limit` rows in manifest
+//!   order with `_rowaddr`; the merge restores manifest order.
+//!
+//! A post-filtered vector search (`prefilter: false` with a filter) filters the *global*
+//! top-k, which no split reproduces; it runs on one executor over the whole version.
+
+use arrow_schema::Schema;
+use lance::Dataset;
+use lancefleet_proto::v1::{FragmentQuery, NearestQuery, OutputColumn, Projection as WireProjection, VectorKind};
+
+use crate::error::{EngineError, Result};
+use crate::query::{Projection, TableQuery};
+use crate::vector_column::{VectorColumn, resolve_vector_column};
+
+/// Name of the column that says which query vector produced a row of a batch query.
+pub const QUERY_INDEX_COLUMN: &str = "query_index";
+/// LanceDB's default lower bound of IVF partitions to probe.
+const DEFAULT_MINIMUM_NPROBES: u32 = 20;
+/// Above this many requested neighbours, `k` is clamped to the table's row count.
+const LARGE_TOP_K: u64 = 10_000;
+
+/// How partial results are put in order before the offset and limit are applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MergeOrder {
+    /// Ascending `_distance`, then `_rowid` (vector search).
+    Distance,
+    /// The table's manifest order, from `_rowaddr` (scans).
+    Manifest,
+    /// As the single executor returned them (queries that do not split).
+    AsReturned,
+}
+
+/// How the partial results of one fragment query become the answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Merge {
+    /// Order of the merged rows.
+    pub order: MergeOrder,
+    /// Rows to skip after ordering.
+    pub offset: u64,
+    /// Rows to keep after the offset; `None` keeps all.
+    pub limit: Option<u64>,
+    /// Drop `_rowid` (added only as a merge key).
+    pub drop_row_id: bool,
+    /// Drop `_rowaddr` (added only as a merge key).
+    pub drop_row_address: bool,
+}
+
+/// A compiled query: what executors run and how their answers combine.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueryPlan {
+    /// One fragment query per query vector (one for scans and multivector searches).
+    pub parts: Vec<FragmentQuery>,
+    /// Whether executors may each run a part over a subset of fragments; when false one
+    /// executor runs it over the whole version.
+    pub splits: bool,
+    /// How every part's partial results are merged.
+    pub merge: Merge,
+    /// Prepend the Int32 `query_index` column (several query vectors).
+    pub query_index: bool,
+}
+
+/// Compiles `query` against the schema and size of `dataset` (the pinned version).
+pub async fn plan_query(dataset: &Dataset, query: &TableQuery) -> Result<QueryPlan> {
+    query.validate()?;
+    let offset = query.offset.unwrap_or(0);
+    let limit = query.limit();
+    let projection = query.columns.as_ref().map(wire_projection);
+    let vectors = &query.vector.0;
+    let Some(first) = vectors.first() else {
+        let scan = FragmentQuery {
+            filter: query.filter.clone(),
+            prefilter: true,
+            projection,
+            limit: limit.map(|limit| limit.saturating_add(offset)),
+            with_row_id: query.with_row_id,
+            with_row_address: true,
+            ..Default::default()
+        };
+        let merge = Merge { order: MergeOrder::Manifest, offset, limit, drop_row_id: false, drop_row_address: true };
+        return Ok(QueryPlan { parts: vec![scan], splits: true, merge, query_index: false });
+    };
+
+    let schema = Schema::from(dataset.schema());
+    let column = resolve_vector_column(&schema, query.vector_column.as_deref(), first.len())?;
+    for vector in vectors {
+        column.check_dimension(vector.len())?;
+        if column.kind == VectorKind::Binary {
+            check_bytes(vector)?;
+        }
+    }
+    let query_index = vectors.len() > 1 && column.kind != VectorKind::Multi;
+    if query_index && schema.field_with_name(QUERY_INDEX_COLUMN).is_ok() {
+        return Err(EngineError::invalid_input(format!(
+            "batch vector queries cannot be used on tables with a column named '{QUERY_INDEX_COLUMN}'"
+        )));
+    }
+    let searches = if column.kind == VectorKind::Multi {
+        vec![vectors.iter().flatten().copied().collect::<Vec<_>>()]
+    } else {
+        vectors.clone()
+    };
+    let top_k = nearest_k(dataset, limit, offset).await?;
+    let splits = query.prefilter || query.filter.is_none();
+    let parts = searches
+        .into_iter()
+        .map(|values| {
+            let nearest = nearest_query(query, &column, values, top_k, splits);
+            if splits {
+                FragmentQuery {
+                    nearest: Some(nearest),
+                    filter: query.filter.clone(),
+                    prefilter: true,
+                    projection: projection.clone(),
+                    limit: Some(top_k),
+                    offset: 0,
+                    with_row_id: true,
+                    with_row_address: false,
+                }
+            } else {
+                FragmentQuery {
+                    nearest: Some(nearest),
+                    filter: query.filter.clone(),
+                    prefilter: false,
+                    projection: projection.clone(),
+                    limit,
+                    offset,
+                    with_row_id: query.with_row_id,
+                    with_row_address: false,
+                }
+            }
+        })
+        .collect();
+    let merge = if splits {
+        Merge { order: MergeOrder::Distance, offset, limit, drop_row_id: !query.with_row_id, drop_row_address: false }
+    } else {
+        Merge { order: MergeOrder::AsReturned, offset: 0, limit: None, drop_row_id: false, drop_row_address: false }
+    };
+    Ok(QueryPlan { parts, splits, merge, query_index })
+}
+
+fn nearest_query(
+    query: &TableQuery,
+    column: &VectorColumn,
+    values: Vec<f32>,
+    top_k: u64,
+    splits: bool,
+) -> NearestQuery {
+    let (nprobes, minimum_nprobes) = match query.nprobes {
+        Some(nprobes) => (Some(to_u32(nprobes)), None),
+        None => (None, Some(query.minimum_nprobes.map_or(DEFAULT_MINIMUM_NPROBES, to_u32))),
+    };
+    // Split searches always re-rank: exact distances are what makes the merge exact.
+    let refine_factor = if splits { Some(query.refine_factor.unwrap_or(1).max(1)) } else { query.refine_factor };
+    NearestQuery {
+        column: column.name.clone(),
+        kind: column.kind as i32,
+        dimension: to_u32(column.dimension),
+        values,
+        k: top_k,
+        distance_type: query.distance_type.clone(),
+        nprobes,
+        minimum_nprobes,
+        maximum_nprobes: query.maximum_nprobes.filter(|maximum| *maximum > 0).map(to_u32),
+        ef: query.ef.map(to_u32),
+        refine_factor,
+        lower_bound: query.lower_bound,
+        upper_bound: query.upper_bound,
+        use_index: !query.bypass_vector_index,
+        fast_search: query.fast_search,
+    }
+}
+
+fn wire_projection(projection: &Projection) -> WireProjection {
+    let columns = match projection {
+        Projection::Columns(names) => {
+            names.iter().map(|name| OutputColumn { name: name.clone(), expression: None }).collect()
+        }
+        Projection::Expressions(pairs) => pairs
+            .iter()
+            .map(|(name, expression)| OutputColumn { name: name.clone(), expression: Some(expression.clone()) })
+            .collect(),
+    };
+    WireProjection { columns }
+}
+
+/// Neighbours to ask for: `limit + offset`, clamped to the table size when huge
+/// (plain-scan clients send `k = i64::MAX`).
+async fn nearest_k(dataset: &Dataset, limit: Option<u64>, offset: u64) -> Result<u64> {
+    let wanted = limit.map(|limit| limit.saturating_add(offset));
+    Ok(match wanted {
+        Some(wanted) if wanted <= LARGE_TOP_K => wanted,
+        _ => {
+            let rows = dataset.count_rows(None).await? as u64;
+            wanted.map_or(rows, |wanted| wanted.min(rows)).max(1)
+        }
+    })
+}
+
+fn to_u32(value: usize) -> u32 {
+    u32::try_from(value).unwrap_or(u32::MAX)
+}
+
+/// A binary vector arrives as numbers; each must be a byte value.
+pub fn check_bytes(values: &[f32]) -> Result<Vec<u8>> {
+    values
+        .iter()
+        .map(|value| {
+            if value.fract() == 0.0 && (0.0..=255.0).contains(value) {
+                Ok(*value as u8)
+            } else {
+                Err(EngineError::invalid_input(format!(
+                    "binary query vectors hold bytes (integers 0..=255), got {value}"
+                )))
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn binary_queries_must_be_bytes() {
+        assert_eq!(check_bytes(&[0.0, 255.0, 7.0]).expect("bytes"), vec![0, 255, 7]);
+        assert!(check_bytes(&[256.0]).is_err());
+        assert!(check_bytes(&[1.5]).is_err());
+        assert!(check_bytes(&[-1.0]).is_err());
+    }
+
+    #[test]
+    fn split_searches_always_refine_and_post_filtered_ones_keep_the_clients_choice() {
+        let column = VectorColumn { name: "vector".into(), dimension: 2, kind: VectorKind::Float };
+        let query = TableQuery { refine_factor: None, ..Default::default() };
+        assert_eq!(nearest_query(&query, &column, vec![0.0, 1.0], 10, true).refine_factor, Some(1));
+        assert_eq!(nearest_query(&query, &column, vec![0.0, 1.0], 10, false).refine_factor, None);
+        let query = TableQuery { refine_factor: Some(5), nprobes: Some(7), ..Default::default() };
+        let nearest = nearest_query(&query, &column, vec![0.0, 1.0], 10, true);
+        assert_eq!((nearest.refine_factor, nearest.nprobes, nearest.minimum_nprobes), (Some(5), Some(7), None));
+    }
+}

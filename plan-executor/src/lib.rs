@@ -1,0 +1,90 @@
+//! The LanceFleet plan executor: a gRPC service that runs plan fragments (one query over
+//! some fragments of a pinned table version) with lance and streams Arrow batches back.
+//!
+//! [`PlanExecutorNode::bind`] opens the socket; [`PlanExecutorNode::serve`] answers until
+//! the shutdown signal, then reports NOT_SERVING on the health service, stops accepting
+//! and lets in-flight fragments finish within the grace period.
+
+mod error;
+mod service;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use lancefleet_common::Shutdown;
+use lancefleet_common::config::ExecutorConfig;
+use lancefleet_engine::Catalog;
+use lancefleet_proto::v1::plan_executor_server::PlanExecutorServer;
+use tokio::net::TcpListener;
+use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
+
+pub use error::ExecutorError;
+pub use service::ExecutorService;
+
+/// Largest gRPC message sent (Arrow Flight splits batches below this).
+const MAX_MESSAGE_BYTES: usize = 256 << 20;
+
+/// A plan executor bound to its address, ready to serve.
+#[derive(Debug)]
+pub struct PlanExecutorNode {
+    listener: TcpListener,
+    service: ExecutorService,
+    node_id: String,
+    grace: Duration,
+}
+
+impl PlanExecutorNode {
+    /// Binds the gRPC listener of `config`; fragments read tables through `catalog`.
+    pub async fn bind(config: &ExecutorConfig, catalog: Catalog) -> Result<Self, ExecutorError> {
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| ExecutorError::Listen { address: config.listen.to_string(), source })?;
+        Ok(Self {
+            listener,
+            service: ExecutorService::new(catalog, config.open_datasets),
+            node_id: config.node_id.clone(),
+            grace: Duration::from_secs(config.shutdown_grace_seconds),
+        })
+    }
+
+    /// The address actually bound.
+    pub fn local_addr(&self) -> Result<SocketAddr, ExecutorError> {
+        self.listener
+            .local_addr()
+            .map_err(|source| ExecutorError::Listen { address: "the bound socket".into(), source })
+    }
+
+    /// Serves until `shutdown` fires, then drains in-flight fragments for at most the
+    /// grace period.
+    pub async fn serve(self, shutdown: Shutdown) -> Result<(), ExecutorError> {
+        let address = self.local_addr()?;
+        let (health_reporter, health_service) = tonic_health::server::health_reporter();
+        health_reporter.set_serving::<PlanExecutorServer<ExecutorService>>().await;
+        let executor = PlanExecutorServer::new(self.service)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES);
+        let stop = shutdown.clone();
+        let server = Server::builder()
+            .tcp_nodelay(true)
+            .add_service(health_service)
+            .add_service(executor)
+            .serve_with_incoming_shutdown(TcpIncoming::from(self.listener), async move { stop.wait().await });
+        let mut server = tokio::spawn(server);
+        tracing::info!(%address, node_id = %self.node_id, "plan executor is serving");
+        tokio::select! {
+            finished = &mut server => return finished?.map_err(ExecutorError::from),
+            () = shutdown.wait() => {}
+        }
+        health_reporter.set_not_serving::<PlanExecutorServer<ExecutorService>>().await;
+        tracing::info!(%address, grace_seconds = self.grace.as_secs(), "draining in-flight fragments");
+        match tokio::time::timeout(self.grace, &mut server).await {
+            Ok(finished) => finished?.map_err(ExecutorError::from),
+            Err(_elapsed) => {
+                tracing::warn!(%address, "grace period over, dropping the remaining fragments");
+                server.abort();
+                Ok(())
+            }
+        }
+    }
+}

@@ -1,0 +1,84 @@
+//! Runs compiled queries: in-process (standalone without executors) or spread over plan
+//! executors by fragment, then merges the partial results exactly.
+
+mod cluster;
+
+use std::collections::HashMap;
+
+use futures::future::try_join_all;
+use lance::Dataset;
+use lancefleet_engine::execute::{count, execute_collect};
+use lancefleet_engine::merge::{merge, prepend_query_index};
+use lancefleet_engine::{QueryOutput, QueryPlan, Scope};
+use lancefleet_proto::v1::FragmentQuery;
+
+pub use cluster::Cluster;
+
+use crate::error::ApiError;
+
+/// Where fragment queries run.
+#[derive(Debug)]
+pub enum Dispatcher {
+    /// In this process, over the whole pinned version.
+    Local,
+    /// On plan executors, each over the fragments placed on it.
+    Cluster(Cluster),
+}
+
+/// A table version pinned for one request.
+#[derive(Debug, Clone, Copy)]
+pub struct Pinned<'a> {
+    /// The dataset at the pinned version.
+    pub dataset: &'a Dataset,
+    /// Its URI, the placement key of its fragments.
+    pub uri: &'a str,
+}
+
+impl Pinned<'_> {
+    fn fragment_ids(&self) -> Vec<u64> {
+        self.dataset.fragments().iter().map(|fragment| fragment.id).collect()
+    }
+}
+
+impl Dispatcher {
+    /// Runs `plan` over `pinned` and returns the merged answer.
+    pub async fn query(&self, pinned: Pinned<'_>, plan: &QueryPlan) -> Result<QueryOutput, ApiError> {
+        let fragments = pinned.fragment_ids();
+        let positions = fragments.iter().enumerate().map(|(position, id)| (*id, position as u64)).collect();
+        let parts = plan.parts.iter().map(|part| self.query_part(pinned, plan, part, &fragments, &positions));
+        let outputs = try_join_all(parts).await?;
+        if plan.query_index {
+            return Ok(prepend_query_index(outputs)?);
+        }
+        outputs.into_iter().next().ok_or_else(|| ApiError::from(lancefleet_engine::EngineError::internal("empty plan")))
+    }
+
+    async fn query_part(
+        &self,
+        pinned: Pinned<'_>,
+        plan: &QueryPlan,
+        part: &FragmentQuery,
+        fragments: &[u64],
+        positions: &HashMap<u64, u64>,
+    ) -> Result<QueryOutput, ApiError> {
+        let partials = match self {
+            // An empty version has no fragments to place; lance still knows its schema.
+            Self::Cluster(cluster) if !fragments.is_empty() => {
+                cluster.scatter_query(pinned, fragments, !plan.splits, part).await?
+            }
+            Self::Cluster(_) | Self::Local => vec![execute_collect(pinned.dataset, Scope::WholeTable, part).await?],
+        };
+        Ok(merge(&plan.merge, positions, partials)?)
+    }
+
+    /// Counts the rows of `pinned` matching `filter`.
+    pub async fn count_rows(&self, pinned: Pinned<'_>, filter: Option<&str>) -> Result<u64, ApiError> {
+        let fragments = pinned.fragment_ids();
+        match self {
+            Self::Cluster(cluster) if !fragments.is_empty() => {
+                Ok(cluster.scatter_count(pinned, &fragments, filter).await?.into_iter().sum())
+            }
+            Self::Cluster(_) | Self::Local => Ok(count(pinned.dataset, Scope::WholeTable, filter).await?),
+        }
+    }
+}

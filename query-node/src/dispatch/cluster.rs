@@ -1,0 +1,283 @@
+//! Scatter and gather over plan executors: fragments grouped by their first-choice
+//! executor, one gRPC call per executor, and one retry of a failed or timed-out group's
+//! fragments on each fragment's next executor.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arrow_flight::decode::FlightRecordBatchStream;
+use arrow_flight::error::FlightError;
+use futures::future::join_all;
+use futures::{StreamExt, TryStreamExt};
+use lancefleet_common::config::{ClusterConfig, ExecutorEndpoint};
+use lancefleet_common::membership::Membership;
+use lancefleet_common::placement::Placement;
+use lancefleet_engine::QueryOutput;
+use lancefleet_proto::v1::plan_executor_client::PlanExecutorClient;
+use lancefleet_proto::v1::{FragmentQuery, PlanFragment};
+use lancefleet_proto::{ErrorCode, ErrorStatus};
+use tokio::sync::watch;
+use tonic::transport::{Channel, Endpoint};
+
+use super::Pinned;
+use crate::error::ApiError;
+
+/// Largest gRPC message accepted from an executor (one Arrow batch).
+const MAX_MESSAGE_BYTES: usize = 256 << 20;
+
+/// One executor call: the client of the executor and the plan fragment to send it.
+type FragmentCall = (PlanExecutorClient<Channel>, PlanFragment);
+
+/// The plan executors of a cluster, as membership currently has them.
+#[derive(Debug)]
+pub struct Cluster {
+    membership: watch::Receiver<Arc<[ExecutorEndpoint]>>,
+    view: Mutex<Arc<View>>,
+    replicas: usize,
+    virtual_nodes: u32,
+    fragment_timeout: Duration,
+}
+
+/// Placement and connections for one membership.
+#[derive(Debug)]
+struct View {
+    members: Arc<[ExecutorEndpoint]>,
+    placement: Placement,
+    clients: HashMap<Arc<str>, PlanExecutorClient<Channel>>,
+}
+
+/// One executor's share of a scatter: its fragments, and for each the position of this
+/// executor in the fragment's preference list.
+type Assignment = BTreeMap<Arc<str>, Vec<(u64, usize)>>;
+
+impl Cluster {
+    /// A cluster whose executors come from `membership`, placed as `config` says.
+    pub fn new(membership: &dyn Membership, config: &ClusterConfig) -> Result<Self, ApiError> {
+        let receiver = membership.subscribe();
+        let members = receiver.borrow().clone();
+        let view = View::build(members, config.replicas, config.virtual_nodes, None)?;
+        Ok(Self {
+            membership: receiver,
+            view: Mutex::new(Arc::new(view)),
+            replicas: config.replicas,
+            virtual_nodes: config.virtual_nodes,
+            fragment_timeout: Duration::from_millis(config.fragment_timeout_ms),
+        })
+    }
+
+    /// The view of the current membership, rebuilt when membership changed.
+    fn current(&self) -> Result<Arc<View>, ApiError> {
+        let members = self.membership.borrow().clone();
+        let mut view = self.view.lock().map_err(|_| ApiError::Internal("placement lock poisoned".into()))?;
+        if !Arc::ptr_eq(&view.members, &members) {
+            *view = Arc::new(View::build(members, self.replicas, self.virtual_nodes, Some(&view))?);
+            tracing::info!(executors = view.placement.nodes().len(), "plan executor membership changed");
+        }
+        Ok(view.clone())
+    }
+
+    /// Runs `query` over `fragments` of `pinned` (or over the whole version on one executor
+    /// when `whole_table`) and returns every executor's partial result.
+    pub async fn scatter_query(
+        &self,
+        pinned: Pinned<'_>,
+        fragments: &[u64],
+        whole_table: bool,
+        query: &FragmentQuery,
+    ) -> Result<Vec<QueryOutput>, ApiError> {
+        let template = PlanFragment {
+            table_uri: pinned.uri.to_string(),
+            version: pinned.dataset.version().version,
+            whole_table,
+            query: Some(query.clone()),
+            timeout_ms: u64::try_from(self.fragment_timeout.as_millis()).unwrap_or(u64::MAX),
+            ..Default::default()
+        };
+        // A whole-table fragment goes where the first fragment lives.
+        let placed = if whole_table { &fragments[..1] } else { fragments };
+        self.scatter(pinned.uri, placed, &template, |(mut client, fragment)| async move {
+            let response = client.execute(fragment).await.map_err(|status| ErrorStatus::from_grpc(&status))?;
+            let flight = response.into_inner().map_err(|status| FlightError::Tonic(Box::new(status)));
+            let mut stream = FlightRecordBatchStream::new_from_flight_data(flight);
+            let mut batches = Vec::new();
+            while let Some(batch) = stream.next().await {
+                batches.push(batch.map_err(flight_error_status)?);
+            }
+            let schema = stream
+                .schema()
+                .cloned()
+                .ok_or_else(|| ErrorStatus::new(ErrorCode::Internal, "the executor's answer had no schema"))?;
+            Ok(QueryOutput { schema, batches })
+        })
+        .await
+    }
+
+    /// Counts the rows of `fragments` of `pinned` matching `filter`, one count per executor.
+    pub async fn scatter_count(
+        &self,
+        pinned: Pinned<'_>,
+        fragments: &[u64],
+        filter: Option<&str>,
+    ) -> Result<Vec<u64>, ApiError> {
+        let template = PlanFragment {
+            table_uri: pinned.uri.to_string(),
+            version: pinned.dataset.version().version,
+            query: Some(FragmentQuery { filter: filter.map(str::to_string), ..Default::default() }),
+            timeout_ms: u64::try_from(self.fragment_timeout.as_millis()).unwrap_or(u64::MAX),
+            ..Default::default()
+        };
+        self.scatter(pinned.uri, fragments, &template, |(mut client, fragment)| async move {
+            let reply = client.count(fragment).await.map_err(|status| ErrorStatus::from_grpc(&status))?;
+            Ok(reply.into_inner().rows)
+        })
+        .await
+    }
+
+    /// Sends each executor its fragments with `call`; retries the fragments of a failed
+    /// executor once, each on the next executor of its preference list.
+    async fn scatter<T, F, Fut>(
+        &self,
+        table_uri: &str,
+        fragments: &[u64],
+        template: &PlanFragment,
+        call: F,
+    ) -> Result<Vec<T>, ApiError>
+    where
+        F: Fn(FragmentCall) -> Fut,
+        Fut: Future<Output = Result<T, ErrorStatus>>,
+    {
+        let view = self.current()?;
+        let lists = fragments
+            .iter()
+            .map(|fragment| (*fragment, view.placement.preference_list(table_uri, *fragment)))
+            .collect::<HashMap<_, _>>();
+        if lists.values().any(Vec::is_empty) {
+            return Err(ApiError::Executor {
+                node: "-".into(),
+                status: ErrorStatus::new(ErrorCode::Unavailable, "no plan executors are available"),
+            });
+        }
+        let mut assignment = Assignment::new();
+        for fragment in fragments {
+            assignment.entry(lists[fragment][0].clone()).or_default().push((*fragment, 0));
+        }
+        let (mut results, failed) = self.run_round(&view, &assignment, template, &call).await?;
+        if failed.is_empty() {
+            return Ok(results);
+        }
+
+        let failed_nodes = failed.iter().map(|(node, _)| node.clone()).collect::<HashSet<_>>();
+        let mut retry = Assignment::new();
+        for (node, status) in &failed {
+            tracing::warn!(executor = %node, error = %status.message, "retrying fragments on their next executor");
+            for (fragment, position) in &assignment[node] {
+                let next = lists[fragment]
+                    .iter()
+                    .enumerate()
+                    .skip(position + 1)
+                    .find(|(_, candidate)| !failed_nodes.contains(*candidate));
+                let Some((next_position, next)) = next else {
+                    return Err(ApiError::Executor { node: node.to_string(), status: status.clone() });
+                };
+                retry.entry(next.clone()).or_default().push((*fragment, next_position));
+            }
+        }
+        let (retried, still_failed) = self.run_round(&view, &retry, template, &call).await?;
+        if let Some((node, status)) = still_failed.into_iter().next() {
+            return Err(ApiError::Executor { node: node.to_string(), status });
+        }
+        results.extend(retried);
+        Ok(results)
+    }
+
+    /// Runs one call per executor of `assignment` concurrently. Returns the answers and
+    /// the executors that failed retryably; a non-retryable failure fails the round.
+    async fn run_round<T, F, Fut>(
+        &self,
+        view: &View,
+        assignment: &Assignment,
+        template: &PlanFragment,
+        call: &F,
+    ) -> Result<(Vec<T>, Vec<(Arc<str>, ErrorStatus)>), ApiError>
+    where
+        F: Fn(FragmentCall) -> Fut,
+        Fut: Future<Output = Result<T, ErrorStatus>>,
+    {
+        let calls = assignment.iter().map(|(node, fragments)| {
+            let mut fragment = template.clone();
+            fragment.fragment_ids = fragments.iter().map(|(id, _)| *id).collect();
+            let client = view.clients.get(node).cloned();
+            let timeout = self.fragment_timeout;
+            async move {
+                let Some(client) = client else {
+                    return (node.clone(), Err(ErrorStatus::new(ErrorCode::Unavailable, "executor left the cluster")));
+                };
+                let outcome = match tokio::time::timeout(timeout, call((client, fragment))).await {
+                    Ok(outcome) => outcome,
+                    Err(_elapsed) => Err(ErrorStatus {
+                        code: ErrorCode::Timeout as i32,
+                        message: format!("no answer within {} ms", timeout.as_millis()),
+                        retryable: true,
+                    }),
+                };
+                (node.clone(), outcome)
+            }
+        });
+        let mut answers = Vec::new();
+        let mut failed = Vec::new();
+        for (node, outcome) in join_all(calls).await {
+            match outcome {
+                Ok(answer) => answers.push(answer),
+                Err(status) if status.retryable => failed.push((node, status)),
+                Err(status) => return Err(ApiError::Executor { node: node.to_string(), status }),
+            }
+        }
+        Ok((answers, failed))
+    }
+}
+
+impl View {
+    /// Placement and clients for `members`, reusing the connections of `previous` to
+    /// executors whose address did not change.
+    fn build(
+        members: Arc<[ExecutorEndpoint]>,
+        replicas: usize,
+        virtual_nodes: u32,
+        previous: Option<&View>,
+    ) -> Result<Self, ApiError> {
+        let placement = Placement::new(members.iter().map(|member| member.id.as_str()), virtual_nodes, replicas);
+        let mut clients = HashMap::new();
+        for member in members.iter() {
+            let id: Arc<str> = Arc::from(member.id.as_str());
+            let reused = previous.and_then(|previous| {
+                let same_address =
+                    previous.members.iter().any(|old| old.id == member.id && old.address == member.address);
+                same_address.then(|| previous.clients.get(&id).cloned()).flatten()
+            });
+            let client = match reused {
+                Some(client) => client,
+                None => connect(member)?,
+            };
+            clients.insert(id, client);
+        }
+        Ok(Self { members, placement, clients })
+    }
+}
+
+/// A lazily connecting client: executors may start after the query node.
+fn connect(member: &ExecutorEndpoint) -> Result<PlanExecutorClient<Channel>, ApiError> {
+    let endpoint = Endpoint::from_shared(member.address.clone()).map_err(|error| {
+        ApiError::Config(format!("executor '{}' has an invalid address '{}': {error}", member.id, member.address))
+    })?;
+    let channel = endpoint.connect_timeout(Duration::from_secs(2)).tcp_nodelay(true).connect_lazy();
+    Ok(PlanExecutorClient::new(channel).max_decoding_message_size(MAX_MESSAGE_BYTES))
+}
+
+fn flight_error_status(error: FlightError) -> ErrorStatus {
+    match error {
+        FlightError::Tonic(status) => ErrorStatus::from_grpc(&status),
+        other => ErrorStatus::new(ErrorCode::Internal, format!("undecodable executor answer: {other}")),
+    }
+}
