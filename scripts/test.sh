@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs what is missing, then runs every test: Rust unit and integration tests, and the
+# Installs what is missing, then runs every test: Rust unit tests, and the
 # end-to-end suite that drives the real `lancefleet` binary with the real `lancedb` client.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -13,7 +13,10 @@ cargo build --locked --workspace --bins --tests
 log "Rust tests"
 cargo test --locked --workspace
 
-log "end-to-end tests with the lancedb Python client"
 export LANCEFLEET_BIN="$CARGO_TARGET_DIR/debug/lancefleet"
 cd integration-tests/python
+log "end-to-end tests with the lancedb Python client (in-process execution; cluster tests on S3/moto)"
 "$VENV/bin/python" -m pytest -q -p no:cacheprovider "$@"
+
+log "the same end-to-end suite with every query spread over 3 plan executor processes"
+LANCEFLEET_E2E_EXECUTORS=3 "$VENV/bin/python" -m pytest -q -p no:cacheprovider --ignore=test_cluster.py "$@"

@@ -254,6 +254,37 @@ mod tests {
     }
 
     #[test]
+    fn object_store_options_and_executors_come_from_env_and_toml() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "cluster.toml",
+                r#"
+                [storage.options]
+                allow_http = true
+                aws_region = "us-east-1"
+
+                [[cluster.executors]]
+                id = "pe-1"
+                address = "http://10.0.0.1:7070"
+                "#,
+            )?;
+            jail.set_env("LANCEFLEET_STORAGE__OPTIONS__AWS_ENDPOINT", "http://127.0.0.1:5000");
+            jail.set_env("LANCEFLEET_STORAGE__OPTIONS__CONNECT_TIMEOUT", "5");
+            let config = NodeConfig::load(Some(Path::new("cluster.toml")), &[]).expect("loads");
+            let options = &config.storage.options;
+            assert_eq!(options.get("allow_http").map(String::as_str), Some("true"));
+            assert_eq!(options.get("aws_endpoint").map(String::as_str), Some("http://127.0.0.1:5000"));
+            assert_eq!(options.get("connect_timeout").map(String::as_str), Some("5"));
+            assert_eq!(options.get("aws_region").map(String::as_str), Some("us-east-1"));
+            let expected = ExecutorEndpoint { id: "pe-1".into(), address: "http://10.0.0.1:7070".into() };
+            assert_eq!(config.cluster.executors, vec![expected.clone()]);
+            assert_eq!("pe-1=http://10.0.0.1:7070".parse::<ExecutorEndpoint>(), Ok(expected));
+            assert!("no-address".parse::<ExecutorEndpoint>().is_err());
+            Ok(())
+        });
+    }
+
+    #[test]
     fn bad_values_say_which_key() {
         Jail::expect_with(|_jail| {
             let flags = [("rest.listen", "not-an-address".to_string())];

@@ -18,6 +18,8 @@ pub struct StorageConfig {
     /// Options handed to lance's object store for every table, e.g. `aws_endpoint`,
     /// `aws_region`, `allow_http`, `azure_storage_account_name`. Credentials are also
     /// read from the usual environment variables (`AWS_*`, `AZURE_*`, `GOOGLE_*`).
+    /// Booleans and numbers are accepted and passed on as text (`allow_http = true`).
+    #[serde(deserialize_with = "scalars_as_strings")]
     pub options: BTreeMap<String, String>,
 }
 
@@ -25,6 +27,31 @@ impl Default for StorageConfig {
     fn default() -> Self {
         Self { root: "./lancefleet-data".to_string(), options: BTreeMap::new() }
     }
+}
+
+/// Reads a map whose values may be strings, booleans or numbers, keeping them as text.
+fn scalars_as_strings<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<BTreeMap<String, String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Scalar {
+        Text(String),
+        Bool(bool),
+        Integer(i64),
+        Float(f64),
+    }
+    let map = BTreeMap::<String, Scalar>::deserialize(deserializer)?;
+    Ok(map
+        .into_iter()
+        .map(|(key, value)| {
+            let text = match value {
+                Scalar::Text(text) => text,
+                Scalar::Bool(flag) => flag.to_string(),
+                Scalar::Integer(number) => number.to_string(),
+                Scalar::Float(number) => number.to_string(),
+            };
+            (key, text)
+        })
+        .collect())
 }
 
 /// A validated storage root, normalised to a URI without a trailing slash.

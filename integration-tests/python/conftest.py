@@ -76,8 +76,9 @@ def wait_for_port(port: int, proc: subprocess.Popen, what: str, log_path: Path) 
 class PlanExecutor:
     """One `lancefleet plan-executor` process over a data directory."""
 
-    def __init__(self, root: Path, data_dir: Path, node_id: str):
+    def __init__(self, root: Path, data_dir: Path | str, node_id: str, env: dict | None = None):
         self.node_id = node_id
+        self.env = env or {}
         self.data_dir = data_dir
         self.log_path = Path(root) / f"{node_id}.log"
         self.port = free_port()
@@ -95,7 +96,7 @@ class PlanExecutor:
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env={**os.environ, "NO_COLOR": "1"},
+                env={**os.environ, "NO_COLOR": "1", **self.env},
             )
         wait_for_port(self.port, self.proc, f"plan executor {self.node_id}", self.log_path)
         return self
@@ -111,15 +112,26 @@ class LanceFleetServer:
     """One `lancefleet standalone` process (plus `executors` plan executors).
     `root` holds `data/` and the logs only."""
 
-    def __init__(self, root: Path, data_dir: Path | None = None, executors: int = E2E_EXECUTORS):
+    def __init__(
+        self,
+        root: Path,
+        data_dir: Path | str | None = None,
+        executors: int = E2E_EXECUTORS,
+        env: dict | None = None,
+    ):
+        """`data_dir` may be an object-store URI (then `env` carries its options)."""
         self.root = Path(root)
-        self.data_dir = Path(data_dir) if data_dir else self.root / "data"
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.env = env or {}
+        if isinstance(data_dir, str) and "://" in data_dir:
+            self.data_dir = data_dir
+        else:
+            self.data_dir = Path(data_dir) if data_dir else self.root / "data"
+            self.data_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = self.root / "server.log"
         self.proc: subprocess.Popen | None = None
         self.port: int | None = None
         self.executors = [
-            PlanExecutor(self.root, self.data_dir, f"pe-{index}") for index in range(executors)
+            PlanExecutor(self.root, self.data_dir, f"pe-{index}", self.env) for index in range(executors)
         ]
 
     @property
@@ -164,7 +176,7 @@ class LanceFleetServer:
                 cmd += ["--executor", executor.endpoint]
             log.write(f"\n=== starting: {' '.join(cmd)}\n".encode())
             log.flush()
-            env = {**os.environ, "NO_COLOR": "1"}
+            env = {**os.environ, "NO_COLOR": "1", **self.env}
             self.proc = subprocess.Popen(
                 cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
             )

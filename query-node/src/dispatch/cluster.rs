@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arrow_flight::decode::FlightRecordBatchStream;
 use arrow_flight::error::FlightError;
@@ -26,6 +26,9 @@ use crate::error::ApiError;
 
 /// Largest gRPC message accepted from an executor (one Arrow batch).
 const MAX_MESSAGE_BYTES: usize = 256 << 20;
+/// How long an executor that failed at the transport level is passed over as a first
+/// choice, so that queries stop paying for its failure before membership notices it.
+const SUSPECT_FOR: Duration = Duration::from_secs(10);
 
 /// One executor call: the client of the executor and the plan fragment to send it.
 type FragmentCall = (PlanExecutorClient<Channel>, PlanFragment);
@@ -35,6 +38,8 @@ type FragmentCall = (PlanExecutorClient<Channel>, PlanFragment);
 pub struct Cluster {
     membership: watch::Receiver<Arc<[ExecutorEndpoint]>>,
     view: Mutex<Arc<View>>,
+    /// Executors that recently failed retryably, until when they are passed over.
+    suspects: Mutex<HashMap<Arc<str>, Instant>>,
     replicas: usize,
     virtual_nodes: u32,
     fragment_timeout: Duration,
@@ -61,6 +66,7 @@ impl Cluster {
         Ok(Self {
             membership: receiver,
             view: Mutex::new(Arc::new(view)),
+            suspects: Mutex::new(HashMap::new()),
             replicas: config.replicas,
             virtual_nodes: config.virtual_nodes,
             fragment_timeout: Duration::from_millis(config.fragment_timeout_ms),
@@ -159,14 +165,19 @@ impl Cluster {
                 status: ErrorStatus::new(ErrorCode::Unavailable, "no plan executors are available"),
             });
         }
+        let suspects = self.current_suspects()?;
         let mut assignment = Assignment::new();
         for fragment in fragments {
-            assignment.entry(lists[fragment][0].clone()).or_default().push((*fragment, 0));
+            let list = &lists[fragment];
+            // The first executor not under suspicion; the first choice when all are.
+            let position = list.iter().position(|node| !suspects.contains(node)).unwrap_or(0);
+            assignment.entry(list[position].clone()).or_default().push((*fragment, position));
         }
         let (mut results, failed) = self.run_round(&view, &assignment, template, &call).await?;
         if failed.is_empty() {
             return Ok(results);
         }
+        self.suspect(failed.iter().map(|(node, _)| node.clone()))?;
 
         let failed_nodes = failed.iter().map(|(node, _)| node.clone()).collect::<HashSet<_>>();
         let mut retry = Assignment::new();
@@ -190,6 +201,23 @@ impl Cluster {
         }
         results.extend(retried);
         Ok(results)
+    }
+
+    /// Executors currently passed over as first choice.
+    fn current_suspects(&self) -> Result<HashSet<Arc<str>>, ApiError> {
+        let mut suspects = self.suspects.lock().map_err(|_| ApiError::Internal("suspect lock poisoned".into()))?;
+        let now = Instant::now();
+        suspects.retain(|_, until| *until > now);
+        Ok(suspects.keys().cloned().collect())
+    }
+
+    fn suspect(&self, nodes: impl Iterator<Item = Arc<str>>) -> Result<(), ApiError> {
+        let mut suspects = self.suspects.lock().map_err(|_| ApiError::Internal("suspect lock poisoned".into()))?;
+        let until = Instant::now() + SUSPECT_FOR;
+        for node in nodes {
+            suspects.insert(node, until);
+        }
+        Ok(())
     }
 
     /// Runs one call per executor of `assignment` concurrently. Returns the answers and
