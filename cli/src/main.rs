@@ -72,6 +72,9 @@ struct PlanExecutorArgs {
     /// Stable node id [config: executor.node_id].
     #[arg(long)]
     node_id: Option<String>,
+    /// Directory of the disk tier of the object cache (local NVMe/SSD) [config: cache.disk_dir].
+    #[arg(long)]
+    cache_dir: Option<String>,
 }
 
 impl CommonArgs {
@@ -113,7 +116,11 @@ fn main() -> ExitCode {
         Command::QueryNode(args) => args.load().map(|config| run(roles::query_node(config))),
         Command::PlanExecutor(args) => args
             .common
-            .load(&[("executor.listen", &args.listen), ("executor.node_id", &args.node_id)])
+            .load(&[
+                ("executor.listen", &args.listen),
+                ("executor.node_id", &args.node_id),
+                ("cache.disk_dir", &args.cache_dir),
+            ])
             .map(|config| run(roles::plan_executor(config))),
     };
     outcome.unwrap_or_else(|code| code)

@@ -1,11 +1,12 @@
 //! Each subcommand's role: build it from the configuration, serve until SIGINT/SIGTERM,
-//! then shut down in order (stop accepting, drain in-flight work).
+//! then shut down in order (stop accepting, drain in-flight work, flush the cache).
 
 use lancefleet_common::Shutdown;
 use lancefleet_common::config::NodeConfig;
 use lancefleet_common::membership::StaticMembership;
 use lancefleet_common::storage::StorageRoot;
 use lancefleet_engine::Catalog;
+use lancefleet_engine::cache::ObjectCache;
 use lancefleet_plan_executor::PlanExecutorNode;
 use lancefleet_query_node::{Cluster, Dispatcher, QueryNode};
 
@@ -21,14 +22,30 @@ pub enum RoleError {
     /// The plan executor failed.
     #[error(transparent)]
     PlanExecutor(#[from] lancefleet_plan_executor::ExecutorError),
+    /// The object cache could not be opened or closed.
+    #[error(transparent)]
+    Cache(#[from] lancefleet_engine::EngineError),
     /// The configuration cannot work for this role.
     #[error("{0}")]
     Config(String),
 }
 
-fn catalog(config: &NodeConfig) -> Result<Catalog, RoleError> {
+/// The catalog of the storage root, reading through the object cache when it is enabled.
+async fn catalog(config: &NodeConfig) -> Result<(Catalog, Option<ObjectCache>), RoleError> {
     let root = StorageRoot::resolve(&config.storage.root)?;
-    Ok(Catalog::new(root, &config.storage.options))
+    let cache = ObjectCache::open(&config.cache).await?;
+    if let Some(dir) = &config.cache.disk_dir {
+        tracing::info!(dir = %dir.display(), disk_bytes = config.cache.disk_bytes, "object cache disk tier opened");
+    }
+    Ok((Catalog::new(root, &config.storage.options, cache.clone()), cache))
+}
+
+/// Flushes the disk tier last, after every request that could fill it has finished.
+async fn close(cache: Option<ObjectCache>) -> Result<(), RoleError> {
+    if let Some(cache) = cache {
+        cache.close().await?;
+    }
+    Ok(())
 }
 
 fn shutdown_on_signals() -> Shutdown {
@@ -61,7 +78,7 @@ fn cluster(config: &NodeConfig) -> Result<Dispatcher, RoleError> {
 }
 
 async fn serve_query_node(config: NodeConfig, dispatcher: Dispatcher, role: &'static str) -> Result<(), RoleError> {
-    let catalog = catalog(&config)?;
+    let (catalog, cache) = catalog(&config).await?;
     let storage_root = catalog.root().uri().to_string();
     let node = QueryNode::bind(&config.rest, catalog, dispatcher).await?;
     tracing::info!(
@@ -73,14 +90,17 @@ async fn serve_query_node(config: NodeConfig, dispatcher: Dispatcher, role: &'st
         "lancefleet is serving the LanceDB REST API"
     );
     node.serve(shutdown_on_signals()).await?;
+    close(cache).await?;
     tracing::info!(role, "lancefleet stopped");
     Ok(())
 }
 
 /// `lancefleet plan-executor`: runs plan fragments until shut down.
 pub async fn plan_executor(config: NodeConfig) -> Result<(), RoleError> {
-    let node = PlanExecutorNode::bind(&config.executor, catalog(&config)?).await?;
+    let (catalog, cache) = catalog(&config).await?;
+    let node = PlanExecutorNode::bind(&config.executor, catalog).await?;
     node.serve(shutdown_on_signals()).await?;
+    close(cache).await?;
     tracing::info!(node_id = %config.executor.node_id, "plan executor stopped");
     Ok(())
 }

@@ -10,7 +10,7 @@
 //! Unknown keys are errors in every layer, so a typo never silently falls back to a default.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
@@ -24,7 +24,7 @@ pub const ENV_PREFIX: &str = "LANCEFLEET_";
 
 /// Top-level sections; environment variables outside them (such as `LANCEFLEET_CONFIG`
 /// itself) are not configuration keys.
-const SECTIONS: &[&str] = &["storage", "rest", "log", "cluster", "executor"];
+const SECTIONS: &[&str] = &["storage", "rest", "log", "cluster", "executor", "cache"];
 
 /// Configuration of every role; each reads the sections it needs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -40,6 +40,30 @@ pub struct NodeConfig {
     pub cluster: ClusterConfig,
     /// The plan executor service (plan executors).
     pub executor: ExecutorConfig,
+    /// The local cache of object-store data (plan executors; any node on object storage).
+    pub cache: CacheConfig,
+}
+
+/// Cache sizes and location (`[cache]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    /// Memory tier capacity in bytes; 0 disables the cache. Default: 1 GiB.
+    pub memory_bytes: u64,
+    /// Directory of the disk tier (local NVMe/SSD); none keeps the cache in memory only.
+    /// Default: none.
+    pub disk_dir: Option<PathBuf>,
+    /// Disk tier capacity in bytes (always explicit: foyer's default would take 80 % of
+    /// the free space). Default: 16 GiB.
+    pub disk_bytes: u64,
+    /// Size of the aligned chunks objects are cached in. Default: 1 MiB.
+    pub chunk_bytes: u64,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self { memory_bytes: 1 << 30, disk_dir: None, disk_bytes: 16 << 30, chunk_bytes: 1 << 20 }
+    }
 }
 
 /// Where query nodes send plan fragments (`[cluster]`).

@@ -12,10 +12,11 @@ use arrow_schema::SchemaRef;
 use lance::Dataset;
 use lance::dataset::builder::DatasetBuilder;
 use lance::dataset::{ReadParams, WriteDestination, WriteMode, WriteParams};
-use lance::io::{ObjectStore, ObjectStoreParams, StorageOptionsAccessor};
+use lance::io::{ObjectStore, ObjectStoreParams, StorageOptionsAccessor, WrappingObjectStore};
 use lance::session::Session;
 use lancefleet_common::storage::StorageRoot;
 
+use crate::cache::ObjectCache;
 use crate::error::{EngineError, Result};
 use crate::table_id::{Namespace, TableId, table_name_of_entry};
 
@@ -57,13 +58,16 @@ pub struct Catalog {
 }
 
 impl Catalog {
-    /// A catalog over `root`, passing `storage_options` to lance's object stores.
-    pub fn new(root: StorageRoot, storage_options: &BTreeMap<String, String>) -> Self {
+    /// A catalog over `root`, passing `storage_options` to lance's object stores and
+    /// reading immutable objects through `cache` when there is one. The one wrapper is
+    /// shared by every open, so lance's registry keeps reusing its object-store clients.
+    pub fn new(root: StorageRoot, storage_options: &BTreeMap<String, String>, cache: Option<ObjectCache>) -> Self {
         let options =
             storage_options.iter().map(|(key, value)| (key.clone(), value.clone())).collect::<HashMap<_, _>>();
         let store_params = ObjectStoreParams {
             storage_options_accessor: (!options.is_empty())
                 .then(|| Arc::new(StorageOptionsAccessor::with_static_options(options))),
+            object_store_wrapper: cache.map(|cache| Arc::new(cache) as Arc<dyn WrappingObjectStore>),
             ..Default::default()
         };
         Self { root, store_params, session: Arc::new(Session::default()) }

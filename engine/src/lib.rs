@@ -2,6 +2,7 @@
 //! the query type clients send, its compilation into fragment queries, their execution with
 //! lance's scanner, and the merge of partial results.
 
+pub mod cache;
 pub mod catalog;
 pub mod error;
 pub mod execute;

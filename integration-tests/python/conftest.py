@@ -81,6 +81,7 @@ class PlanExecutor:
         self.env = env or {}
         self.data_dir = data_dir
         self.log_path = Path(root) / f"{node_id}.log"
+        self.cache_dir = Path(root) / f"{node_id}-cache"
         self.port = free_port()
         self.proc: subprocess.Popen | None = None
 
@@ -92,11 +93,12 @@ class PlanExecutor:
         cmd = [
             lancefleet_bin(), "plan-executor", "--data-dir", str(self.data_dir),
             "--listen", f"127.0.0.1:{self.port}", "--node-id", self.node_id,
+            "--cache-dir", str(self.cache_dir),
         ]
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env={**os.environ, "NO_COLOR": "1", **self.env},
+                env={**os.environ, "NO_COLOR": "1", "LANCEFLEET_CACHE__DISK_BYTES": str(256 << 20), **self.env},
             )
         wait_for_port(self.port, self.proc, f"plan executor {self.node_id}", self.log_path)
         return self

@@ -4,12 +4,16 @@ over a table on S3 (a local moto server), checked against lance in-process.
 - flat search through the cluster equals single-process lance row for row (ids and
   distances), with filters, offsets and every distance type; scans and counts equal;
 - with an IVF_PQ index, recall@10 through the cluster is at least lance's own;
-- an executor killed with SIGKILL while queries run fails no query and changes no result.
+- after a warm-up, repeated queries read no data or index file from S3 (GETs counted
+  in moto's request log), all served by the executors' foyer caches;
+- an executor killed with SIGKILL while queries run fails no query and changes no result;
+  restarted, it serves its fragments from its disk cache without touching S3.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -33,6 +37,26 @@ QUERIES = 50
 TABLE = "vectors"
 
 
+moto_logs: dict[str, Path] = {}
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+class ObjectGets:
+    """Counts GETs of immutable lance objects (data, index, deletion files) that reach
+    the S3 server, from its request log."""
+
+    def __init__(self, endpoint: str):
+        self.path = moto_logs[endpoint]
+        self.mark = self.path.stat().st_size
+
+    def since_mark(self) -> list[str]:
+        with open(self.path, "rb") as log:
+            log.seek(self.mark)
+            lines = ANSI.sub("", log.read().decode(errors="replace")).splitlines()
+        pattern = re.compile(r'"GET [^ ]*/(data|_indices|_deletions)/')
+        return [line for line in lines if pattern.search(line)]
+
+
 @pytest.fixture(scope="module")
 def moto(tmp_path_factory):
     """A moto S3 server on a free loopback port with an empty bucket."""
@@ -47,6 +71,7 @@ def moto(tmp_path_factory):
         )
     wait_for_port(port, proc, "moto_server", log_path)
     endpoint = f"http://127.0.0.1:{port}"
+    moto_logs[endpoint] = log_path
     import boto3
 
     boto3.client(
@@ -187,6 +212,28 @@ def test_ivf_pq_recall_is_at_least_single_process_lance(cluster, moto, table_on_
     assert np.mean(cluster_recalls) >= np.mean(lance_recalls), (np.mean(cluster_recalls), np.mean(lance_recalls))
 
 
+def run_workload(table, queries: list[dict]) -> None:
+    for query in queries:
+        cluster_search(table, query)
+        table.search(query["vector"]).nprobes(4).limit(10).to_arrow()  # through the IVF_PQ index
+    table.search().where("category = 5").limit(300).to_arrow()
+    table.count_rows("id % 2 = 0")
+
+
+def test_warm_queries_read_nothing_from_object_storage(cluster, moto, table_on_s3):
+    table = connect_remote(cluster.url).open_table(TABLE)
+    rng = np.random.default_rng(31)
+    queries = [random_query(rng) for _ in range(10)]
+    run_workload(table, queries)
+    ever = ObjectGets(moto)
+    ever.mark = 0
+    assert ever.since_mark(), "the log shows data reads at all (the counter works)"
+    warm = ObjectGets(moto)
+    run_workload(table, queries)
+    gets = warm.since_mark()
+    assert gets == [], f"{len(gets)} data/index GETs reached S3 on the warm pass, e.g. {gets[:3]}"
+
+
 def test_an_executor_killed_under_load_fails_no_query(cluster, moto, table_on_s3):
     uri, _ = table_on_s3
     dataset = lance_dataset(uri, moto)
@@ -222,7 +269,11 @@ def test_an_executor_killed_under_load_fails_no_query(cluster, moto, table_on_s3
         worker.join(timeout=120)
     assert not failures, failures[:3]
     assert answered > 0
-    # Restart it on the same address so the module's teardown stops a live process.
+    # Restarted on the same address, it gets its fragments back once the query node stops
+    # passing it over (10 s after its last failure) and serves them from its disk cache.
     victim.start()
-    got = cluster_search(table, queries[0])
-    assert_same_rows(got, expected[0], queries[0])
+    time.sleep(11)
+    gets = ObjectGets(moto)
+    for query, want in zip(queries, expected):
+        assert_same_rows(cluster_search(table, query), want, query)
+    assert gets.since_mark() == [], "the restarted executor's disk cache was cold"

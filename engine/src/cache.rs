@@ -1,0 +1,508 @@
+//! The cache tier: a read-through cache of object-store bytes on local memory and disk
+//! (foyer `HybridCache`), installed under lance as a [`WrappingObjectStore`] so that data
+//! files, index files and deletion files are read from S3/GCS/Azure once and then served
+//! locally (`shared/DESIGN.md`, decision 3).
+//!
+//! - Only immutable objects are cached: lance names data, index, deletion and transaction
+//!   files by UUID and never rewrites them. Manifests, the version hint, tags, listings,
+//!   conditional reads and every write pass straight through.
+//! - Entries are aligned chunks of `chunk_bytes`, keyed by (store, path, chunk index), so
+//!   a range is served from the chunks it overlaps whatever lance's request coalescing did.
+//!   Object sizes are cached too, so suffix reads and HEADs need no round trip.
+//! - Misses are single-flight (foyer's `get_or_fetch`): concurrent readers of one chunk
+//!   wait for one upstream GET.
+//! - With a disk directory the cache survives restarts (foyer recovers the block files).
+
+use std::fmt;
+use std::io::{Read, Write};
+use std::ops::Range;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use foyer::{
+    BlockEngineConfig, Code, DeviceBuilder, FsDeviceBuilder, HybridCache, HybridCacheBuilder, HybridCachePolicy,
+    RecoverMode, S3FifoConfig, Source,
+};
+use futures::future::try_join_all;
+use futures::stream::{self, BoxStream, StreamExt};
+use lance::io::WrappingObjectStore;
+use lancefleet_common::config::CacheConfig;
+use object_store::list::PaginatedListStore;
+use object_store::path::Path;
+use object_store::{
+    CopyOptions, GetOptions, GetRange, GetResult, GetResultPayload, ListResult, MultipartUpload, ObjectMeta,
+    ObjectStore, ObjectStoreExt, PutMultipartOptions, PutOptions, PutPayload, PutResult,
+};
+
+use crate::error::{EngineError, Result};
+
+/// Chunk index of the entry that holds an object's size instead of its bytes.
+const SIZE_ENTRY: u64 = u64::MAX;
+
+/// Key of one cached chunk: the object (store prefix and path) and the chunk index.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ChunkKey {
+    object: String,
+    chunk: u64,
+}
+
+impl Code for ChunkKey {
+    fn encode(&self, writer: &mut impl Write) -> foyer::Result<()> {
+        self.object.encode(writer)?;
+        self.chunk.encode(writer)
+    }
+
+    fn decode(reader: &mut impl Read) -> foyer::Result<Self> {
+        Ok(Self { object: String::decode(reader)?, chunk: u64::decode(reader)? })
+    }
+
+    fn estimated_size(&self) -> usize {
+        self.object.estimated_size() + self.chunk.estimated_size()
+    }
+}
+
+/// Counters of the cache's work, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct CacheStats {
+    /// Chunk reads answered from memory.
+    pub memory_hits: AtomicU64,
+    /// Chunk reads answered from the disk tier.
+    pub disk_hits: AtomicU64,
+    /// Chunk reads that went to the object store.
+    pub misses: AtomicU64,
+    /// Bytes served from memory.
+    pub memory_bytes: AtomicU64,
+    /// Bytes served from the disk tier.
+    pub disk_bytes: AtomicU64,
+    /// Bytes fetched from the object store (cached reads and pass-through reads).
+    pub object_store_bytes: AtomicU64,
+    /// Reads that bypassed the cache (mutable objects, conditional reads).
+    pub bypassed: AtomicU64,
+}
+
+/// The process-wide cache; cheap to clone.
+#[derive(Clone)]
+pub struct ObjectCache {
+    cache: HybridCache<ChunkKey, Bytes>,
+    chunk_bytes: u64,
+    stats: Arc<CacheStats>,
+}
+
+impl fmt::Debug for ObjectCache {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.debug_struct("ObjectCache").field("chunk_bytes", &self.chunk_bytes).finish_non_exhaustive()
+    }
+}
+
+impl ObjectCache {
+    /// Builds the cache of `config`, recovering the disk tier's entries from a previous
+    /// run. `None` when the cache is disabled.
+    pub async fn open(config: &CacheConfig) -> Result<Option<Self>> {
+        if config.memory_bytes == 0 {
+            return Ok(None);
+        }
+        let chunk_bytes = config.chunk_bytes.clamp(64 << 10, 8 << 20);
+        let memory = usize::try_from(config.memory_bytes).unwrap_or(usize::MAX);
+        let builder = HybridCacheBuilder::new()
+            .with_name("lancefleet_object_cache")
+            .with_policy(HybridCachePolicy::WriteOnInsertion)
+            .memory(memory)
+            .with_eviction_config(S3FifoConfig::default())
+            .with_weighter(|key: &ChunkKey, value: &Bytes| key.object.len() + value.len())
+            .storage();
+        let builder = match &config.disk_dir {
+            Some(dir) => {
+                std::fs::create_dir_all(dir)?;
+                let device = FsDeviceBuilder::new(dir)
+                    .with_capacity(usize::try_from(config.disk_bytes).unwrap_or(usize::MAX))
+                    .build()
+                    .map_err(cache_error)?;
+                let block = usize::try_from(chunk_bytes * 4).unwrap_or(usize::MAX).max(16 << 20);
+                builder
+                    .with_engine_config(BlockEngineConfig::new(device).with_block_size(block))
+                    .with_recover_mode(RecoverMode::Quiet)
+            }
+            None => builder,
+        };
+        let cache = builder.build().await.map_err(cache_error)?;
+        Ok(Some(Self { cache, chunk_bytes, stats: Arc::new(CacheStats::default()) }))
+    }
+
+    /// The cache's counters.
+    pub fn stats(&self) -> &Arc<CacheStats> {
+        &self.stats
+    }
+
+    /// Bytes held in the memory tier.
+    pub fn memory_usage(&self) -> usize {
+        self.cache.memory().usage()
+    }
+
+    /// Flushes the disk tier and closes the cache (at shutdown, so the next start
+    /// recovers everything written).
+    pub async fn close(&self) -> Result<()> {
+        self.cache.close().await.map_err(cache_error)
+    }
+}
+
+fn cache_error(error: foyer::Error) -> EngineError {
+    EngineError::internal(format!("object cache: {error}"))
+}
+
+impl WrappingObjectStore for ObjectCache {
+    fn wrap(&self, store_prefix: &str, original: Arc<dyn ObjectStore>) -> Arc<dyn ObjectStore> {
+        Arc::new(CachingStore { inner: original, prefix: store_prefix.to_string(), cache: self.clone() })
+    }
+
+    fn wrap_paginated(
+        &self,
+        _store_prefix: &str,
+        original: Arc<dyn PaginatedListStore>,
+    ) -> Option<Arc<dyn PaginatedListStore>> {
+        // Listings are never cached and paths are not rewritten: keep lance's pushdown.
+        Some(original)
+    }
+}
+
+/// Whether `path` names an object lance never rewrites.
+pub fn is_immutable(path: &Path) -> bool {
+    let path = path.as_ref();
+    let in_dir = |dir: &str| path.starts_with(&format!("{dir}/")) || path.contains(&format!("/{dir}/"));
+    (in_dir("data") && path.ends_with(".lance"))
+        || in_dir("_indices")
+        || in_dir("_deletions")
+        || in_dir("_transactions")
+}
+
+/// An object store whose reads of immutable objects go through the cache.
+#[derive(Debug)]
+struct CachingStore {
+    inner: Arc<dyn ObjectStore>,
+    prefix: String,
+    cache: ObjectCache,
+}
+
+impl fmt::Display for CachingStore {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(formatter, "Cached({})", self.inner)
+    }
+}
+
+impl CachingStore {
+    fn key(&self, location: &Path, chunk: u64) -> ChunkKey {
+        ChunkKey { object: format!("{}/{}", self.prefix, location), chunk }
+    }
+
+    /// The object's size, from the cache or one HEAD.
+    async fn size(&self, location: &Path) -> object_store::Result<u64> {
+        let inner = self.inner.clone();
+        let path = location.clone();
+        let entry = self
+            .cache
+            .cache
+            .get_or_fetch(&self.key(location, SIZE_ENTRY), || async move {
+                let meta = inner.head(&path).await?;
+                Ok::<_, object_store::Error>(Bytes::copy_from_slice(&meta.size.to_le_bytes()))
+            })
+            .await
+            .map_err(|error| generic(location, error))?;
+        let bytes: [u8; 8] = entry.value().as_ref().try_into().map_err(|_| generic(location, "corrupt size entry"))?;
+        Ok(u64::from_le_bytes(bytes))
+    }
+
+    /// One chunk of the object, from the cache or one ranged GET.
+    async fn chunk(&self, location: &Path, chunk: u64, size: u64) -> object_store::Result<Bytes> {
+        let start = chunk * self.cache.chunk_bytes;
+        let end = (start + self.cache.chunk_bytes).min(size);
+        let inner = self.inner.clone();
+        let path = location.clone();
+        let stats = self.cache.stats.clone();
+        let entry = self
+            .cache
+            .cache
+            .get_or_fetch(&self.key(location, chunk), || async move {
+                let bytes = inner.get_range(&path, start..end).await?;
+                stats.misses.fetch_add(1, Ordering::Relaxed);
+                stats.object_store_bytes.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                Ok::<_, object_store::Error>(bytes)
+            })
+            .await
+            .map_err(|error| generic(location, error))?;
+        let value = entry.value().clone();
+        let (hits, bytes) = match entry.source() {
+            Source::Memory => (&self.cache.stats.memory_hits, &self.cache.stats.memory_bytes),
+            Source::Disk => (&self.cache.stats.disk_hits, &self.cache.stats.disk_bytes),
+            Source::Outer => return Ok(value),
+        };
+        hits.fetch_add(1, Ordering::Relaxed);
+        bytes.fetch_add(value.len() as u64, Ordering::Relaxed);
+        Ok(value)
+    }
+
+    async fn cached_get(&self, location: &Path, options: GetOptions) -> object_store::Result<GetResult> {
+        let size = self.size(location).await?;
+        let meta = ObjectMeta {
+            location: location.clone(),
+            last_modified: chrono::DateTime::UNIX_EPOCH,
+            size,
+            e_tag: None,
+            version: None,
+        };
+        let range = resolve_range(options.range.as_ref(), size).map_err(|message| generic(location, message))?;
+        if options.head || range.is_empty() {
+            let payload = GetResultPayload::Stream(stream::empty().boxed());
+            return Ok(GetResult {
+                payload,
+                meta,
+                range,
+                attributes: Default::default(),
+                extensions: Default::default(),
+            });
+        }
+        let chunk_bytes = self.cache.chunk_bytes;
+        let chunks = (range.start / chunk_bytes)..=((range.end - 1) / chunk_bytes);
+        let fetched = try_join_all(chunks.clone().map(|chunk| self.chunk(location, chunk, size))).await?;
+        let pieces = chunks
+            .zip(fetched)
+            .map(|(chunk, bytes)| {
+                let chunk_start = chunk * chunk_bytes;
+                let from = range.start.saturating_sub(chunk_start).min(bytes.len() as u64) as usize;
+                let to = (range.end - chunk_start).min(bytes.len() as u64) as usize;
+                Ok(bytes.slice(from..to))
+            })
+            .collect::<Vec<_>>();
+        let payload = GetResultPayload::Stream(stream::iter(pieces).boxed());
+        Ok(GetResult { payload, meta, range, attributes: Default::default(), extensions: Default::default() })
+    }
+}
+
+/// The byte range a request asks for, clamped to the object as object stores do.
+fn resolve_range(range: Option<&GetRange>, size: u64) -> std::result::Result<Range<u64>, String> {
+    match range {
+        None => Ok(0..size),
+        Some(GetRange::Bounded(range)) if range.start >= range.end || range.start >= size => {
+            Err(format!("range {}..{} is not satisfiable for an object of {size} bytes", range.start, range.end))
+        }
+        Some(GetRange::Bounded(range)) => Ok(range.start..range.end.min(size)),
+        Some(GetRange::Offset(offset)) if *offset >= size => {
+            Err(format!("offset {offset} is not satisfiable for an object of {size} bytes"))
+        }
+        Some(GetRange::Offset(offset)) => Ok(*offset..size),
+        Some(GetRange::Suffix(length)) => Ok(size.saturating_sub(*length)..size),
+    }
+}
+
+fn generic(location: &Path, error: impl fmt::Display) -> object_store::Error {
+    object_store::Error::Generic { store: "lancefleet-cache", source: format!("{location}: {error}").into() }
+}
+
+fn is_conditional(options: &GetOptions) -> bool {
+    options.if_match.is_some()
+        || options.if_none_match.is_some()
+        || options.if_modified_since.is_some()
+        || options.if_unmodified_since.is_some()
+        || options.version.is_some()
+}
+
+#[async_trait]
+impl ObjectStore for CachingStore {
+    async fn put_opts(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> object_store::Result<PutResult> {
+        // Commits are conditional puts: forwarded untouched.
+        self.inner.put_opts(location, payload, opts).await
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &Path,
+        opts: PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn MultipartUpload>> {
+        self.inner.put_multipart_opts(location, opts).await
+    }
+
+    async fn get_opts(&self, location: &Path, options: GetOptions) -> object_store::Result<GetResult> {
+        if is_immutable(location) && !is_conditional(&options) {
+            return self.cached_get(location, options).await;
+        }
+        self.cache.stats.bypassed.fetch_add(1, Ordering::Relaxed);
+        self.inner.get_opts(location, options).await
+    }
+
+    fn delete_stream(
+        &self,
+        locations: BoxStream<'static, object_store::Result<Path>>,
+    ) -> BoxStream<'static, object_store::Result<Path>> {
+        // Deleted objects' chunks age out: their names are never reused.
+        self.inner.delete_stream(locations)
+    }
+
+    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        self.inner.list(prefix)
+    }
+
+    fn list_with_offset(
+        &self,
+        prefix: Option<&Path>,
+        offset: &Path,
+    ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        self.inner.list_with_offset(prefix, offset)
+    }
+
+    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
+        self.inner.list_with_delimiter(prefix).await
+    }
+
+    async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> object_store::Result<()> {
+        self.inner.copy_opts(from, to, options).await
+    }
+
+    async fn rename_opts(
+        &self,
+        from: &Path,
+        to: &Path,
+        options: object_store::RenameOptions,
+    ) -> object_store::Result<()> {
+        self.inner.rename_opts(from, to, options).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use object_store::memory::InMemory;
+
+    use super::*;
+
+    async fn cache(chunk_bytes: u64, disk_dir: Option<PathBuf>) -> ObjectCache {
+        let config = CacheConfig { memory_bytes: 8 << 20, disk_dir, disk_bytes: 64 << 20, chunk_bytes };
+        ObjectCache::open(&config).await.expect("opens").expect("enabled")
+    }
+
+    #[test]
+    fn only_immutable_lance_objects_are_cached() {
+        for path in [
+            "db/t.lance/data/0a1b.lance",
+            "t.lance/_indices/5f/index.idx",
+            "t.lance/_deletions/0-1-77.arrow",
+            "t.lance/_transactions/3-ab.txn",
+        ] {
+            assert!(is_immutable(&Path::from(path)), "{path}");
+        }
+        for path in [
+            "t.lance/_versions/3.manifest",
+            "t.lance/_versions/latest_version_hint.json",
+            "t.lance/_refs/tags/v1.json",
+            "t.lance/data/notes.txt",
+        ] {
+            assert!(!is_immutable(&Path::from(path)), "{path}");
+        }
+    }
+
+    #[test]
+    fn ranges_resolve_like_object_stores() {
+        assert_eq!(resolve_range(None, 10), Ok(0..10));
+        assert_eq!(resolve_range(Some(&GetRange::Bounded(2..50)), 10), Ok(2..10));
+        assert_eq!(resolve_range(Some(&GetRange::Offset(4)), 10), Ok(4..10));
+        assert_eq!(resolve_range(Some(&GetRange::Suffix(3)), 10), Ok(7..10));
+        assert_eq!(resolve_range(Some(&GetRange::Suffix(30)), 10), Ok(0..10));
+        assert!(resolve_range(Some(&GetRange::Bounded(10..12)), 10).is_err());
+        assert!(resolve_range(Some(&GetRange::Offset(10)), 10).is_err());
+    }
+
+    /// Deterministic pseudo-random numbers (xorshift), so failures reproduce.
+    struct Rng(u64);
+
+    impl Rng {
+        fn below(&mut self, bound: u64) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0 % bound.max(1)
+        }
+    }
+
+    #[tokio::test]
+    async fn arbitrary_ranges_equal_the_uncached_store_across_chunk_boundaries() {
+        let upstream: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let path = Path::from("t.lance/data/abc.lance");
+        let content = (0..200_000u32).map(|index| (index.wrapping_mul(2_654_435_761) >> 13) as u8).collect::<Vec<_>>();
+        upstream.put(&path, PutPayload::from(content.clone())).await.expect("put");
+        let cache = cache(64 << 10, None).await;
+        let cached = cache.wrap("memory", upstream.clone());
+        let size = content.len() as u64;
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        for round in 0..300 {
+            let range = match rng.below(4) {
+                0 => {
+                    let start = rng.below(size);
+                    GetRange::Bounded(start..start + 1 + rng.below(size - start + 1000))
+                }
+                1 => GetRange::Offset(rng.below(size)),
+                2 => GetRange::Suffix(1 + rng.below(size + 10)),
+                _ => {
+                    // Exactly on chunk boundaries.
+                    let chunk = 64 << 10;
+                    let start = rng.below(3) * chunk;
+                    GetRange::Bounded(start..start + chunk)
+                }
+            };
+            let options = GetOptions { range: Some(range.clone()), ..Default::default() };
+            let want = upstream.get_opts(&path, options.clone()).await.expect("upstream");
+            let want_range = want.range.clone();
+            let want = want.bytes().await.expect("bytes");
+            let got = cached.get_opts(&path, options).await.expect("cached");
+            assert_eq!(got.range, want_range, "round {round}: {range:?}");
+            assert_eq!(got.meta.size, size);
+            assert_eq!(got.bytes().await.expect("bytes"), want, "round {round}: {range:?}");
+        }
+        let stats = cache.stats();
+        assert_eq!(stats.misses.load(Ordering::Relaxed), 4, "each of the 4 chunks fetched once");
+        assert!(stats.memory_hits.load(Ordering::Relaxed) > 300);
+        let whole = cached.get(&path).await.expect("whole").bytes().await.expect("bytes");
+        assert_eq!(whole.as_ref(), content.as_slice());
+        assert_eq!(cached.head(&path).await.expect("head").size, size);
+    }
+
+    #[tokio::test]
+    async fn mutable_objects_and_writes_pass_through() {
+        let upstream: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let cache = cache(64 << 10, None).await;
+        let cached = cache.wrap("memory", upstream.clone());
+        let hint = Path::from("t.lance/_versions/latest_version_hint.json");
+        cached.put(&hint, PutPayload::from_static(b"1")).await.expect("put");
+        assert_eq!(cached.get(&hint).await.expect("get").bytes().await.expect("bytes").as_ref(), b"1");
+        upstream.put(&hint, PutPayload::from_static(b"2")).await.expect("put");
+        assert_eq!(cached.get(&hint).await.expect("get").bytes().await.expect("bytes").as_ref(), b"2");
+        assert_eq!(cache.stats().misses.load(Ordering::Relaxed), 0);
+        assert_eq!(cache.stats().bypassed.load(Ordering::Relaxed), 2);
+    }
+
+    #[tokio::test]
+    async fn the_disk_tier_survives_a_restart() {
+        let dir = tempfile::tempdir().expect("dir");
+        let upstream: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let path = Path::from("t.lance/data/warm.lance");
+        upstream.put(&path, PutPayload::from(vec![7u8; 300_000])).await.expect("put");
+        let first = cache(64 << 10, Some(dir.path().to_path_buf())).await;
+        let read = |cache: &ObjectCache| {
+            let store = cache.wrap("memory", upstream.clone());
+            let path = path.clone();
+            async move { store.get(&path).await.expect("get").bytes().await.expect("bytes") }
+        };
+        assert_eq!(read(&first).await.len(), 300_000);
+        first.close().await.expect("close");
+
+        let second = cache(64 << 10, Some(dir.path().to_path_buf())).await;
+        assert_eq!(read(&second).await.len(), 300_000);
+        let stats = second.stats();
+        assert_eq!(stats.misses.load(Ordering::Relaxed), 0, "every chunk came back from disk");
+        assert!(stats.disk_hits.load(Ordering::Relaxed) >= 5);
+    }
+}
