@@ -75,6 +75,9 @@ struct PlanExecutorArgs {
     /// Directory of the disk tier of the object cache (local NVMe/SSD) [config: cache.disk_dir].
     #[arg(long)]
     cache_dir: Option<String>,
+    /// Address of the Prometheus /metrics endpoint [config: executor.metrics_listen, default 127.0.0.1:9464].
+    #[arg(long)]
+    metrics_listen: Option<String>,
 }
 
 impl CommonArgs {
@@ -120,6 +123,7 @@ fn main() -> ExitCode {
                 ("executor.listen", &args.listen),
                 ("executor.node_id", &args.node_id),
                 ("cache.disk_dir", &args.cache_dir),
+                ("executor.metrics_listen", &args.metrics_listen),
             ])
             .map(|config| run(roles::plan_executor(config))),
     };

@@ -34,6 +34,9 @@ pub enum RoleError {
 async fn catalog(config: &NodeConfig) -> Result<(Catalog, Option<ObjectCache>), RoleError> {
     let root = StorageRoot::resolve(&config.storage.root)?;
     let cache = ObjectCache::open(&config.cache).await?;
+    if let Some(cache) = &cache {
+        lancefleet_common::metrics::register(Box::new(cache.clone()));
+    }
     if let Some(dir) = &config.cache.disk_dir {
         tracing::info!(dir = %dir.display(), disk_bytes = config.cache.disk_bytes, "object cache disk tier opened");
     }

@@ -130,11 +130,14 @@ pub struct ExecutorConfig {
     pub open_datasets: u64,
     /// Seconds to let in-flight fragments finish after a shutdown signal. Default: 30.
     pub shutdown_grace_seconds: u64,
+    /// Address of the Prometheus `/metrics` endpoint. Default: `127.0.0.1:9464`.
+    pub metrics_listen: SocketAddr,
 }
 
 impl Default for ExecutorConfig {
     fn default() -> Self {
         Self {
+            metrics_listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
             listen: SocketAddr::from(([127, 0, 0, 1], 7070)),
             node_id: "executor-0".to_string(),
             open_datasets: 64,

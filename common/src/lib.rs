@@ -4,6 +4,7 @@
 pub mod config;
 pub mod error;
 pub mod membership;
+pub mod metrics;
 pub mod placement;
 pub mod shutdown;
 pub mod storage;

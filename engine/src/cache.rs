@@ -17,7 +17,6 @@ use std::fmt;
 use std::io::{Read, Write};
 use std::ops::Range;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -35,6 +34,9 @@ use object_store::{
     CopyOptions, GetOptions, GetRange, GetResult, GetResultPayload, ListResult, MultipartUpload, ObjectMeta,
     ObjectStore, ObjectStoreExt, PutMultipartOptions, PutOptions, PutPayload, PutResult,
 };
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::MetricFamily;
+use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts};
 
 use crate::error::{EngineError, Result};
 
@@ -63,23 +65,49 @@ impl Code for ChunkKey {
     }
 }
 
-/// Counters of the cache's work, for `/metrics`.
-#[derive(Debug, Default)]
+/// Counters of one cache's work. They belong to the cache instance; a node exports them
+/// by registering the cache (a Prometheus collector) with [`lancefleet_common::metrics`].
+#[derive(Debug, Clone)]
 pub struct CacheStats {
-    /// Chunk reads answered from memory.
-    pub memory_hits: AtomicU64,
-    /// Chunk reads answered from the disk tier.
-    pub disk_hits: AtomicU64,
-    /// Chunk reads that went to the object store.
-    pub misses: AtomicU64,
-    /// Bytes served from memory.
-    pub memory_bytes: AtomicU64,
-    /// Bytes served from the disk tier.
-    pub disk_bytes: AtomicU64,
-    /// Bytes fetched from the object store (cached reads and pass-through reads).
-    pub object_store_bytes: AtomicU64,
-    /// Reads that bypassed the cache (mutable objects, conditional reads).
-    pub bypassed: AtomicU64,
+    /// `lancefleet_cache_hits_total{tier}`: chunk reads answered from `memory` or `disk`.
+    pub hits: IntCounterVec,
+    /// `lancefleet_cache_misses_total`: chunk reads that went to the object store.
+    pub misses: IntCounter,
+    /// `lancefleet_cache_read_bytes_total{tier}`: bytes served from `memory`, `disk` or
+    /// fetched from the `object_store`.
+    pub bytes: IntCounterVec,
+    /// `lancefleet_cache_bypassed_reads_total`: reads of mutable objects or conditional
+    /// reads, never cached.
+    pub bypassed: IntCounter,
+    /// `lancefleet_cache_memory_usage_bytes`: weight held by the memory tier.
+    pub memory_usage: IntGauge,
+}
+
+impl CacheStats {
+    fn new() -> Result<Self> {
+        let metric = |error: prometheus::Error| EngineError::internal(format!("cache metrics: {error}"));
+        Ok(Self {
+            hits: IntCounterVec::new(
+                Opts::new("lancefleet_cache_hits_total", "Chunk reads answered by the cache, by tier."),
+                &["tier"],
+            )
+            .map_err(metric)?,
+            misses: IntCounter::new("lancefleet_cache_misses_total", "Chunk reads fetched from the object store.")
+                .map_err(metric)?,
+            bytes: IntCounterVec::new(
+                Opts::new("lancefleet_cache_read_bytes_total", "Bytes read, by tier (memory, disk, object_store)."),
+                &["tier"],
+            )
+            .map_err(metric)?,
+            bypassed: IntCounter::new(
+                "lancefleet_cache_bypassed_reads_total",
+                "Reads of mutable objects or conditional reads, passed to the object store.",
+            )
+            .map_err(metric)?,
+            memory_usage: IntGauge::new("lancefleet_cache_memory_usage_bytes", "Bytes held by the memory tier.")
+                .map_err(metric)?,
+        })
+    }
 }
 
 /// The process-wide cache; cheap to clone.
@@ -87,7 +115,7 @@ pub struct CacheStats {
 pub struct ObjectCache {
     cache: HybridCache<ChunkKey, Bytes>,
     chunk_bytes: u64,
-    stats: Arc<CacheStats>,
+    stats: CacheStats,
 }
 
 impl fmt::Debug for ObjectCache {
@@ -127,23 +155,39 @@ impl ObjectCache {
             None => builder,
         };
         let cache = builder.build().await.map_err(cache_error)?;
-        Ok(Some(Self { cache, chunk_bytes, stats: Arc::new(CacheStats::default()) }))
+        Ok(Some(Self { cache, chunk_bytes, stats: CacheStats::new()? }))
     }
 
     /// The cache's counters.
-    pub fn stats(&self) -> &Arc<CacheStats> {
+    pub fn stats(&self) -> &CacheStats {
         &self.stats
-    }
-
-    /// Bytes held in the memory tier.
-    pub fn memory_usage(&self) -> usize {
-        self.cache.memory().usage()
     }
 
     /// Flushes the disk tier and closes the cache (at shutdown, so the next start
     /// recovers everything written).
     pub async fn close(&self) -> Result<()> {
         self.cache.close().await.map_err(cache_error)
+    }
+}
+
+impl Collector for ObjectCache {
+    fn desc(&self) -> Vec<&Desc> {
+        let stats = &self.stats;
+        [stats.hits.desc(), stats.misses.desc(), stats.bytes.desc(), stats.bypassed.desc(), stats.memory_usage.desc()]
+            .concat()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let stats = &self.stats;
+        stats.memory_usage.set(i64::try_from(self.cache.memory().usage()).unwrap_or(i64::MAX));
+        [
+            stats.hits.collect(),
+            stats.misses.collect(),
+            stats.bytes.collect(),
+            stats.bypassed.collect(),
+            stats.memory_usage.collect(),
+        ]
+        .concat()
     }
 }
 
@@ -224,20 +268,20 @@ impl CachingStore {
             .cache
             .get_or_fetch(&self.key(location, chunk), || async move {
                 let bytes = inner.get_range(&path, start..end).await?;
-                stats.misses.fetch_add(1, Ordering::Relaxed);
-                stats.object_store_bytes.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                stats.misses.inc();
+                stats.bytes.with_label_values(&["object_store"]).inc_by(bytes.len() as u64);
                 Ok::<_, object_store::Error>(bytes)
             })
             .await
             .map_err(|error| generic(location, error))?;
         let value = entry.value().clone();
-        let (hits, bytes) = match entry.source() {
-            Source::Memory => (&self.cache.stats.memory_hits, &self.cache.stats.memory_bytes),
-            Source::Disk => (&self.cache.stats.disk_hits, &self.cache.stats.disk_bytes),
+        let tier = match entry.source() {
+            Source::Memory => "memory",
+            Source::Disk => "disk",
             Source::Outer => return Ok(value),
         };
-        hits.fetch_add(1, Ordering::Relaxed);
-        bytes.fetch_add(value.len() as u64, Ordering::Relaxed);
+        self.cache.stats.hits.with_label_values(&[tier]).inc();
+        self.cache.stats.bytes.with_label_values(&[tier]).inc_by(value.len() as u64);
         Ok(value)
     }
 
@@ -330,7 +374,7 @@ impl ObjectStore for CachingStore {
         if is_immutable(location) && !is_conditional(&options) {
             return self.cached_get(location, options).await;
         }
-        self.cache.stats.bypassed.fetch_add(1, Ordering::Relaxed);
+        self.cache.stats.bypassed.inc();
         self.inner.get_opts(location, options).await
     }
 
@@ -463,8 +507,8 @@ mod tests {
             assert_eq!(got.bytes().await.expect("bytes"), want, "round {round}: {range:?}");
         }
         let stats = cache.stats();
-        assert_eq!(stats.misses.load(Ordering::Relaxed), 4, "each of the 4 chunks fetched once");
-        assert!(stats.memory_hits.load(Ordering::Relaxed) > 300);
+        assert_eq!(stats.misses.get(), 4, "each of the 4 chunks fetched once");
+        assert!(stats.hits.with_label_values(&["memory"]).get() > 300);
         let whole = cached.get(&path).await.expect("whole").bytes().await.expect("bytes");
         assert_eq!(whole.as_ref(), content.as_slice());
         assert_eq!(cached.head(&path).await.expect("head").size, size);
@@ -480,8 +524,8 @@ mod tests {
         assert_eq!(cached.get(&hint).await.expect("get").bytes().await.expect("bytes").as_ref(), b"1");
         upstream.put(&hint, PutPayload::from_static(b"2")).await.expect("put");
         assert_eq!(cached.get(&hint).await.expect("get").bytes().await.expect("bytes").as_ref(), b"2");
-        assert_eq!(cache.stats().misses.load(Ordering::Relaxed), 0);
-        assert_eq!(cache.stats().bypassed.load(Ordering::Relaxed), 2);
+        assert_eq!(cache.stats().misses.get(), 0);
+        assert_eq!(cache.stats().bypassed.get(), 2);
     }
 
     #[tokio::test]
@@ -502,7 +546,7 @@ mod tests {
         let second = cache(64 << 10, Some(dir.path().to_path_buf())).await;
         assert_eq!(read(&second).await.len(), 300_000);
         let stats = second.stats();
-        assert_eq!(stats.misses.load(Ordering::Relaxed), 0, "every chunk came back from disk");
-        assert!(stats.disk_hits.load(Ordering::Relaxed) >= 5);
+        assert_eq!(stats.misses.get(), 0, "every chunk came back from disk");
+        assert!(stats.hits.with_label_values(&["disk"]).get() >= 5);
     }
 }

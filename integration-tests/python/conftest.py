@@ -33,7 +33,7 @@ os.environ.setdefault("LANCE_CLIENT_CONNECT_TIMEOUT", "10")
 
 import lancedb  # noqa: E402
 
-from lf_helpers import connect_remote  # noqa: E402
+from lf_helpers import connect_remote, parse_metrics  # noqa: E402
 
 # Self-test of the suite's own logic without a server: the "remote" side becomes a
 # second LanceDB OSS directory and tests marked `raw`/`lifecycle` are skipped.
@@ -83,6 +83,7 @@ class PlanExecutor:
         self.log_path = Path(root) / f"{node_id}.log"
         self.cache_dir = Path(root) / f"{node_id}-cache"
         self.port = free_port()
+        self.metrics_port = free_port()
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -94,6 +95,7 @@ class PlanExecutor:
             lancefleet_bin(), "plan-executor", "--data-dir", str(self.data_dir),
             "--listen", f"127.0.0.1:{self.port}", "--node-id", self.node_id,
             "--cache-dir", str(self.cache_dir),
+            "--metrics-listen", f"127.0.0.1:{self.metrics_port}",
         ]
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
@@ -102,6 +104,9 @@ class PlanExecutor:
             )
         wait_for_port(self.port, self.proc, f"plan executor {self.node_id}", self.log_path)
         return self
+
+    def metrics(self) -> dict:
+        return parse_metrics(requests.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10).text)
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
         assert self.proc is not None

@@ -27,7 +27,9 @@ import pyarrow as pa
 import pytest
 
 from conftest import LanceFleetServer, free_port, wait_for_port
-from lf_helpers import connect_remote
+import requests
+
+from lf_helpers import connect_remote, metric, parse_metrics
 
 DIM = 32
 FRAGMENTS = 20
@@ -229,9 +231,24 @@ def test_warm_queries_read_nothing_from_object_storage(cluster, moto, table_on_s
     ever.mark = 0
     assert ever.since_mark(), "the log shows data reads at all (the counter works)"
     warm = ObjectGets(moto)
+    before = [executor.metrics() for executor in cluster.executors]
     run_workload(table, queries)
+    after = [executor.metrics() for executor in cluster.executors]
     gets = warm.since_mark()
     assert gets == [], f"{len(gets)} data/index GETs reached S3 on the warm pass, e.g. {gets[:3]}"
+
+    def delta(name: str, **labels) -> float:
+        return sum(metric(a, name, **labels) - metric(b, name, **labels) for a, b in zip(after, before))
+
+    hits, misses = delta("lancefleet_cache_hits_total"), delta("lancefleet_cache_misses_total")
+    assert hits > 0 and hits / (hits + misses) >= 0.99, (hits, misses)
+    assert delta("lancefleet_cache_read_bytes_total", tier="object_store") == 0
+    assert all(metric(m, "lancefleet_executor_fragments_total", rpc="execute") > 0 for m in after), (
+        "every executor ran fragments"
+    )
+    node = parse_metrics(requests.get(f"{cluster.url}/metrics", timeout=10).text)
+    assert metric(node, "lancefleet_query_fragments_total", choice="first") > 0
+    assert metric(node, "lancefleet_rest_requests_total", route="/v1/table/{id}/query", status="200") > 0
 
 
 def test_an_executor_killed_under_load_fails_no_query(cluster, moto, table_on_s3):
@@ -277,3 +294,9 @@ def test_an_executor_killed_under_load_fails_no_query(cluster, moto, table_on_s3
     for query, want in zip(queries, expected):
         assert_same_rows(cluster_search(table, query), want, query)
     assert gets.since_mark() == [], "the restarted executor's disk cache was cold"
+    restarted = victim.metrics()
+    assert metric(restarted, "lancefleet_executor_fragments_total", rpc="execute") > 0, "it got its fragments back"
+    assert metric(restarted, "lancefleet_cache_hits_total", tier="disk") > 0
+    assert metric(restarted, "lancefleet_cache_misses_total") == 0
+    node = parse_metrics(requests.get(f"{cluster.url}/metrics", timeout=10).text)
+    assert metric(node, "lancefleet_query_fragment_retries_total") > 0, "in-flight fragments were retried"

@@ -55,6 +55,7 @@ impl ExecutorError {
     /// The gRPC status that carries this error to the query node, logged when it is a
     /// fault of this node.
     pub fn into_grpc(self) -> tonic::Status {
+        crate::metrics::METRICS.errors.with_label_values(&[self.error_code().as_str_name()]).inc();
         if self.error_code() == ErrorCode::Internal {
             tracing::error!(error = %self, "fragment failed");
         }

@@ -6,6 +6,7 @@
 //! and lets in-flight fragments finish within the grace period.
 
 mod error;
+mod metrics;
 mod service;
 
 use std::net::SocketAddr;
@@ -32,6 +33,7 @@ pub struct PlanExecutorNode {
     service: ExecutorService,
     node_id: String,
     grace: Duration,
+    metrics_listen: SocketAddr,
 }
 
 impl PlanExecutorNode {
@@ -45,6 +47,7 @@ impl PlanExecutorNode {
             service: ExecutorService::new(catalog, config.open_datasets),
             node_id: config.node_id.clone(),
             grace: Duration::from_secs(config.shutdown_grace_seconds),
+            metrics_listen: config.metrics_listen,
         })
     }
 
@@ -71,6 +74,7 @@ impl PlanExecutorNode {
             .add_service(executor)
             .serve_with_incoming_shutdown(TcpIncoming::from(self.listener), async move { stop.wait().await });
         let mut server = tokio::spawn(server);
+        let metrics = tokio::spawn(lancefleet_common::metrics::serve_metrics(self.metrics_listen, shutdown.clone()));
         tracing::info!(%address, node_id = %self.node_id, "plan executor is serving");
         tokio::select! {
             finished = &mut server => return finished?.map_err(ExecutorError::from),
@@ -78,13 +82,17 @@ impl PlanExecutorNode {
         }
         health_reporter.set_not_serving::<PlanExecutorServer<ExecutorService>>().await;
         tracing::info!(%address, grace_seconds = self.grace.as_secs(), "draining in-flight fragments");
-        match tokio::time::timeout(self.grace, &mut server).await {
+        let drained = match tokio::time::timeout(self.grace, &mut server).await {
             Ok(finished) => finished?.map_err(ExecutorError::from),
             Err(_elapsed) => {
                 tracing::warn!(%address, "grace period over, dropping the remaining fragments");
                 server.abort();
                 Ok(())
             }
+        };
+        if let Ok(Err(error)) = metrics.await {
+            tracing::warn!(%error, "the metrics endpoint failed");
         }
+        drained
     }
 }

@@ -21,6 +21,7 @@ use moka::future::Cache;
 use tonic::{Request, Response, Status};
 
 use crate::error::ExecutorError;
+use crate::metrics::METRICS;
 
 /// Runs plan fragments against the tables of one storage root.
 #[derive(Debug, Clone)]
@@ -69,6 +70,7 @@ impl PlanExecutor for ExecutorService {
 
     async fn execute(&self, request: Request<PlanFragment>) -> Result<Response<Self::ExecuteStream>, Status> {
         let plan = request.into_inner();
+        METRICS.fragments.with_label_values(&["execute"]).inc();
         let started = Instant::now();
         let run = async {
             let dataset = self.dataset(&plan).await?;
@@ -98,6 +100,7 @@ impl PlanExecutor for ExecutorService {
 
     async fn count(&self, request: Request<PlanFragment>) -> Result<Response<CountReply>, Status> {
         let plan = request.into_inner();
+        METRICS.fragments.with_label_values(&["count"]).inc();
         let run = async {
             let dataset = self.dataset(&plan).await?;
             let filter = query(&plan)?.filter.as_deref();

@@ -7,6 +7,7 @@
 mod arrow_body;
 mod dispatch;
 mod error;
+mod metrics;
 mod protocol;
 mod routes;
 mod state;

@@ -4,16 +4,22 @@ mod data;
 mod query;
 mod tables;
 
+use std::time::Instant;
+
 use axum::Router;
 use axum::body::Body;
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, MatchedPath};
 use axum::http::{HeaderValue, Method, Request, Uri};
+use axum::middleware::{self, Next};
+use axum::response::Response;
 use axum::routing::{MethodRouter, get, post};
+use lancefleet_common::metrics::metrics_handler;
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
 use tracing::Span;
 
 use crate::error::ApiError;
+use crate::metrics::METRICS;
 use crate::protocol::{PHALANX_VERSION, PHALANX_VERSION_HEADER};
 use crate::state::AppState;
 
@@ -35,6 +41,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
     ];
     let mut router = Router::new()
         .route("/health", get(|| async { "ok" }))
+        .route("/metrics", get(metrics_handler))
         .route("/v1/table", get(tables::list_tables))
         .route("/v1/table/", get(tables::list_tables))
         .route("/v1/namespace/{namespace}/table/list", get(tables::list_namespace_tables))
@@ -46,6 +53,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
             .route(&format!("/v1/table/{{id}}/{operation}/"), handler);
     }
     router
+        .route_layer(middleware::from_fn(record_request))
         .fallback(unknown_route)
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(SetResponseHeaderLayer::overriding(
@@ -54,6 +62,22 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         ))
         .layer(TraceLayer::new_for_http().make_span_with(request_span).on_failure(()))
         .with_state(state)
+}
+
+/// Counts and times every routed request by its route template (never the raw path,
+/// whose table names would make the label set unbounded).
+async fn record_request(request: Request<Body>, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", |path| path.as_str())
+        .trim_end_matches('/')
+        .to_string();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    METRICS.request_seconds.with_label_values(&[route.as_str()]).observe(started.elapsed().as_secs_f64());
+    METRICS.requests.with_label_values(&[route.as_str(), response.status().as_str()]).inc();
+    response
 }
 
 /// One span per request (failures are logged once, by [`ApiError`]), carrying the client's `x-request-id` so a failure in the log can

@@ -23,6 +23,7 @@ use tonic::transport::{Channel, Endpoint};
 
 use super::Pinned;
 use crate::error::ApiError;
+use crate::metrics::METRICS;
 
 /// Largest gRPC message accepted from an executor (one Arrow batch).
 const MAX_MESSAGE_BYTES: usize = 256 << 20;
@@ -173,8 +174,10 @@ impl Cluster {
             let position = list.iter().position(|node| !suspects.contains(node)).unwrap_or(0);
             assignment.entry(list[position].clone()).or_default().push((*fragment, position));
         }
+        METRICS.fanout.with_label_values(&[] as &[&str]).observe(assignment.len() as f64);
         let (mut results, failed) = self.run_round(&view, &assignment, template, &call).await?;
         if failed.is_empty() {
+            count_choices(&assignment);
             return Ok(results);
         }
         self.suspect(failed.iter().map(|(node, _)| node.clone()))?;
@@ -195,10 +198,14 @@ impl Cluster {
                 retry.entry(next.clone()).or_default().push((*fragment, next_position));
             }
         }
+        METRICS.retries.inc_by(retry.values().map(Vec::len).sum::<usize>() as u64);
         let (retried, still_failed) = self.run_round(&view, &retry, template, &call).await?;
         if let Some((node, status)) = still_failed.into_iter().next() {
             return Err(ApiError::Executor { node: node.to_string(), status });
         }
+        assignment.retain(|node, _| !failed_nodes.contains(node));
+        count_choices(&assignment);
+        count_choices(&retry);
         results.extend(retried);
         Ok(results)
     }
@@ -256,6 +263,9 @@ impl Cluster {
         let mut answers = Vec::new();
         let mut failed = Vec::new();
         for (node, outcome) in join_all(calls).await {
+            if let Err(status) = &outcome {
+                METRICS.executor_errors.with_label_values(&[status.error_code().as_str_name()]).inc();
+            }
             match outcome {
                 Ok(answer) => answers.push(answer),
                 Err(status) if status.retryable => failed.push((node, status)),
@@ -301,6 +311,14 @@ fn connect(member: &ExecutorEndpoint) -> Result<PlanExecutorClient<Channel>, Api
     })?;
     let channel = endpoint.connect_timeout(Duration::from_secs(2)).tcp_nodelay(true).connect_lazy();
     Ok(PlanExecutorClient::new(channel).max_decoding_message_size(MAX_MESSAGE_BYTES))
+}
+
+/// Records placement affinity: fragments answered by their first-choice executor or not.
+fn count_choices(assignment: &Assignment) {
+    let total = assignment.values().map(Vec::len).sum::<usize>() as u64;
+    let first = assignment.values().flatten().filter(|(_, position)| *position == 0).count() as u64;
+    METRICS.fragments.with_label_values(&["first"]).inc_by(first);
+    METRICS.fragments.with_label_values(&["other"]).inc_by(total - first);
 }
 
 fn flight_error_status(error: FlightError) -> ErrorStatus {

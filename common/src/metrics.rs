@@ -1,0 +1,47 @@
+//! Prometheus metrics: every crate registers its metrics once in the process-wide
+//! registry (`prometheus::default_registry()`), and every node serves them as text at
+//! `/metrics`. Names follow `lancefleet_<subsystem>_<name>_<unit>`.
+
+use std::net::SocketAddr;
+
+use axum::Router;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use prometheus::{Encoder, TextEncoder};
+use tokio::net::TcpListener;
+
+use crate::Shutdown;
+
+/// Latency buckets in seconds, 1 ms to 60 s (the client default buckets stop at 10 s).
+pub const LATENCY_BUCKETS: &[f64] =
+    &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
+
+/// Every registered metric in the Prometheus text format.
+pub fn render() -> String {
+    let mut buffer = Vec::new();
+    if let Err(error) = TextEncoder::new().encode(&prometheus::gather(), &mut buffer) {
+        tracing::warn!(%error, "cannot encode metrics");
+    }
+    String::from_utf8_lossy(&buffer).into_owned()
+}
+
+/// The `/metrics` handler.
+pub async fn metrics_handler() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], render())
+}
+
+/// Serves `/metrics` alone on `address` until `shutdown` (for nodes without a REST port).
+pub async fn serve_metrics(address: SocketAddr, shutdown: Shutdown) -> std::io::Result<()> {
+    let listener = TcpListener::bind(address).await?;
+    tracing::info!(address = %listener.local_addr()?, "serving /metrics");
+    let router = Router::new().route("/metrics", get(metrics_handler));
+    axum::serve(listener, router).with_graceful_shutdown(async move { shutdown.wait().await }).await
+}
+
+/// Registers `collector` in the process registry, logging (not failing) a duplicate.
+pub fn register(collector: Box<dyn prometheus::core::Collector>) {
+    if let Err(error) = prometheus::register(collector) {
+        tracing::warn!(%error, "metric registered twice");
+    }
+}

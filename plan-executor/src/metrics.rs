@@ -1,0 +1,28 @@
+//! The plan executor's metrics, declared once and registered in the process registry.
+//! Cache hits, misses and bytes per tier come from the object cache's own collector.
+
+use std::sync::LazyLock;
+
+use prometheus::{IntCounterVec, Opts, register_int_counter_vec};
+
+/// The plan executor's metrics.
+pub struct ExecutorMetrics {
+    /// `lancefleet_executor_fragments_total{rpc}`: plan fragments received (`execute`, `count`).
+    pub fragments: IntCounterVec,
+    /// `lancefleet_executor_fragment_errors_total{code}`: plan fragments failed, by code.
+    pub errors: IntCounterVec,
+}
+
+/// The metrics, registered on first use (registration fails only on a duplicate name).
+pub static METRICS: LazyLock<ExecutorMetrics> = LazyLock::new(|| ExecutorMetrics {
+    fragments: register_int_counter_vec!(
+        Opts::new("lancefleet_executor_fragments_total", "Plan fragments received, by RPC."),
+        &["rpc"]
+    )
+    .expect("register lancefleet_executor_fragments_total"),
+    errors: register_int_counter_vec!(
+        Opts::new("lancefleet_executor_fragment_errors_total", "Plan fragments that failed, by error code."),
+        &["code"]
+    )
+    .expect("register lancefleet_executor_fragment_errors_total"),
+});

@@ -1,0 +1,68 @@
+//! The query node's metrics, declared once and registered in the process registry.
+
+use std::sync::LazyLock;
+
+use lancefleet_common::metrics::LATENCY_BUCKETS;
+use prometheus::{
+    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, register_histogram_vec, register_int_counter,
+    register_int_counter_vec,
+};
+
+/// The query node's metrics.
+pub struct QueryNodeMetrics {
+    /// `lancefleet_rest_requests_total{route, status}`.
+    pub requests: IntCounterVec,
+    /// `lancefleet_rest_request_duration_seconds{route}`.
+    pub request_seconds: HistogramVec,
+    /// `lancefleet_query_fragments_total{choice}`: fragments answered by their `first`
+    /// choice of executor or by an `other` one (placement affinity).
+    pub fragments: IntCounterVec,
+    /// `lancefleet_query_fanout_executors`: executors one fragment query went to.
+    pub fanout: HistogramVec,
+    /// `lancefleet_query_fragment_retries_total`: fragments sent again to their next executor.
+    pub retries: IntCounter,
+    /// `lancefleet_query_executor_errors_total{code}`: failed executor calls by error code.
+    pub executor_errors: IntCounterVec,
+}
+
+/// The metrics, registered on first use.
+pub static METRICS: LazyLock<QueryNodeMetrics> = LazyLock::new(|| {
+    // Registration fails only on a duplicate name, a programming error caught by tests.
+    QueryNodeMetrics {
+        requests: register_int_counter_vec!(
+            Opts::new("lancefleet_rest_requests_total", "REST requests by route and HTTP status."),
+            &["route", "status"]
+        )
+        .expect("register lancefleet_rest_requests_total"),
+        request_seconds: register_histogram_vec!(
+            HistogramOpts::new("lancefleet_rest_request_duration_seconds", "REST request latency by route.")
+                .buckets(LATENCY_BUCKETS.to_vec()),
+            &["route"]
+        )
+        .expect("register lancefleet_rest_request_duration_seconds"),
+        fragments: register_int_counter_vec!(
+            Opts::new(
+                "lancefleet_query_fragments_total",
+                "Fragments answered, by the executor's place in their preference list."
+            ),
+            &["choice"]
+        )
+        .expect("register lancefleet_query_fragments_total"),
+        fanout: register_histogram_vec!(
+            HistogramOpts::new("lancefleet_query_fanout_executors", "Executors one fragment query was sent to.")
+                .buckets(vec![1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 32.0, 64.0]),
+            &[]
+        )
+        .expect("register lancefleet_query_fanout_executors"),
+        retries: register_int_counter!(
+            "lancefleet_query_fragment_retries_total",
+            "Fragments retried on the next executor of their preference list."
+        )
+        .expect("register lancefleet_query_fragment_retries_total"),
+        executor_errors: register_int_counter_vec!(
+            Opts::new("lancefleet_query_executor_errors_total", "Failed executor calls by error code."),
+            &["code"]
+        )
+        .expect("register lancefleet_query_executor_errors_total"),
+    }
+});
