@@ -8,6 +8,14 @@ VENV="${LANCEFLEET_VENV:-$REPO_ROOT/.venv}"
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
+apt_install() {
+  log "installing $*"
+  local sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
 # Debian packages the build needs: protoc (prost-build), cmake (aws-lc-sys), mold (linker).
 ensure_build_packages() {
   local missing=()
@@ -16,11 +24,7 @@ ensure_build_packages() {
   command -v mold >/dev/null || missing+=(mold)
   command -v cc >/dev/null || missing+=(build-essential)
   if ((${#missing[@]})); then
-    log "installing ${missing[*]}"
-    local sudo=""
-    [ "$(id -u)" -eq 0 ] || sudo="sudo"
-    $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    apt_install "${missing[@]}"
   fi
   if ! command -v cargo >/dev/null; then
     echo "cargo is missing: install a Rust toolchain (https://rustup.rs), then re-run" >&2
@@ -41,4 +45,16 @@ ensure_python_env() {
   [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
   "$VENV/bin/pip" install -q --disable-pip-version-check -r "$requirements"
   echo "$wanted" >"$stamp"
+}
+
+# Azurite, the Azure Blob Storage emulator the object-store tests run against (npm).
+AZURITE_DIR="${LANCEFLEET_AZURITE_DIR:-$HOME/.cache/lancefleet-azurite}"
+export LANCEFLEET_AZURITE_BIN="$AZURITE_DIR/node_modules/.bin/azurite-blob"
+ensure_azurite() {
+  [ -x "$LANCEFLEET_AZURITE_BIN" ] && return
+  command -v npm >/dev/null || apt_install nodejs npm
+  log "installing Azurite into $AZURITE_DIR"
+  mkdir -p "$AZURITE_DIR"
+  # 3.35.0 is the newest release that runs on Node 20.
+  (cd "$AZURITE_DIR" && npm install --no-save --no-audit --no-fund --silent azurite@3.35.0)
 }

@@ -6,6 +6,7 @@ source "$(dirname "$0")/lib.sh"
 cd "$REPO_ROOT"
 ensure_build_packages
 ensure_python_env
+ensure_azurite
 
 log "building (target dir $CARGO_TARGET_DIR)"
 cargo build --locked --workspace --bins --tests
@@ -15,8 +16,8 @@ cargo test --locked --workspace
 
 export LANCEFLEET_BIN="$CARGO_TARGET_DIR/debug/lancefleet"
 cd integration-tests/python
-log "end-to-end tests with the lancedb Python client (in-process execution; cluster tests on S3/moto)"
+log "end-to-end tests with the lancedb Python client (in-process execution; cluster tests on S3/moto and Azure/Azurite)"
 "$VENV/bin/python" -m pytest -q -p no:cacheprovider "$@"
 
 log "the same end-to-end suite with every query spread over 3 plan executor processes"
-LANCEFLEET_E2E_EXECUTORS=3 "$VENV/bin/python" -m pytest -q -p no:cacheprovider --ignore=test_cluster.py "$@"
+LANCEFLEET_E2E_EXECUTORS=3 "$VENV/bin/python" -m pytest -q -p no:cacheprovider --ignore=test_cluster.py --ignore=test_azure.py "$@"
