@@ -10,6 +10,7 @@ import re
 import urllib.parse
 from typing import Iterable
 
+import lance
 import numpy as np
 import pyarrow as pa
 import pyarrow.ipc as ipc
@@ -53,6 +54,22 @@ def metric(samples: dict, name: str, **labels) -> float:
     """Sum of the samples of `name` whose labels include `labels`."""
     wanted = set(labels.items())
     return sum(value for (sample, pairs), value in samples.items() if sample == name and wanted <= pairs)
+
+
+def write_fragments(uri, vectors: np.ndarray, fragments: int, storage_options: dict | None = None) -> None:
+    """Writes `vectors` with lance as a table of `fragments` fragments, one append each:
+    id int64 (row i has id i), category int32 (id % 7), vector fixed_size_list<float32>."""
+    dim = vectors.shape[1]
+    for index, rows in enumerate(np.array_split(np.arange(len(vectors)), fragments)):
+        ids = rows.astype(np.int64)
+        data = pa.table({
+            "id": ids,
+            "category": pa.array(ids % 7, pa.int32()),
+            "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors[rows].ravel()), dim),
+        })
+        lance.write_dataset(
+            data, uri, mode="create" if index == 0 else "append", storage_options=storage_options
+        )
 
 
 def connect_remote(url: str, **kw):

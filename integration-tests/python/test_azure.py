@@ -14,7 +14,7 @@ import pyarrow as pa
 import pytest
 
 from conftest import LanceFleetServer, free_port, wait_for_port
-from lf_helpers import connect_remote, metric
+from lf_helpers import connect_remote, metric, write_fragments
 from test_cluster import DIM, assert_same_rows, cluster_search, lance_search, random_query
 
 # Azurite's well-known development account.
@@ -67,15 +67,7 @@ def test_cluster_reads_and_writes_tables_on_azure(tmp_path, azurite):
     uri = f"az://{CONTAINER}/db/items.lance"
     rng = np.random.default_rng(3)
     vectors = rng.random((3000, DIM), dtype=np.float32)
-    for part in range(3):
-        rows = slice(part * 1000, (part + 1) * 1000)
-        ids = np.arange(rows.start, rows.stop, dtype=np.int64)
-        data = pa.table({
-            "id": ids,
-            "category": pa.array(ids % 7, pa.int32()),
-            "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors[rows].ravel()), DIM),
-        })
-        lance.write_dataset(data, uri, mode="create" if part == 0 else "append", storage_options=OPTIONS)
+    write_fragments(uri, vectors, 3, OPTIONS)
 
     env = {f"LANCEFLEET_STORAGE__OPTIONS__{key.upper()}": value for key, value in OPTIONS.items()}
     env["AZURITE_BLOB_STORAGE_URL"] = azurite

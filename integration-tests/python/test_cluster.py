@@ -25,11 +25,10 @@ import lance
 import numpy as np
 import pyarrow as pa
 import pytest
-
-from conftest import LanceFleetServer, free_port, wait_for_port
 import requests
 
-from lf_helpers import connect_remote, metric, parse_metrics
+from conftest import LanceFleetServer, free_port, wait_for_port
+from lf_helpers import connect_remote, metric, parse_metrics, write_fragments
 
 DIM = 32
 FRAGMENTS = 20
@@ -102,17 +101,7 @@ def table_on_s3(moto):
     rng = np.random.default_rng(7)
     vectors = rng.random((FRAGMENTS * ROWS_PER_FRAGMENT, DIM), dtype=np.float32)
     uri = f"s3://{BUCKET}/db/{TABLE}.lance"
-    for fragment in range(FRAGMENTS):
-        rows = slice(fragment * ROWS_PER_FRAGMENT, (fragment + 1) * ROWS_PER_FRAGMENT)
-        ids = np.arange(rows.start, rows.stop, dtype=np.int64)
-        data = pa.table({
-            "id": ids,
-            "category": pa.array(ids % 7, pa.int32()),
-            "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors[rows].ravel()), DIM),
-        })
-        lance.write_dataset(
-            data, uri, mode="create" if fragment == 0 else "append", storage_options=storage_options(moto)
-        )
+    write_fragments(uri, vectors, FRAGMENTS, storage_options(moto))
     dataset = lance.dataset(uri, storage_options=storage_options(moto))
     assert len(dataset.get_fragments()) == FRAGMENTS
     return uri, vectors

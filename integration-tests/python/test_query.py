@@ -13,7 +13,6 @@ import pyarrow as pa
 import pytest
 
 from lf_helpers import (
-    DIM,
     assert_search_equal,
     assert_tables_equal,
     binary_queries,
