@@ -166,14 +166,7 @@ impl Cluster {
                 status: ErrorStatus::new(ErrorCode::Unavailable, "no plan executors are available"),
             });
         }
-        let suspects = self.current_suspects()?;
-        let mut assignment = Assignment::new();
-        for fragment in fragments {
-            let list = &lists[fragment];
-            // The first executor not under suspicion; the first choice when all are.
-            let position = list.iter().position(|node| !suspects.contains(node)).unwrap_or(0);
-            assignment.entry(list[position].clone()).or_default().push((*fragment, position));
-        }
+        let mut assignment = assign(fragments, &lists, &self.current_suspects()?);
         METRICS.fanout.with_label_values(&[] as &[&str]).observe(assignment.len() as f64);
         let (mut results, failed) = self.run_round(&view, &assignment, template, &call).await?;
         if failed.is_empty() {
@@ -182,22 +175,14 @@ impl Cluster {
         }
         self.suspect(failed.iter().map(|(node, _)| node.clone()))?;
 
-        let failed_nodes = failed.iter().map(|(node, _)| node.clone()).collect::<HashSet<_>>();
-        let mut retry = Assignment::new();
         for (node, status) in &failed {
             tracing::warn!(executor = %node, error = %status.message, "retrying fragments on their next executor");
-            for (fragment, position) in &assignment[node] {
-                let next = lists[fragment]
-                    .iter()
-                    .enumerate()
-                    .skip(position + 1)
-                    .find(|(_, candidate)| !failed_nodes.contains(*candidate));
-                let Some((next_position, next)) = next else {
-                    return Err(ApiError::Executor { node: node.to_string(), status: status.clone() });
-                };
-                retry.entry(next.clone()).or_default().push((*fragment, next_position));
-            }
         }
+        let failed_nodes = failed.iter().map(|(node, _)| node.clone()).collect::<HashSet<_>>();
+        let retry = reassign(&assignment, &failed_nodes, &lists).map_err(|node| {
+            let status = failed.iter().find(|(failed, _)| *failed == node).map(|(_, status)| status.clone());
+            ApiError::Executor { node: node.to_string(), status: status.unwrap_or_default() }
+        })?;
         METRICS.retries.inc_by(retry.values().map(Vec::len).sum::<usize>() as u64);
         let (retried, still_failed) = self.run_round(&view, &retry, template, &call).await?;
         if let Some((node, status)) = still_failed.into_iter().next() {
@@ -313,6 +298,38 @@ fn connect(member: &ExecutorEndpoint) -> Result<PlanExecutorClient<Channel>, Api
     Ok(PlanExecutorClient::new(channel).max_decoding_message_size(MAX_MESSAGE_BYTES))
 }
 
+/// Sends each fragment to the first executor of its preference list that is not under
+/// suspicion (to its first choice when all are).
+fn assign(fragments: &[u64], lists: &HashMap<u64, Vec<Arc<str>>>, suspects: &HashSet<Arc<str>>) -> Assignment {
+    let mut assignment = Assignment::new();
+    for fragment in fragments {
+        let Some(list) = lists.get(fragment).filter(|list| !list.is_empty()) else { continue };
+        let position = list.iter().position(|node| !suspects.contains(node)).unwrap_or(0);
+        assignment.entry(list[position].clone()).or_default().push((*fragment, position));
+    }
+    assignment
+}
+
+/// Moves the fragments of `failed` executors to the next executor of each fragment's
+/// preference list that has not failed. Fails with the executor whose fragment has no
+/// such next executor.
+fn reassign(
+    assignment: &Assignment,
+    failed: &HashSet<Arc<str>>,
+    lists: &HashMap<u64, Vec<Arc<str>>>,
+) -> Result<Assignment, Arc<str>> {
+    let mut retry = Assignment::new();
+    for (node, fragments) in assignment.iter().filter(|(node, _)| failed.contains(*node)) {
+        for (fragment, position) in fragments {
+            let list = lists.get(fragment).map(Vec::as_slice).unwrap_or_default();
+            let next = list.iter().enumerate().skip(position + 1).find(|(_, candidate)| !failed.contains(*candidate));
+            let Some((next_position, next)) = next else { return Err(node.clone()) };
+            retry.entry(next.clone()).or_default().push((*fragment, next_position));
+        }
+    }
+    Ok(retry)
+}
+
 /// Records placement affinity: fragments answered by their first-choice executor or not.
 fn count_choices(assignment: &Assignment) {
     let total = assignment.values().map(Vec::len).sum::<usize>() as u64;
@@ -325,5 +342,49 @@ fn flight_error_status(error: FlightError) -> ErrorStatus {
     match error {
         FlightError::Tonic(status) => ErrorStatus::from_grpc(&status),
         other => ErrorStatus::new(ErrorCode::Internal, format!("undecodable executor answer: {other}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(id: &str) -> Arc<str> {
+        Arc::from(id)
+    }
+
+    fn lists() -> HashMap<u64, Vec<Arc<str>>> {
+        HashMap::from([
+            (1, vec![node("a"), node("b")]),
+            (2, vec![node("b"), node("c")]),
+            (3, vec![node("a"), node("c")]),
+        ])
+    }
+
+    #[test]
+    fn fragments_go_to_their_first_choice_unless_it_is_suspected() {
+        let assignment = assign(&[1, 2, 3], &lists(), &HashSet::new());
+        assert_eq!(assignment[&node("a")], vec![(1, 0), (3, 0)]);
+        assert_eq!(assignment[&node("b")], vec![(2, 0)]);
+
+        let assignment = assign(&[1, 2, 3], &lists(), &HashSet::from([node("a")]));
+        assert_eq!(assignment[&node("b")], vec![(1, 1), (2, 0)]);
+        assert_eq!(assignment[&node("c")], vec![(3, 1)]);
+        assert!(!assignment.contains_key(&node("a")));
+
+        let everyone = HashSet::from([node("a"), node("b"), node("c")]);
+        assert_eq!(assign(&[2], &lists(), &everyone)[&node("b")], vec![(2, 0)], "first choice when all are suspected");
+    }
+
+    #[test]
+    fn a_failed_executors_fragments_move_to_their_next_choice_once() {
+        let assignment = assign(&[1, 2, 3], &lists(), &HashSet::new());
+        let retry = reassign(&assignment, &HashSet::from([node("a")]), &lists()).expect("replicas left");
+        assert_eq!(retry[&node("b")], vec![(1, 1)]);
+        assert_eq!(retry[&node("c")], vec![(3, 1)]);
+        assert_eq!(retry.len(), 2, "fragments of healthy executors are not resent");
+
+        let both = HashSet::from([node("a"), node("b")]);
+        assert_eq!(reassign(&assignment, &both, &lists()).expect_err("fragment 1 has no replica left"), node("a"));
     }
 }
