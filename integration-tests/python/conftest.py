@@ -91,19 +91,36 @@ class PlanExecutor:
         return f"{self.node_id}=http://127.0.0.1:{self.port}"
 
     def start(self) -> "PlanExecutor":
-        cmd = [
-            lancefleet_bin(), "plan-executor", "--data-dir", str(self.data_dir),
-            "--listen", f"127.0.0.1:{self.port}", "--node-id", self.node_id,
-            "--cache-dir", str(self.cache_dir),
-            "--metrics-listen", f"127.0.0.1:{self.metrics_port}",
-        ]
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env={**os.environ, "NO_COLOR": "1", "LANCEFLEET_CACHE__DISK_BYTES": str(256 << 20), **self.env},
-            )
-        wait_for_port(self.port, self.proc, f"plan executor {self.node_id}", self.log_path)
-        return self
+        """Starts the executor and waits until it logs that it serves (its own socket, not
+        a port another process took between our probe and its bind)."""
+        for _attempt in range(3):
+            cmd = [
+                lancefleet_bin(), "plan-executor", "--data-dir", str(self.data_dir),
+                "--listen", f"127.0.0.1:{self.port}", "--node-id", self.node_id,
+                "--cache-dir", str(self.cache_dir),
+                "--metrics-listen", f"127.0.0.1:{self.metrics_port}",
+            ]
+            start = self.log_path.stat().st_size if self.log_path.exists() else 0
+            with open(self.log_path, "ab") as log:
+                self.proc = subprocess.Popen(
+                    cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                    env={**os.environ, "NO_COLOR": "1", "LANCEFLEET_CACHE__DISK_BYTES": str(256 << 20), **self.env},
+                )
+            deadline = time.monotonic() + READY_TIMEOUT_S
+            while time.monotonic() < deadline and self.proc.poll() is None:
+                with open(self.log_path, "rb") as log:
+                    log.seek(start)
+                    if b"plan executor is serving" in log.read():
+                        return self
+                time.sleep(0.05)  # readiness polling only
+            output = self.log_path.read_text(errors="replace")[start:]
+            if self.proc.poll() is None:
+                self.proc.kill()
+                pytest.fail(f"plan executor {self.node_id} not ready within {READY_TIMEOUT_S}s\n{output[-4000:]}")
+            if "in use" not in output:
+                pytest.fail(f"plan executor {self.node_id} exited with {self.proc.returncode}\n{output[-4000:]}")
+            self.port, self.metrics_port = free_port(), free_port()
+        pytest.fail(f"plan executor {self.node_id} found no free port")
 
     def metrics(self) -> dict:
         return parse_metrics(requests.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10).text)
