@@ -118,7 +118,7 @@ def build_table(uri: str, port: int, rows: int, dim: int) -> None:
         })
         lance.write_dataset(data, uri, mode="create" if start == 0 else "append", storage_options=storage)
     dataset = lance.dataset(uri, storage_options=storage)
-    dataset.create_index("vector", index_type="IVF_PQ", num_partitions=256, num_sub_vectors=48)
+    dataset.create_index("vector", index_type="IVF_PQ", num_partitions=256, num_sub_vectors=dim // 16)
 
 
 def percentiles(samples: list[float]) -> tuple[float, float]:
