@@ -4,7 +4,7 @@
 //! The mapping of query fields onto the scanner follows LanceDB's native query path, so
 //! results equal what LanceDB OSS returns for the same table and query.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow_array::{ArrayRef, FixedSizeListArray, Float32Array, UInt8Array};
@@ -89,19 +89,19 @@ fn build_scanner(dataset: &Dataset, scope: Scope<'_>, query: &FragmentQuery) -> 
 /// Limits `scanner` to the fragments of `scope`, in the given order.
 fn restrict(scanner: &mut Scanner, dataset: &Dataset, scope: Scope<'_>) -> Result<()> {
     let Scope::Fragments(ids) = scope else { return Ok(()) };
-    let wanted = ids.iter().copied().collect::<HashSet<_>>();
-    let mut found = dataset.fragments().iter().filter(|fragment| wanted.contains(&fragment.id)).collect::<Vec<_>>();
-    if found.len() != wanted.len() {
-        let present = found.iter().map(|fragment| fragment.id).collect::<HashSet<_>>();
-        let missing = ids.iter().find(|id| !present.contains(id)).copied().unwrap_or_default();
-        return Err(EngineError::invalid_input(format!(
-            "fragment {missing} is not part of version {} of the table",
-            dataset.version().version
-        )));
-    }
-    let position = |id: u64| ids.iter().position(|wanted| *wanted == id);
-    found.sort_by_key(|fragment| position(fragment.id));
-    scanner.with_fragments(found.into_iter().cloned().collect());
+    let by_id = dataset.fragments().iter().map(|fragment| (fragment.id, fragment)).collect::<HashMap<_, _>>();
+    let found = ids
+        .iter()
+        .map(|id| {
+            by_id.get(id).map(|fragment| (*fragment).clone()).ok_or_else(|| {
+                EngineError::invalid_input(format!(
+                    "fragment {id} is not part of version {} of the table",
+                    dataset.version().version
+                ))
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    scanner.with_fragments(found);
     Ok(())
 }
 

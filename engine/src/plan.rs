@@ -109,33 +109,22 @@ pub async fn plan_query(dataset: &Dataset, query: &TableQuery) -> Result<QueryPl
     };
     let top_k = nearest_k(dataset, limit, offset).await?;
     let splits = query.prefilter || query.filter.is_none();
+    // A split part returns each executor's own top `offset + limit` with the merge key
+    // `_rowid`; a part that does not split is the client's query as it is.
+    let (limit_per_part, offset_per_part, with_row_id) =
+        if splits { (Some(top_k), 0, true) } else { (limit, offset, query.with_row_id) };
     let parts = searches
         .into_iter()
-        .map(|values| {
-            let nearest = nearest_query(query, &column, values, top_k, splits);
-            if splits {
-                FragmentQuery {
-                    nearest: Some(nearest),
-                    filter: query.filter.clone(),
-                    prefilter: true,
-                    projection: projection.clone(),
-                    limit: Some(top_k),
-                    offset: 0,
-                    with_row_id: true,
-                    with_row_address: false,
-                }
-            } else {
-                FragmentQuery {
-                    nearest: Some(nearest),
-                    filter: query.filter.clone(),
-                    prefilter: false,
-                    projection: projection.clone(),
-                    limit,
-                    offset,
-                    with_row_id: query.with_row_id,
-                    with_row_address: false,
-                }
-            }
+        .map(|values| FragmentQuery {
+            nearest: Some(nearest_query(query, &column, values, top_k, splits)),
+            filter: query.filter.clone(),
+            // Without a filter, pre- and post-filtering are the same search.
+            prefilter: splits,
+            projection: projection.clone(),
+            limit: limit_per_part,
+            offset: offset_per_part,
+            with_row_id,
+            with_row_address: false,
         })
         .collect();
     let merge = if splits {

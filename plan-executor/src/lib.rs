@@ -73,26 +73,18 @@ impl PlanExecutorNode {
             .add_service(health_service)
             .add_service(executor)
             .serve_with_incoming_shutdown(TcpIncoming::from(self.listener), async move { stop.wait().await });
-        let mut server = tokio::spawn(server);
+        let server = tokio::spawn(server);
         let metrics = tokio::spawn(lancefleet_common::metrics::serve_metrics(self.metrics_listen, shutdown.clone()));
         tracing::info!(%address, node_id = %self.node_id, "plan executor is serving");
-        tokio::select! {
-            finished = &mut server => return finished?.map_err(ExecutorError::from),
-            () = shutdown.wait() => {}
-        }
-        health_reporter.set_not_serving::<PlanExecutorServer<ExecutorService>>().await;
-        tracing::info!(%address, grace_seconds = self.grace.as_secs(), "draining in-flight fragments");
-        let drained = match tokio::time::timeout(self.grace, &mut server).await {
-            Ok(finished) => finished?.map_err(ExecutorError::from),
-            Err(_elapsed) => {
-                tracing::warn!(%address, "grace period over, dropping the remaining fragments");
-                server.abort();
-                Ok(())
-            }
-        };
-        if let Ok(Err(error)) = metrics.await {
+        // Query nodes probing health stop sending new fragments before the drain.
+        let stopping = health_reporter.set_not_serving::<PlanExecutorServer<ExecutorService>>();
+        let drained = shutdown.drain(server, self.grace, stopping, "fragments").await?;
+        if !shutdown.is_triggered() {
+            // The gRPC server ended on its own; the metrics endpoint would wait forever.
+            metrics.abort();
+        } else if let Ok(Err(error)) = metrics.await {
             tracing::warn!(%error, "the metrics endpoint failed");
         }
-        drained
+        drained.unwrap_or(Ok(())).map_err(ExecutorError::from)
     }
 }

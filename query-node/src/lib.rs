@@ -61,23 +61,8 @@ impl QueryNode {
         let stop_accepting = shutdown.clone();
         let server =
             axum::serve(self.listener, self.router).with_graceful_shutdown(async move { stop_accepting.wait().await });
-        let mut server = tokio::spawn(server.into_future());
-        tokio::select! {
-            finished = &mut server => return finish(finished?, address),
-            () = shutdown.wait() => {}
-        }
-        tracing::info!(%address, grace_seconds = self.grace.as_secs(), "draining in-flight requests");
-        match tokio::time::timeout(self.grace, &mut server).await {
-            Ok(finished) => finish(finished?, address),
-            Err(_elapsed) => {
-                tracing::warn!(%address, "grace period over, dropping the remaining requests");
-                server.abort();
-                Ok(())
-            }
-        }
+        let server = tokio::spawn(server.into_future());
+        let finished = shutdown.drain(server, self.grace, async {}, "requests").await?;
+        finished.unwrap_or(Ok(())).map_err(|source| ApiError::Listen { address: address.to_string(), source })
     }
-}
-
-fn finish(result: std::io::Result<()>, address: SocketAddr) -> Result<(), ApiError> {
-    result.map_err(|source| ApiError::Listen { address: address.to_string(), source })
 }
