@@ -16,10 +16,13 @@ apt_install() {
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "$@" >/dev/null
 }
 
-# Debian packages the build needs: protoc (prost-build), cmake (aws-lc-sys), mold (linker).
+# Debian packages the build needs: protoc and the well-known .proto files (prost-build;
+# a recommends of protobuf-compiler, so not installed with --no-install-recommends),
+# cmake (aws-lc-sys), mold (linker).
 ensure_build_packages() {
   local missing=()
   command -v protoc >/dev/null || missing+=(protobuf-compiler)
+  [ -f /usr/include/google/protobuf/empty.proto ] || missing+=(libprotobuf-dev)
   command -v cmake >/dev/null || missing+=(cmake)
   command -v mold >/dev/null || missing+=(mold)
   command -v cc >/dev/null || missing+=(build-essential)
