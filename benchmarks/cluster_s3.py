@@ -8,9 +8,12 @@ reading S3 directly, all in one run, with a fixed delay in front of every S3 req
 - A small asyncio proxy adds --latency-ms before each request is forwarded (object-store
   latency); both the cluster and lance in-process go through it.
 - The table (--rows x --dim float32, IVF_PQ index) is written once under --work.
-- The cluster is a query node and --executors plan executors with empty caches: the first
-  pass over the queries is "cold", the second "warm". lance in-process runs the same
-  queries through the proxy (its own session caches warm up on its first pass too).
+- The cluster is --executors plan executors with empty caches behind two query nodes: one
+  with strong read consistency (the default: each query asks S3 for the latest version),
+  one with weak reads (--weak-seconds: the latest version is looked up at most that often,
+  like a LanceDB OSS table without a read_consistency_interval). The first pass over the
+  queries (strong node) is "cold", the second "warm" on both nodes. lance in-process runs
+  the same queries through the proxy (its own session caches warm up on its first pass too).
 Numbers go into issue notes; ratios matter more than absolute values on a shared machine.
 """
 
@@ -135,6 +138,7 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=50)
     parser.add_argument("--executors", type=int, default=3)
     parser.add_argument("--latency-ms", type=float, default=30)
+    parser.add_argument("--weak-seconds", type=int, default=60)
     parser.add_argument("--work", default=os.path.expanduser("~/.cache/lancefleet-bench/s3"))
     args = parser.parse_args()
 
@@ -166,36 +170,40 @@ def main() -> None:
             ))
             endpoints += ["--executor", f"pe-{index}=http://127.0.0.1:{port}"]
             wait_port(port)
-        rest = free_port()
-        processes.append(subprocess.Popen(
-            [args.bin, "query-node", "--data-dir", f"s3://{BUCKET}", "--rest-listen", f"127.0.0.1:{rest}",
-             "--log-level", "warn", *endpoints], env=env, stdin=subprocess.DEVNULL,
-        ))
-        wait_port(rest)
-        requests.get(f"http://127.0.0.1:{rest}/health", timeout=10).raise_for_status()
-
-        table = lancedb.connect("db://bench", api_key="x", host_override=f"http://127.0.0.1:{rest}").open_table(name)
+        tables = {}
+        for mode, weak_seconds in (("strong", 0), ("weak", args.weak_seconds)):
+            rest = free_port()
+            node_env = {**env, "LANCEFLEET_REST__WEAK_READ_CONSISTENCY_INTERVAL_SECONDS": str(weak_seconds)}
+            processes.append(subprocess.Popen(
+                [args.bin, "query-node", "--data-dir", f"s3://{BUCKET}", "--rest-listen", f"127.0.0.1:{rest}",
+                 "--log-level", "warn", *endpoints], env=node_env, stdin=subprocess.DEVNULL,
+            ))
+            wait_port(rest)
+            requests.get(f"http://127.0.0.1:{rest}/health", timeout=10).raise_for_status()
+            connection = lancedb.connect("db://bench", api_key="x", host_override=f"http://127.0.0.1:{rest}")
+            tables[mode] = connection.open_table(name)
         direct = lance.dataset(uri, storage_options=options(proxy.port))
         rng = np.random.default_rng(7)
         queries = [rng.random(args.dim, dtype=np.float32) for _ in range(args.queries)]
 
-        def cluster(q):
-            return table.search(q).nprobes(20).limit(10).to_arrow()
+        def search(mode):
+            return lambda q: tables[mode].search(q).nprobes(20).limit(10).to_arrow()
 
         def in_process(q):
             return direct.to_table(nearest={"column": "vector", "q": q, "k": 10, "nprobes": 20})
 
-        timings: dict[str, list[float]] = {"cluster cold": [], "cluster warm": [], "lance direct, 1st": [],
-                                           "lance direct, 2nd": []}
-        for label_cluster, label_direct in [("cluster cold", "lance direct, 1st"),
-                                            ("cluster warm", "lance direct, 2nd")]:
-            for q in queries:  # interleaved, so machine noise hits both sides alike
-                started = time.perf_counter()
-                cluster(q)
-                timings[label_cluster].append(time.perf_counter() - started)
-                started = time.perf_counter()
-                in_process(q)
-                timings[label_direct].append(time.perf_counter() - started)
+        passes = [
+            [("cluster cold (strong)", search("strong")), ("lance direct, 1st", in_process)],
+            [("cluster warm (strong)", search("strong")), ("cluster warm (weak)", search("weak")),
+             ("lance direct, 2nd", in_process)],
+        ]
+        timings: dict[str, list[float]] = {label: [] for runs in passes for label, _ in runs}
+        for runs in passes:
+            for q in queries:  # interleaved, so machine noise hits every path alike
+                for label, run in runs:
+                    started = time.perf_counter()
+                    run(q)
+                    timings[label].append(time.perf_counter() - started)
 
         print(f"IVF_PQ k=10 nprobes=20 over {args.rows} x {args.dim} on S3 (s3s-fs + {args.latency_ms:.0f} ms "
               f"per request), {args.executors} executors, {args.queries} queries per pass")
@@ -203,10 +211,11 @@ def main() -> None:
         for label, samples in timings.items():
             p50, p99 = percentiles(samples)
             print(f"{label:24} {p50:9.1f} {p99:9.1f}")
-        warm, _ = percentiles(timings["cluster warm"])
-        for label in ("lance direct, 1st", "lance direct, 2nd"):
-            p50, _ = percentiles(timings[label])
-            print(f"{label} / cluster warm, p50: {p50 / warm:.1f}x")
+        for warm_label in ("cluster warm (strong)", "cluster warm (weak)"):
+            warm, _ = percentiles(timings[warm_label])
+            for label in ("lance direct, 1st", "lance direct, 2nd"):
+                p50, _ = percentiles(timings[label])
+                print(f"{label} / {warm_label}, p50: {p50 / warm:.1f}x")
     finally:
         for process in reversed(processes):
             process.send_signal(signal.SIGTERM)

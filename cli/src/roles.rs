@@ -1,6 +1,8 @@
 //! Each subcommand's role: build it from the configuration, serve until SIGINT/SIGTERM,
 //! then shut down in order (stop accepting, drain in-flight work, flush the cache).
 
+use std::time::Duration;
+
 use lancefleet_common::Shutdown;
 use lancefleet_common::config::NodeConfig;
 use lancefleet_common::membership::StaticMembership;
@@ -82,6 +84,8 @@ fn cluster(config: &NodeConfig) -> Result<Dispatcher, RoleError> {
 
 async fn serve_query_node(config: NodeConfig, dispatcher: Dispatcher, role: &'static str) -> Result<(), RoleError> {
     let (catalog, cache) = catalog(&config).await?;
+    let weak_reads = Duration::from_secs(config.rest.weak_read_consistency_interval_seconds);
+    let catalog = catalog.with_weak_reads(weak_reads);
     let storage_root = catalog.root().uri().to_string();
     let node = QueryNode::bind(&config.rest, catalog, dispatcher).await?;
     tracing::info!(
@@ -89,6 +93,7 @@ async fn serve_query_node(config: NodeConfig, dispatcher: Dispatcher, role: &'st
         rest = %node.local_addr()?,
         storage_root,
         executors = config.cluster.executors.len(),
+        weak_read_consistency_interval_seconds = config.rest.weak_read_consistency_interval_seconds,
         version = env!("CARGO_PKG_VERSION"),
         "lancefleet is serving the LanceDB REST API"
     );

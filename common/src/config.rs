@@ -156,11 +156,21 @@ pub struct RestConfig {
     pub max_body_bytes: u64,
     /// Seconds to let in-flight requests finish after a shutdown signal. Default: 30.
     pub shutdown_grace_seconds: u64,
+    /// Read consistency. 0 is strong: every read sees the latest committed version, at
+    /// the price of asking the store for it on every request. N > 0 is weak: a table's
+    /// latest version is looked up at most once per N seconds and reused meanwhile, unless
+    /// the client's freshness headers ask for newer. Writes are always strong. Default: 0.
+    pub weak_read_consistency_interval_seconds: u64,
 }
 
 impl Default for RestConfig {
     fn default() -> Self {
-        Self { listen: SocketAddr::from(([127, 0, 0, 1], 8080)), max_body_bytes: 4 << 30, shutdown_grace_seconds: 30 }
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            max_body_bytes: 4 << 30,
+            shutdown_grace_seconds: 30,
+            weak_read_consistency_interval_seconds: 0,
+        }
     }
 }
 
@@ -222,6 +232,7 @@ mod tests {
             assert_eq!(config.storage.root, "./lancefleet-data");
             assert_eq!(config.rest.listen, "127.0.0.1:8080".parse().expect("addr"));
             assert_eq!(config.log.level, "info,lance::dataset_events=warn");
+            assert_eq!(config.rest.weak_read_consistency_interval_seconds, 0, "reads are strong by default");
             Ok(())
         });
     }

@@ -3,9 +3,15 @@
 //! Every dataset is opened through one process-wide lance [`Session`] (shared metadata and
 //! index caches, one object-store registry) and one [`ObjectStoreParams`] value, so the
 //! registry reuses its object-store clients across tables and requests.
+//!
+//! Reads see the latest committed version (strong consistency) unless the catalog was
+//! built [`with_weak_reads`](Catalog::with_weak_reads): then a snapshot of each table is
+//! reused for up to the interval, unless the client's freshness floor asks for newer.
+//! Writes always start from the latest version and refresh the snapshot they produce.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use arrow_array::{RecordBatch, RecordBatchIterator};
 use arrow_schema::SchemaRef;
@@ -14,6 +20,7 @@ use lance::dataset::builder::DatasetBuilder;
 use lance::dataset::{ReadParams, WriteDestination, WriteMode, WriteParams};
 use lance::io::{ObjectStore, ObjectStoreParams, StorageOptionsAccessor, WrappingObjectStore};
 use lance::session::Session;
+use moka::future::Cache;
 use lancefleet_common::storage::StorageRoot;
 
 use crate::cache::ObjectCache;
@@ -47,7 +54,31 @@ pub struct ReadVersion {
     pub version: Option<u64>,
     /// Never serve a version older than this (the client's freshness floor).
     pub min_version: Option<u64>,
+    /// Never serve a snapshot loaded before this instant (`x-lancedb-min-timestamp`).
+    pub min_timestamp: Option<SystemTime>,
 }
+
+/// A table's latest version as loaded at one instant (weak reads reuse it).
+#[derive(Debug, Clone)]
+struct Snapshot {
+    dataset: Dataset,
+    loaded_at: SystemTime,
+}
+
+impl Snapshot {
+    fn now(dataset: Dataset) -> Self {
+        Self { dataset, loaded_at: SystemTime::now() }
+    }
+
+    /// Whether this snapshot may answer a read of the latest version under `read`.
+    fn serves(&self, read: &ReadVersion) -> bool {
+        read.min_version.is_none_or(|floor| self.dataset.version().version >= floor)
+            && read.min_timestamp.is_none_or(|instant| self.loaded_at >= instant)
+    }
+}
+
+/// Tables whose snapshots are cached at most, under weak read consistency.
+const MAX_SNAPSHOTS: u64 = 10_000;
 
 /// The tables under one storage root.
 #[derive(Debug, Clone)]
@@ -55,6 +86,8 @@ pub struct Catalog {
     root: StorageRoot,
     store_params: ObjectStoreParams,
     session: Arc<Session>,
+    /// Latest-version snapshots by table uri; `None` under strong consistency.
+    snapshots: Option<Cache<String, Snapshot>>,
 }
 
 impl Catalog {
@@ -70,7 +103,16 @@ impl Catalog {
             object_store_wrapper: cache.map(|cache| Arc::new(cache) as Arc<dyn WrappingObjectStore>),
             ..Default::default()
         };
-        Self { root, store_params, session: Arc::new(Session::default()) }
+        Self { root, store_params, session: Arc::new(Session::default()), snapshots: None }
+    }
+
+    /// Weak read consistency: reads of the latest version may be served from a snapshot
+    /// up to `interval` old instead of checking the store for a newer version on every
+    /// request. A zero interval keeps reads strong.
+    pub fn with_weak_reads(mut self, interval: Duration) -> Self {
+        self.snapshots = (!interval.is_zero())
+            .then(|| Cache::builder().max_capacity(MAX_SNAPSHOTS).time_to_live(interval).build());
+        self
     }
 
     /// The storage root.
@@ -110,17 +152,10 @@ impl Catalog {
                 "version {version} is older than the requested minimum version {min_version}"
             )));
         }
-        let mut builder = DatasetBuilder::from_uri(self.table_uri(id)).with_read_params(self.read_params());
-        if let Some(version) = read.version {
-            builder = builder.with_version(version);
-        }
-        let dataset = builder.load().await.map_err(|error| match (error, read.version) {
-            (lance::Error::DatasetNotFound { .. }, _) => EngineError::TableNotFound { name: id.to_string() },
-            (lance::Error::NotFound { .. } | lance::Error::VersionNotFound { .. }, Some(version)) => {
-                EngineError::VersionNotFound { name: id.to_string(), version }
-            }
-            (error, _) => error.into(),
-        })?;
+        let dataset = match read.version {
+            Some(version) => self.load(id, Some(version)).await?,
+            None => self.latest(id, &read).await?,
+        };
         if let Some(requested) = read.min_version {
             let latest = dataset.version().version;
             if latest < requested {
@@ -128,6 +163,46 @@ impl Catalog {
             }
         }
         Ok(dataset)
+    }
+
+    /// The latest version, or under weak reads a snapshot recent enough for `read`.
+    async fn latest(&self, id: &TableId, read: &ReadVersion) -> Result<Dataset> {
+        let Some(snapshots) = &self.snapshots else {
+            return self.load(id, None).await;
+        };
+        let uri = self.table_uri(id);
+        if let Some(snapshot) = snapshots.get(&uri).await
+            && snapshot.serves(read)
+        {
+            return Ok(snapshot.dataset);
+        }
+        let dataset = self.load(id, None).await?;
+        snapshots.insert(uri, Snapshot::now(dataset.clone())).await;
+        Ok(dataset)
+    }
+
+    /// Records the version a write just committed as the table's snapshot, so this node
+    /// reads its own writes under weak consistency too.
+    async fn committed(&self, id: &TableId, dataset: Dataset) -> Dataset {
+        if let Some(snapshots) = &self.snapshots {
+            snapshots.insert(self.table_uri(id), Snapshot::now(dataset.clone())).await;
+        }
+        dataset
+    }
+
+    /// Reads a table's manifest at `version`, or at the latest version from the store.
+    async fn load(&self, id: &TableId, version: Option<u64>) -> Result<Dataset> {
+        let mut builder = DatasetBuilder::from_uri(self.table_uri(id)).with_read_params(self.read_params());
+        if let Some(version) = version {
+            builder = builder.with_version(version);
+        }
+        builder.load().await.map_err(|error| match (error, version) {
+            (lance::Error::DatasetNotFound { .. }, _) => EngineError::TableNotFound { name: id.to_string() },
+            (lance::Error::NotFound { .. } | lance::Error::VersionNotFound { .. }, Some(version)) => {
+                EngineError::VersionNotFound { name: id.to_string(), version }
+            }
+            (error, _) => error.into(),
+        })
     }
 
     /// Opens the dataset at `uri` at exactly `version`: how plan executors open the version
@@ -165,7 +240,7 @@ impl Catalog {
         mode: CreateMode,
     ) -> Result<Dataset> {
         if mode != CreateMode::Overwrite {
-            match self.open_table(id, ReadVersion::default()).await {
+            match self.load(id, None).await {
                 Ok(existing) => return existing_table_for_create(id, existing, &schema, mode),
                 Err(EngineError::TableNotFound { .. }) => {}
                 Err(error) => return Err(error),
@@ -178,10 +253,10 @@ impl Catalog {
         let uri = self.table_uri(id);
         let reader = RecordBatchIterator::new(batches.into_iter().map(Ok), schema.clone());
         match Dataset::write(reader, uri.as_str(), Some(self.write_params(write_mode))).await {
-            Ok(dataset) => Ok(dataset),
+            Ok(dataset) => Ok(self.committed(id, dataset).await),
             // Another request created it between our check and our commit.
             Err(lance::Error::DatasetAlreadyExists { .. }) => {
-                let existing = self.open_table(id, ReadVersion::default()).await?;
+                let existing = self.load(id, None).await?;
                 existing_table_for_create(id, existing, &schema, mode)
             }
             Err(error) => Err(error.into()),
@@ -196,32 +271,36 @@ impl Catalog {
         batches: Vec<RecordBatch>,
         mode: InsertMode,
     ) -> Result<Dataset> {
-        let dataset = Arc::new(self.open_table(id, ReadVersion::default()).await?);
+        let dataset = Arc::new(self.load(id, None).await?);
         let write_mode = match mode {
             InsertMode::Append => WriteMode::Append,
             InsertMode::Overwrite => WriteMode::Overwrite,
         };
         let reader = RecordBatchIterator::new(batches.into_iter().map(Ok), schema);
         let destination = WriteDestination::Dataset(dataset);
-        Ok(Dataset::write(reader, destination, Some(self.write_params(write_mode))).await?)
+        let written = Dataset::write(reader, destination, Some(self.write_params(write_mode))).await?;
+        Ok(self.committed(id, written).await)
     }
 
     /// Deletes the rows matching `predicate`; returns how many and the new dataset.
     pub async fn delete_rows(&self, id: &TableId, predicate: &str) -> Result<(u64, Dataset)> {
-        let mut dataset = self.open_table(id, ReadVersion::default()).await?;
+        let mut dataset = self.load(id, None).await?;
         let result = dataset.delete(predicate).await?;
-        Ok((result.num_deleted_rows, Arc::unwrap_or_clone(result.new_dataset)))
+        Ok((result.num_deleted_rows, self.committed(id, Arc::unwrap_or_clone(result.new_dataset)).await))
     }
 
     /// Removes a table and every version of it.
     pub async fn drop_table(&self, id: &TableId) -> Result<()> {
         // Opening first turns a missing table into a 404 and refuses to delete a
         // directory that is not a Lance table.
-        self.open_table(id, ReadVersion::default()).await?;
+        self.load(id, None).await?;
         let uri = self.table_uri(id);
         let (store, path) =
             ObjectStore::from_uri_and_params(self.session.store_registry(), &uri, &self.store_params).await?;
         store.remove_dir_all(path).await?;
+        if let Some(snapshots) = &self.snapshots {
+            snapshots.invalidate(&uri).await;
+        }
         Ok(())
     }
 
@@ -263,4 +342,79 @@ fn fields_match(left: &arrow_schema::Schema, right: &arrow_schema::Schema) -> bo
         && left.fields().iter().zip(right.fields().iter()).all(|(a, b)| {
             a.name() == b.name() && a.data_type().equals_datatype(b.data_type()) && a.is_nullable() == b.is_nullable()
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow_array::Int64Array;
+    use arrow_schema::{DataType, Field, Schema};
+
+    fn rows(values: &[i64]) -> (SchemaRef, Vec<RecordBatch>) {
+        let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false)]));
+        let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(Int64Array::from(values.to_vec()))])
+            .expect("valid batch");
+        (schema, vec![batch])
+    }
+
+    fn latest() -> ReadVersion {
+        ReadVersion::default()
+    }
+
+    #[tokio::test]
+    async fn weak_reads_reuse_a_snapshot_until_the_client_asks_for_newer() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = StorageRoot::resolve(dir.path().to_str().expect("utf-8 path")).expect("root");
+        let weak = Catalog::new(root.clone(), &BTreeMap::new(), None).with_weak_reads(Duration::from_secs(3600));
+        let other_node = Catalog::new(root, &BTreeMap::new(), None);
+        let id = TableId::parse("t").expect("valid id");
+
+        let (schema, batches) = rows(&[1, 2]);
+        let created = weak.create_table(&id, schema, batches, CreateMode::Create).await.expect("created");
+        assert_eq!(weak.open_table(&id, latest()).await.expect("read").version().version, created.version().version);
+
+        // Another node appends: the weak node keeps serving its snapshot, the strong one
+        // sees the write at once.
+        let (schema, batches) = rows(&[3]);
+        let appended = other_node.insert(&id, schema, batches, InsertMode::Append).await.expect("appended");
+        let new_version = appended.version().version;
+        assert!(new_version > created.version().version);
+        assert_eq!(weak.open_table(&id, latest()).await.expect("read").version().version, created.version().version);
+        assert_eq!(other_node.open_table(&id, latest()).await.expect("read").version().version, new_version);
+
+        // The freshness floor forces a refresh: by version, and by snapshot instant.
+        let by_version = ReadVersion { min_version: Some(new_version), ..latest() };
+        assert_eq!(weak.open_table(&id, by_version).await.expect("read").version().version, new_version);
+        let (schema, batches) = rows(&[4]);
+        let newest = other_node.insert(&id, schema, batches, InsertMode::Append).await.expect("appended");
+        let by_instant = ReadVersion { min_timestamp: Some(SystemTime::now()), ..latest() };
+        assert_eq!(weak.open_table(&id, by_instant).await.expect("read").version().version, newest.version().version);
+
+        // A version newer than any committed one is not served from anywhere.
+        let future = ReadVersion { min_version: Some(newest.version().version + 1), ..latest() };
+        assert!(matches!(weak.open_table(&id, future).await, Err(EngineError::VersionNotYetVisible { .. })));
+
+        // The weak node reads its own writes, and forgets a table it dropped.
+        let (schema, batches) = rows(&[5]);
+        let own = weak.insert(&id, schema, batches, InsertMode::Append).await.expect("appended");
+        assert_eq!(weak.open_table(&id, latest()).await.expect("read").version().version, own.version().version);
+        weak.drop_table(&id).await.expect("dropped");
+        assert!(matches!(weak.open_table(&id, latest()).await, Err(EngineError::TableNotFound { .. })));
+    }
+
+    #[tokio::test]
+    async fn strong_reads_always_see_the_latest_version() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = StorageRoot::resolve(dir.path().to_str().expect("utf-8 path")).expect("root");
+        let strong = Catalog::new(root.clone(), &BTreeMap::new(), None).with_weak_reads(Duration::ZERO);
+        let other_node = Catalog::new(root, &BTreeMap::new(), None);
+        let id = TableId::parse("t").expect("valid id");
+        let (schema, batches) = rows(&[1]);
+        strong.create_table(&id, schema, batches, CreateMode::Create).await.expect("created");
+        strong.open_table(&id, latest()).await.expect("read");
+        let (schema, batches) = rows(&[2]);
+        let appended = other_node.insert(&id, schema, batches, InsertMode::Append).await.expect("appended");
+        let seen = strong.open_table(&id, latest()).await.expect("read");
+        assert_eq!(seen.version().version, appended.version().version);
+    }
 }

@@ -5,7 +5,9 @@ use axum::extract::{FromRequestParts, Path};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
-use lancefleet_engine::TableId;
+use std::time::SystemTime;
+
+use lancefleet_engine::{ReadVersion, TableId};
 use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
@@ -23,13 +25,14 @@ pub static TABLE_VERSION_HEADER: HeaderName = HeaderName::from_static("x-lancedb
 /// Request headers carrying the client's freshness floor: after a write that returned
 /// version V, and after reading version V, a client must never see an older version.
 const MIN_VERSION_HEADERS: [&str; 2] = ["x-lancedb-min-version", "x-lancedb-min-read-version"];
+/// Request header asking not to be served from a snapshot loaded before an instant.
+const MIN_TIMESTAMP_HEADER: &str = "x-lancedb-min-timestamp";
 
-/// The oldest table version the client may be served, from the freshness headers.
-///
-/// `x-lancedb-min-timestamp` needs no handling: every read opens the latest committed
-/// version, which is never older than an instant the client has already seen.
-pub fn min_version(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
-    let mut floor = None;
+/// The client's freshness floor, from the freshness headers: the oldest version, and the
+/// oldest snapshot instant, it may be served. Only weak read consistency ever serves a
+/// snapshot older than the request, so only it has to look at the instant.
+pub fn freshness(headers: &HeaderMap) -> Result<Freshness, ApiError> {
+    let mut floor = Freshness::default();
     for name in MIN_VERSION_HEADERS {
         let Some(value) = headers.get(name) else { continue };
         let version = value
@@ -37,9 +40,42 @@ pub fn min_version(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
             .ok()
             .and_then(|text| text.trim().parse::<u64>().ok())
             .ok_or_else(|| ApiError::bad_request(format!("header {name} must be a non-negative integer")))?;
-        floor = floor.max(Some(version));
+        floor.min_version = floor.min_version.max(Some(version));
+    }
+    if let Some(value) = headers.get(MIN_TIMESTAMP_HEADER) {
+        let instant = value
+            .to_str()
+            .ok()
+            .and_then(|text| chrono::DateTime::parse_from_rfc3339(text.trim()).ok())
+            .ok_or_else(|| {
+                ApiError::bad_request(format!("header {MIN_TIMESTAMP_HEADER} must be an RFC 3339 timestamp"))
+            })?;
+        floor.min_timestamp = Some(SystemTime::from(instant));
     }
     Ok(floor)
+}
+
+/// The client's freshness floor ([`freshness`]) as an extractor.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Freshness {
+    min_version: Option<u64>,
+    min_timestamp: Option<SystemTime>,
+}
+
+impl Freshness {
+    /// What a read may see: exactly `version` when the request names one (time travel),
+    /// else the latest version, never older than this floor.
+    pub fn read(self, version: Option<u64>) -> ReadVersion {
+        ReadVersion { version, min_version: self.min_version, min_timestamp: self.min_timestamp }
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Freshness {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+        freshness(&parts.headers)
+    }
 }
 
 /// The table named by the `{id}` path segment, validated before any handler runs.
@@ -54,18 +90,6 @@ impl<S: Send + Sync> FromRequestParts<S> for TablePath {
             .await
             .map_err(|rejection| ApiError::bad_request(rejection.body_text()))?;
         Ok(Self(TableId::parse(&id)?))
-    }
-}
-
-/// The client's freshness floor ([`min_version`]) as an extractor.
-#[derive(Debug, Clone, Copy)]
-pub struct Freshness(pub Option<u64>);
-
-impl<S: Send + Sync> FromRequestParts<S> for Freshness {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
-        min_version(&parts.headers).map(Self)
     }
 }
 
@@ -92,17 +116,25 @@ mod tests {
     #[test]
     fn the_highest_freshness_floor_wins() {
         let mut headers = HeaderMap::new();
-        assert_eq!(min_version(&headers).expect("no headers"), None);
+        assert_eq!(freshness(&headers).expect("no headers"), Freshness::default());
         headers.insert("x-lancedb-min-version", HeaderValue::from_static("3"));
         headers.insert("x-lancedb-min-read-version", HeaderValue::from_static("5"));
-        assert_eq!(min_version(&headers).expect("valid"), Some(5));
+        headers.insert("x-lancedb-min-timestamp", HeaderValue::from_static("2026-01-02T03:04:05.123456789+00:00"));
+        let read = freshness(&headers).expect("valid").read(None);
+        assert_eq!(read.min_version, Some(5));
+        let expected = std::time::UNIX_EPOCH + std::time::Duration::new(1_767_323_045, 123_456_789);
+        assert_eq!(read.min_timestamp, Some(expected));
+        assert_eq!(freshness(&headers).expect("valid").read(Some(2)).version, Some(2));
     }
 
     #[test]
     fn garbage_freshness_headers_are_bad_requests() {
         let mut headers = HeaderMap::new();
         headers.insert("x-lancedb-min-version", HeaderValue::from_static("latest"));
-        assert!(matches!(min_version(&headers), Err(ApiError::BadRequest(_))));
+        assert!(matches!(freshness(&headers), Err(ApiError::BadRequest(_))));
+        let mut headers = HeaderMap::new();
+        headers.insert("x-lancedb-min-timestamp", HeaderValue::from_static("yesterday"));
+        assert!(matches!(freshness(&headers), Err(ApiError::BadRequest(_))));
     }
 
     #[test]

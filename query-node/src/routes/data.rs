@@ -4,7 +4,7 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Query, State};
 use axum::response::Response;
-use lancefleet_engine::{InsertMode, ReadVersion};
+use lancefleet_engine::InsertMode;
 use serde::Deserialize;
 
 use crate::arrow_body::decode_stream;
@@ -54,11 +54,11 @@ pub struct CountRowsRequest {
 pub async fn count_rows(
     State(state): State<AppState>,
     TablePath(id): TablePath,
-    Freshness(min_version): Freshness,
+    freshness: Freshness,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let request: CountRowsRequest = json_body(&body)?;
-    let read = ReadVersion { version: request.version, min_version };
+    let read = freshness.read(request.version);
     let dataset = state.catalog.open_table(&id, read).await?;
     let uri = state.catalog.table_uri(&id);
     let pinned = Pinned { dataset: &dataset, uri: &uri };

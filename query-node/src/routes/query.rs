@@ -6,7 +6,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use lancefleet_engine::{ReadVersion, TableQuery, plan_query};
+use lancefleet_engine::{TableQuery, plan_query};
 
 use crate::arrow_body::{ARROW_FILE_CONTENT_TYPE, encode_file};
 use crate::dispatch::Pinned;
@@ -22,13 +22,13 @@ const REQUEST_TIMEOUT_HEADER: &str = "x-request-timeout-ms";
 pub async fn query(
     State(state): State<AppState>,
     TablePath(id): TablePath,
-    Freshness(min_version): Freshness,
+    freshness: Freshness,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let query: TableQuery = json_body(&body)?;
     query.validate()?;
-    let read = ReadVersion { version: query.version, min_version };
+    let read = freshness.read(query.version);
     let dataset = state.catalog.open_table(&id, read).await?;
     let uri = state.catalog.table_uri(&id);
     let plan = plan_query(&dataset, &query).await?;

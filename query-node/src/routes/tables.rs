@@ -5,7 +5,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use lance::arrow::json::JsonSchema;
-use lancefleet_engine::{CreateMode, Namespace, ReadVersion};
+use lancefleet_engine::{CreateMode, Namespace};
 use serde::{Deserialize, Serialize};
 
 use crate::arrow_body::decode_stream;
@@ -111,11 +111,11 @@ pub struct DescribeRequest {
 pub async fn describe_table(
     State(state): State<AppState>,
     TablePath(id): TablePath,
-    Freshness(min_version): Freshness,
+    freshness: Freshness,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let request: DescribeRequest = json_body(&body)?;
-    let read = ReadVersion { version: request.version, min_version };
+    let read = freshness.read(request.version);
     let dataset = state.catalog.open_table(&id, read).await?;
     let schema = arrow_schema::Schema::from(dataset.schema());
     let json_schema = JsonSchema::try_from(&schema).map_err(lancefleet_engine::EngineError::from)?;
@@ -132,9 +132,9 @@ pub async fn describe_table(
 pub async fn list_versions(
     State(state): State<AppState>,
     TablePath(id): TablePath,
-    Freshness(min_version): Freshness,
+    freshness: Freshness,
 ) -> Result<Response, ApiError> {
-    let read = ReadVersion { version: None, min_version };
+    let read = freshness.read(None);
     let dataset = state.catalog.open_table(&id, read).await?;
     let versions = dataset.versions().await.map_err(lancefleet_engine::EngineError::from)?;
     let versions = versions
