@@ -24,7 +24,7 @@ pub const ENV_PREFIX: &str = "LANCEFLEET_";
 
 /// Top-level sections; environment variables outside them (such as `LANCEFLEET_CONFIG`
 /// itself) are not configuration keys.
-const SECTIONS: &[&str] = &["storage", "rest", "log", "cluster", "executor", "cache"];
+const SECTIONS: &[&str] = &["storage", "rest", "log", "cluster", "executor", "cache", "control"];
 
 /// Configuration of every role; each reads the sections it needs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -42,6 +42,74 @@ pub struct NodeConfig {
     pub executor: ExecutorConfig,
     /// The local cache of object-store data (plan executors; any node on object storage).
     pub cache: CacheConfig,
+    /// The control plane on etcd: membership, health, leader election (every role).
+    pub control: ControlConfig,
+}
+
+/// The control plane on etcd (`[control]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ControlConfig {
+    /// etcd endpoints, e.g. `http://etcd-0.etcd:2379`. With none, nothing registers and
+    /// query nodes use `[cluster] executors` (static membership). Default: none.
+    pub etcd_endpoints: Vec<String>,
+    /// Name of the cluster: every key lives under `/{cluster}/`. Default: `lancefleet`.
+    pub cluster: String,
+    /// Stable id of a query node or control-plane instance (plan executors use
+    /// `executor.node_id`). Default: `$POD_NAME`, else `$HOSTNAME`, else the role name.
+    pub node_id: Option<String>,
+    /// TTL of registration and leader leases, in seconds: how long a node that died
+    /// silently stays registered (the control plane's probes usually catch it first).
+    /// Default: 10.
+    pub lease_ttl_seconds: u64,
+    /// Between publishing `stopping` and refusing new work on a graceful shutdown, so
+    /// that query nodes stop sending it fragments first, in milliseconds. Default: 1000.
+    pub stopping_propagation_ms: u64,
+    /// Address of the control plane's HTTP endpoint (`/v1/cluster`, `/health`,
+    /// `/metrics`). Default: `127.0.0.1:8070`.
+    pub listen: SocketAddr,
+    /// How often the control-plane leader probes each executor, in milliseconds.
+    /// Default: 1000.
+    pub probe_interval_ms: u64,
+    /// How long one probe may take, in milliseconds. Default: 1000.
+    pub probe_timeout_ms: u64,
+    /// Consecutive failed probes after which an executor is marked unhealthy and query
+    /// nodes stop sending it fragments. Default: 2.
+    pub unhealthy_after_probes: u32,
+}
+
+impl Default for ControlConfig {
+    fn default() -> Self {
+        Self {
+            etcd_endpoints: Vec::new(),
+            cluster: "lancefleet".to_string(),
+            node_id: None,
+            lease_ttl_seconds: 10,
+            stopping_propagation_ms: 1000,
+            listen: SocketAddr::from(([127, 0, 0, 1], 8070)),
+            probe_interval_ms: 1000,
+            probe_timeout_ms: 1000,
+            unhealthy_after_probes: 2,
+        }
+    }
+}
+
+impl ControlConfig {
+    /// Whether this node takes part in an etcd control plane.
+    pub fn uses_etcd(&self) -> bool {
+        !self.etcd_endpoints.is_empty()
+    }
+
+    /// This node's id as a `role` other than plan executor: configured, else the pod or
+    /// host name, else `role`.
+    pub fn node_id_or_default(&self, role: &str) -> String {
+        self.node_id
+            .clone()
+            .or_else(|| std::env::var("POD_NAME").ok())
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .filter(|id| !id.trim().is_empty())
+            .unwrap_or_else(|| role.to_string())
+    }
 }
 
 /// Cache sizes and location (`[cache]`).
@@ -132,6 +200,16 @@ pub struct ExecutorConfig {
     pub shutdown_grace_seconds: u64,
     /// Address of the Prometheus `/metrics` endpoint. Default: `127.0.0.1:9464`.
     pub metrics_listen: SocketAddr,
+    /// gRPC address query nodes reach this executor at, as registered in etcd (set it
+    /// when listening on `0.0.0.0`, e.g. `http://$(POD_IP):7070`). Default: `http://{listen}`.
+    pub advertise_address: Option<String>,
+}
+
+impl ExecutorConfig {
+    /// The address to register: the configured one, else `http://{listen}`.
+    pub fn advertised(&self) -> String {
+        self.advertise_address.clone().unwrap_or_else(|| format!("http://{}", self.listen))
+    }
 }
 
 impl Default for ExecutorConfig {
@@ -142,6 +220,7 @@ impl Default for ExecutorConfig {
             node_id: "executor-0".to_string(),
             open_datasets: 64,
             shutdown_grace_seconds: 30,
+            advertise_address: None,
         }
     }
 }
@@ -233,6 +312,9 @@ mod tests {
             assert_eq!(config.rest.listen, "127.0.0.1:8080".parse().expect("addr"));
             assert_eq!(config.log.level, "info,lance::dataset_events=warn");
             assert_eq!(config.rest.weak_read_consistency_interval_seconds, 0, "reads are strong by default");
+            assert!(!config.control.uses_etcd(), "no etcd unless configured");
+            assert_eq!(config.control.lease_ttl_seconds, 10);
+            assert_eq!(config.executor.advertised(), "http://127.0.0.1:7070");
             Ok(())
         });
     }

@@ -1,8 +1,11 @@
 //! Building blocks every LanceFleet role uses: typed configuration, logging,
-//! shutdown, the service-error trait and storage locations.
+//! shutdown, the service-error trait, storage locations, placement, and membership
+//! (static, or followed from the etcd control plane).
 
+pub mod cluster_state;
 pub mod config;
 pub mod error;
+pub mod etcd;
 pub mod membership;
 pub mod metrics;
 pub mod placement;

@@ -1,6 +1,7 @@
 //! Which plan executors exist right now. Query nodes subscribe and re-place fragments
 //! whenever the set changes; the implementations differ only in where the set comes from
-//! (configuration here; the etcd control plane later).
+//! (configuration: [`StaticMembership`]; the etcd control plane:
+//! [`EtcdMembership`](crate::etcd::EtcdMembership)).
 
 use std::sync::Arc;
 
