@@ -27,6 +27,9 @@ enum Command {
     QueryNode(QueryNodeArgs),
     /// A plan executor: runs the plan fragments query nodes send it over gRPC.
     PlanExecutor(PlanExecutorArgs),
+    /// A control-plane instance (run two or more; one leads, elected through etcd): probes
+    /// executor health and serves the cluster state at GET /v1/cluster.
+    ControlPlane(ControlPlaneArgs),
 }
 
 /// Flags every role has. Each overrides the config file and the environment.
@@ -45,6 +48,13 @@ struct CommonArgs {
     /// Log format: text or json [config: log.format].
     #[arg(long)]
     log_format: Option<String>,
+    /// An etcd endpoint of the control plane, e.g. http://127.0.0.1:2379; repeat for each
+    /// (replaces `control.etcd_endpoints`). Nodes then register and follow membership there.
+    #[arg(long = "etcd", value_name = "URL")]
+    etcd_endpoints: Vec<String>,
+    /// Name of the cluster in etcd [config: control.cluster, default lancefleet].
+    #[arg(long)]
+    cluster: Option<String>,
 }
 
 /// Flags of `standalone` and `query-node`.
@@ -59,6 +69,23 @@ struct QueryNodeArgs {
     /// (replaces `cluster.executors`).
     #[arg(long = "executor", value_name = "ID=ADDRESS")]
     executors: Vec<ExecutorEndpoint>,
+    /// Stable node id in etcd [config: control.node_id, default $POD_NAME or $HOSTNAME].
+    #[arg(long)]
+    node_id: Option<String>,
+}
+
+/// Flags of `control-plane`.
+#[derive(Debug, clap::Args)]
+struct ControlPlaneArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// Address of the HTTP endpoint (/v1/cluster, /health, /metrics) [config: control.listen,
+    /// default 127.0.0.1:8070].
+    #[arg(long)]
+    listen: Option<String>,
+    /// Stable node id [config: control.node_id, default $POD_NAME or $HOSTNAME].
+    #[arg(long)]
+    node_id: Option<String>,
 }
 
 /// Flags of `plan-executor`.
@@ -78,12 +105,19 @@ struct PlanExecutorArgs {
     /// Address of the Prometheus /metrics endpoint [config: executor.metrics_listen, default 127.0.0.1:9464].
     #[arg(long)]
     metrics_listen: Option<String>,
+    /// gRPC address registered in etcd [config: executor.advertise_address, default http://{listen}].
+    #[arg(long)]
+    advertise_address: Option<String>,
 }
 
 impl CommonArgs {
     fn overrides(&self) -> Vec<Override> {
-        let flags =
-            [("storage.root", &self.data_dir), ("log.level", &self.log_level), ("log.format", &self.log_format)];
+        let flags = [
+            ("storage.root", &self.data_dir),
+            ("log.level", &self.log_level),
+            ("log.format", &self.log_format),
+            ("control.cluster", &self.cluster),
+        ];
         flags.into_iter().filter_map(|(key, value)| value.clone().map(|value| (key, value))).collect()
     }
 
@@ -95,6 +129,10 @@ impl CommonArgs {
             eprintln!("lancefleet: {error}");
             ExitCode::from(2)
         })?;
+        let mut config = config;
+        if !self.etcd_endpoints.is_empty() {
+            config.control.etcd_endpoints = self.etcd_endpoints.clone();
+        }
         init_logging(&config.log).map_err(|error| {
             eprintln!("lancefleet: cannot set up logging: {error}");
             ExitCode::from(2)
@@ -105,7 +143,7 @@ impl CommonArgs {
 
 impl QueryNodeArgs {
     fn load(&self) -> Result<NodeConfig, ExitCode> {
-        let mut config = self.common.load(&[("rest.listen", &self.rest_listen)])?;
+        let mut config = self.common.load(&[("rest.listen", &self.rest_listen), ("control.node_id", &self.node_id)])?;
         if !self.executors.is_empty() {
             config.cluster.executors = self.executors.clone();
         }
@@ -124,8 +162,13 @@ fn main() -> ExitCode {
                 ("executor.node_id", &args.node_id),
                 ("cache.disk_dir", &args.cache_dir),
                 ("executor.metrics_listen", &args.metrics_listen),
+                ("executor.advertise_address", &args.advertise_address),
             ])
             .map(|config| run(roles::plan_executor(config))),
+        Command::ControlPlane(args) => args
+            .common
+            .load(&[("control.listen", &args.listen), ("control.node_id", &args.node_id)])
+            .map(|config| run(roles::control_plane(config))),
     };
     outcome.unwrap_or_else(|code| code)
 }

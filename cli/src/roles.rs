@@ -4,8 +4,10 @@
 use std::time::Duration;
 
 use lancefleet_common::Shutdown;
+use lancefleet_common::cluster_state::{NodeRecord, Role, available_cores};
 use lancefleet_common::config::NodeConfig;
-use lancefleet_common::membership::StaticMembership;
+use lancefleet_common::etcd::{self, EtcdError, EtcdMembership, Keys, Registration};
+use lancefleet_common::membership::{Membership, StaticMembership};
 use lancefleet_common::storage::StorageRoot;
 use lancefleet_engine::Catalog;
 use lancefleet_engine::cache::ObjectCache;
@@ -27,6 +29,12 @@ pub enum RoleError {
     /// The object cache could not be opened or closed.
     #[error(transparent)]
     Cache(#[from] lancefleet_engine::EngineError),
+    /// The control plane failed.
+    #[error(transparent)]
+    ControlPlane(#[from] lancefleet_control_plane::ControlPlaneError),
+    /// etcd could not be reached or refused to register this node.
+    #[error(transparent)]
+    Etcd(#[from] EtcdError),
     /// The configuration cannot work for this role.
     #[error("{0}")]
     Config(String),
@@ -59,56 +67,143 @@ fn shutdown_on_signals() -> Shutdown {
     shutdown
 }
 
+/// How long a starting node waits for its first registration before serving anyway.
+const REGISTER_WAIT: Duration = Duration::from_secs(5);
+
+/// This node's entry in etcd, when the cluster has a control plane.
+async fn register(config: &NodeConfig, record: NodeRecord) -> Result<Option<Registration>, RoleError> {
+    if !config.control.uses_etcd() {
+        return Ok(None);
+    }
+    let client = etcd::connect(&config.control).await?;
+    let keys = Keys::new(&config.control.cluster);
+    let ttl = Duration::from_secs(config.control.lease_ttl_seconds);
+    let registration = Registration::start(client, &keys, record, ttl);
+    if !registration.wait_registered(REGISTER_WAIT).await {
+        tracing::warn!("etcd does not answer yet; serving meanwhile, registering in the background");
+    }
+    Ok(Some(registration))
+}
+
+/// Leaves etcd; a failure only delays the record's expiry until its lease runs out.
+async fn deregister(registration: Option<Registration>) {
+    if let Some(registration) = registration
+        && let Err(error) = registration.deregister().await
+    {
+        tracing::warn!(%error, "could not deregister; the record expires with its lease");
+    }
+}
+
+fn record(node_id: String, role: Role, address: String, config: &NodeConfig) -> NodeRecord {
+    let cache_bytes = config.cache.memory_bytes + config.cache.disk_dir.as_ref().map_or(0, |_| config.cache.disk_bytes);
+    NodeRecord {
+        node_id,
+        role,
+        address,
+        cores: available_cores(),
+        cache_bytes: if role == Role::PlanExecutor { cache_bytes } else { 0 },
+        stopping: false,
+        version: env!("CARGO_PKG_VERSION").to_string(),
+    }
+}
+
 /// `lancefleet standalone`: the query node with in-process execution, or with the
-/// configured executors when there are any.
+/// configured (or etcd-registered) executors when there are any.
 pub async fn standalone(config: NodeConfig) -> Result<(), RoleError> {
-    let dispatcher = if config.cluster.executors.is_empty() { Dispatcher::Local } else { cluster(&config)? };
-    serve_query_node(config, dispatcher, "standalone").await
+    serve_query_node(config, "standalone").await
 }
 
 /// `lancefleet query-node`: the query node in front of plan executors.
 pub async fn query_node(config: NodeConfig) -> Result<(), RoleError> {
-    if config.cluster.executors.is_empty() {
+    if config.cluster.executors.is_empty() && !config.control.uses_etcd() {
         return Err(RoleError::Config(
-            "a query node needs plan executors: pass --executor ID=ADDRESS or set [cluster] executors".into(),
+            "a query node needs plan executors: pass --executor ID=ADDRESS, set [cluster] executors, \
+             or follow the etcd control plane with --etcd URL"
+                .into(),
         ));
     }
-    let dispatcher = cluster(&config)?;
-    serve_query_node(config, dispatcher, "query-node").await
+    serve_query_node(config, "query-node").await
 }
 
-fn cluster(config: &NodeConfig) -> Result<Dispatcher, RoleError> {
-    let membership = StaticMembership::new(config.cluster.executors.clone());
-    Ok(Dispatcher::Cluster(Cluster::new(&membership, &config.cluster)?))
+/// Where queries run: the executors etcd lists, the configured ones, or (standalone
+/// without either) this process.
+async fn dispatcher(config: &NodeConfig, shutdown: &Shutdown) -> Result<Dispatcher, RoleError> {
+    let membership: Box<dyn Membership> = if config.control.uses_etcd() {
+        let client = etcd::connect(&config.control).await?;
+        let keys = Keys::new(&config.control.cluster);
+        Box::new(EtcdMembership::follow(client, keys, shutdown.clone()).await)
+    } else if config.cluster.executors.is_empty() {
+        return Ok(Dispatcher::Local);
+    } else {
+        Box::new(StaticMembership::new(config.cluster.executors.clone()))
+    };
+    Ok(Dispatcher::Cluster(Cluster::new(membership.as_ref(), &config.cluster)))
 }
 
-async fn serve_query_node(config: NodeConfig, dispatcher: Dispatcher, role: &'static str) -> Result<(), RoleError> {
+async fn serve_query_node(config: NodeConfig, role: &'static str) -> Result<(), RoleError> {
+    let shutdown = shutdown_on_signals();
+    let dispatcher = dispatcher(&config, &shutdown).await?;
     let (catalog, cache) = catalog(&config).await?;
     let weak_reads = Duration::from_secs(config.rest.weak_read_consistency_interval_seconds);
     let catalog = catalog.with_weak_reads(weak_reads);
     let storage_root = catalog.root().uri().to_string();
     let node = QueryNode::bind(&config.rest, catalog, dispatcher).await?;
+    let rest = node.local_addr()?;
+    let node_id = config.control.node_id_or_default(role);
+    let registration = register(&config, record(node_id, Role::QueryNode, format!("http://{rest}"), &config)).await?;
     tracing::info!(
         role,
-        rest = %node.local_addr()?,
+        %rest,
         storage_root,
         executors = config.cluster.executors.len(),
+        etcd = config.control.uses_etcd(),
         weak_read_consistency_interval_seconds = config.rest.weak_read_consistency_interval_seconds,
         version = env!("CARGO_PKG_VERSION"),
         "lancefleet is serving the LanceDB REST API"
     );
-    node.serve(shutdown_on_signals()).await?;
+    node.serve(shutdown).await?;
+    deregister(registration).await;
     close(cache).await?;
     tracing::info!(role, "lancefleet stopped");
     Ok(())
 }
 
-/// `lancefleet plan-executor`: runs plan fragments until shut down.
+/// `lancefleet plan-executor`: runs plan fragments until shut down. With etcd it
+/// registers, and on shutdown announces that it is stopping, waits for query nodes to
+/// hear it, drains, and only then deregisters.
 pub async fn plan_executor(config: NodeConfig) -> Result<(), RoleError> {
     let (catalog, cache) = catalog(&config).await?;
     let node = PlanExecutorNode::bind(&config.executor, catalog).await?;
-    node.serve(shutdown_on_signals()).await?;
+    let address = match &config.executor.advertise_address {
+        Some(address) => address.clone(),
+        None => format!("http://{}", node.local_addr()?),
+    };
+    let registration =
+        register(&config, record(config.executor.node_id.clone(), Role::PlanExecutor, address, &config)).await?;
+    let propagation = Duration::from_millis(config.control.stopping_propagation_ms);
+    let leaving = async {
+        if let Some(registration) = &registration {
+            match registration.set_stopping().await {
+                Ok(()) => tokio::time::sleep(propagation).await,
+                Err(error) => tracing::warn!(%error, "could not announce stopping"),
+            }
+        }
+    };
+    node.serve(shutdown_on_signals(), leaving).await?;
+    deregister(registration).await;
     close(cache).await?;
     tracing::info!(node_id = %config.executor.node_id, "plan executor stopped");
+    Ok(())
+}
+
+/// `lancefleet control-plane`: one instance of the leader-elected control plane.
+pub async fn control_plane(config: NodeConfig) -> Result<(), RoleError> {
+    if !config.control.uses_etcd() {
+        return Err(RoleError::Config(
+            "the control plane needs etcd: pass --etcd URL or set [control] etcd_endpoints".into(),
+        ));
+    }
+    let node_id = config.control.node_id_or_default("control-plane");
+    lancefleet_control_plane::run(&config, node_id, shutdown_on_signals()).await?;
     Ok(())
 }

@@ -2,13 +2,15 @@
 //! some fragments of a pinned table version) with lance and streams Arrow batches back.
 //!
 //! [`PlanExecutorNode::bind`] opens the socket; [`PlanExecutorNode::serve`] answers until
-//! the shutdown signal, then reports NOT_SERVING on the health service, stops accepting
-//! and lets in-flight fragments finish within the grace period.
+//! the shutdown signal, then reports NOT_SERVING on the health service, lets the cluster
+//! learn that it is leaving, stops accepting and lets in-flight fragments finish within
+//! the grace period.
 
 mod error;
 mod metrics;
 mod service;
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -58,16 +60,19 @@ impl PlanExecutorNode {
             .map_err(|source| ExecutorError::Listen { address: "the bound socket".into(), source })
     }
 
-    /// Serves until `shutdown` fires, then drains in-flight fragments for at most the
-    /// grace period.
-    pub async fn serve(self, shutdown: Shutdown) -> Result<(), ExecutorError> {
+    /// Serves until `shutdown` fires. Then it reports NOT_SERVING, runs `leaving` (which
+    /// tells the cluster, and waits until query nodes have heard) while still accepting
+    /// fragments, stops accepting, and drains in-flight fragments for at most the grace
+    /// period.
+    pub async fn serve(self, shutdown: Shutdown, leaving: impl Future<Output = ()>) -> Result<(), ExecutorError> {
         let address = self.local_addr()?;
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
         health_reporter.set_serving::<PlanExecutorServer<ExecutorService>>().await;
         let executor = PlanExecutorServer::new(self.service)
             .max_encoding_message_size(MAX_MESSAGE_BYTES)
             .max_decoding_message_size(MAX_MESSAGE_BYTES);
-        let stop = shutdown.clone();
+        let accepting = Shutdown::new();
+        let stop = accepting.clone();
         let server = Server::builder()
             .tcp_nodelay(true)
             .add_service(health_service)
@@ -76,8 +81,12 @@ impl PlanExecutorNode {
         let server = tokio::spawn(server);
         let metrics = tokio::spawn(lancefleet_common::metrics::serve_metrics(self.metrics_listen, shutdown.clone()));
         tracing::info!(%address, node_id = %self.node_id, "plan executor is serving");
-        // Query nodes probing health stop sending new fragments before the drain.
-        let stopping = health_reporter.set_not_serving::<PlanExecutorServer<ExecutorService>>();
+        // Query nodes stop sending new fragments before the executor stops accepting them.
+        let stopping = async {
+            health_reporter.set_not_serving::<PlanExecutorServer<ExecutorService>>().await;
+            leaving.await;
+            accepting.trigger();
+        };
         let drained = shutdown.drain(server, self.grace, stopping, "fragments").await?;
         if !shutdown.is_triggered() {
             // The gRPC server ended on its own; the metrics endpoint would wait forever.

@@ -43,13 +43,10 @@ pub fn freshness(headers: &HeaderMap) -> Result<Freshness, ApiError> {
         floor.min_version = floor.min_version.max(Some(version));
     }
     if let Some(value) = headers.get(MIN_TIMESTAMP_HEADER) {
-        let instant = value
-            .to_str()
-            .ok()
-            .and_then(|text| chrono::DateTime::parse_from_rfc3339(text.trim()).ok())
-            .ok_or_else(|| {
-                ApiError::bad_request(format!("header {MIN_TIMESTAMP_HEADER} must be an RFC 3339 timestamp"))
-            })?;
+        let instant =
+            value.to_str().ok().and_then(|text| chrono::DateTime::parse_from_rfc3339(text.trim()).ok()).ok_or_else(
+                || ApiError::bad_request(format!("header {MIN_TIMESTAMP_HEADER} must be an RFC 3339 timestamp")),
+            )?;
         floor.min_timestamp = Some(SystemTime::from(instant));
     }
     Ok(floor)

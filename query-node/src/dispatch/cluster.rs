@@ -60,18 +60,18 @@ type Assignment = BTreeMap<Arc<str>, Vec<(u64, usize)>>;
 
 impl Cluster {
     /// A cluster whose executors come from `membership`, placed as `config` says.
-    pub fn new(membership: &dyn Membership, config: &ClusterConfig) -> Result<Self, ApiError> {
+    pub fn new(membership: &dyn Membership, config: &ClusterConfig) -> Self {
         let receiver = membership.subscribe();
         let members = receiver.borrow().clone();
-        let view = View::build(members, config.replicas, config.virtual_nodes, None)?;
-        Ok(Self {
+        let view = View::build(members, config.replicas, config.virtual_nodes, None);
+        Self {
             membership: receiver,
             view: Mutex::new(Arc::new(view)),
             suspects: Mutex::new(HashMap::new()),
             replicas: config.replicas,
             virtual_nodes: config.virtual_nodes,
             fragment_timeout: Duration::from_millis(config.fragment_timeout_ms),
-        })
+        }
     }
 
     /// The view of the current membership, rebuilt when membership changed.
@@ -79,7 +79,7 @@ impl Cluster {
         let members = self.membership.borrow().clone();
         let mut view = self.view.lock().map_err(|_| ApiError::Internal("placement lock poisoned".into()))?;
         if !Arc::ptr_eq(&view.members, &members) {
-            *view = Arc::new(View::build(members, self.replicas, self.virtual_nodes, Some(&view))?);
+            *view = Arc::new(View::build(members, self.replicas, self.virtual_nodes, Some(&view)));
             tracing::info!(executors = view.placement.nodes().len(), "plan executor membership changed");
         }
         Ok(view.clone())
@@ -263,14 +263,9 @@ impl Cluster {
 
 impl View {
     /// Placement and clients for `members`, reusing the connections of `previous` to
-    /// executors whose address did not change.
-    fn build(
-        members: Arc<[ExecutorEndpoint]>,
-        replicas: usize,
-        virtual_nodes: u32,
-        previous: Option<&View>,
-    ) -> Result<Self, ApiError> {
-        let placement = Placement::new(members.iter().map(|member| member.id.as_str()), virtual_nodes, replicas);
+    /// executors whose address did not change. A member whose address is not a valid URI
+    /// is left out (and logged): one bad registration must not fail every query.
+    fn build(members: Arc<[ExecutorEndpoint]>, replicas: usize, virtual_nodes: u32, previous: Option<&View>) -> Self {
         let mut clients = HashMap::new();
         for member in members.iter() {
             let id: Arc<str> = Arc::from(member.id.as_str());
@@ -279,13 +274,19 @@ impl View {
                     previous.members.iter().any(|old| old.id == member.id && old.address == member.address);
                 same_address.then(|| previous.clients.get(&id).cloned()).flatten()
             });
-            let client = match reused {
-                Some(client) => client,
-                None => connect(member)?,
-            };
-            clients.insert(id, client);
+            match reused.map(Ok).unwrap_or_else(|| connect(member)) {
+                Ok(client) => {
+                    clients.insert(id, client);
+                }
+                Err(error) => tracing::error!(executor = %member.id, %error, "leaving the executor out"),
+            }
         }
-        Ok(Self { members, placement, clients })
+        let placement = Placement::new(
+            members.iter().map(|member| member.id.as_str()).filter(|id| clients.contains_key(*id)),
+            virtual_nodes,
+            replicas,
+        );
+        Self { members, placement, clients }
     }
 }
 
