@@ -61,3 +61,9 @@ ensure_azurite() {
   # 3.35.0 is the newest release that runs on Node 20.
   (cd "$AZURITE_DIR" && npm install --no-save --no-audit --no-fund --silent azurite@3.35.0)
 }
+
+# etcd, the control plane's store, for the control-plane tests (Debian's etcd-server 3.4;
+# the tests start their own instances on free ports).
+ensure_etcd() {
+  command -v etcd >/dev/null || apt_install etcd-server
+}

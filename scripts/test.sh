@@ -7,6 +7,7 @@ cd "$REPO_ROOT"
 ensure_build_packages
 ensure_python_env
 ensure_azurite
+ensure_etcd
 
 log "building (target dir $CARGO_TARGET_DIR)"
 cargo build --locked --workspace --bins --tests
