@@ -20,8 +20,8 @@ use lance::dataset::builder::DatasetBuilder;
 use lance::dataset::{ReadParams, WriteDestination, WriteMode, WriteParams};
 use lance::io::{ObjectStore, ObjectStoreParams, StorageOptionsAccessor, WrappingObjectStore};
 use lance::session::Session;
-use moka::future::Cache;
 use lancefleet_common::storage::StorageRoot;
+use moka::future::Cache;
 
 use crate::cache::ObjectCache;
 use crate::error::{EngineError, Result};
@@ -110,8 +110,8 @@ impl Catalog {
     /// up to `interval` old instead of checking the store for a newer version on every
     /// request. A zero interval keeps reads strong.
     pub fn with_weak_reads(mut self, interval: Duration) -> Self {
-        self.snapshots = (!interval.is_zero())
-            .then(|| Cache::builder().max_capacity(MAX_SNAPSHOTS).time_to_live(interval).build());
+        self.snapshots =
+            (!interval.is_zero()).then(|| Cache::builder().max_capacity(MAX_SNAPSHOTS).time_to_live(interval).build());
         self
     }
 
