@@ -176,6 +176,13 @@ pub async fn plan_executor(config: NodeConfig) -> Result<(), RoleError> {
     let node = PlanExecutorNode::bind(&config.executor, catalog).await?;
     let address = match &config.executor.advertise_address {
         Some(address) => address.clone(),
+        None if config.control.uses_etcd() && node.local_addr()?.ip().is_unspecified() => {
+            return Err(RoleError::Config(format!(
+                "listening on {} leaves query nodes no address to reach this executor at: \
+                 set executor.advertise_address (--advertise-address), e.g. http://$POD_IP:7070",
+                node.local_addr()?
+            )));
+        }
         None => format!("http://{}", node.local_addr()?),
     };
     let registration =

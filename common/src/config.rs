@@ -149,6 +149,10 @@ pub struct ClusterConfig {
     /// Time one executor may take for its fragments before they are retried elsewhere,
     /// in milliseconds. Default: 30000.
     pub fragment_timeout_ms: u64,
+    /// Bounded-load spill (experimental): a query node sends no more fragments to an
+    /// executor that has this many percent more in flight than the average, but to the
+    /// next executor of each fragment's preference list. Default: none (off).
+    pub spill_above_average_percent: Option<u32>,
 }
 
 impl Default for ClusterConfig {
@@ -158,6 +162,7 @@ impl Default for ClusterConfig {
             replicas: crate::placement::DEFAULT_REPLICAS,
             virtual_nodes: crate::placement::DEFAULT_VIRTUAL_NODES,
             fragment_timeout_ms: 30_000,
+            spill_above_average_percent: None,
         }
     }
 }
@@ -192,7 +197,8 @@ impl std::str::FromStr for ExecutorEndpoint {
 pub struct ExecutorConfig {
     /// gRPC address to listen on. Default: `127.0.0.1:7070`.
     pub listen: SocketAddr,
-    /// Stable node id. Default: `executor-0`.
+    /// Stable node id: the placement key, never reused by two live executors. Default:
+    /// `$POD_NAME` (a StatefulSet's stable pod name), else `executor-0`.
     pub node_id: String,
     /// Opened table versions kept in memory. Default: 64.
     pub open_datasets: u64,
@@ -217,7 +223,10 @@ impl Default for ExecutorConfig {
         Self {
             metrics_listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
             listen: SocketAddr::from(([127, 0, 0, 1], 7070)),
-            node_id: "executor-0".to_string(),
+            node_id: std::env::var("POD_NAME")
+                .ok()
+                .filter(|name| !name.trim().is_empty())
+                .unwrap_or_else(|| "executor-0".to_string()),
             open_datasets: 64,
             shutdown_grace_seconds: 30,
             advertise_address: None,

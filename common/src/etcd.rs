@@ -272,13 +272,20 @@ async fn stay_registered(
     }
 }
 
-/// Grants a lease and puts `record` at `key` under it.
+/// Grants a lease and puts `record` at `key` under it. A record already there at another
+/// address means two live nodes share an id (or an earlier run's lease has not expired
+/// after a move): said loudly, since placement keys must be unique.
 async fn put_under_new_lease(
     client: &Client,
     key: &str,
     record: &NodeRecord,
     ttl: Duration,
 ) -> Result<Lease, EtcdError> {
+    let existing = client.clone().get(key, None).await?;
+    let other = existing.kvs().first().and_then(|kv| serde_json::from_slice::<NodeRecord>(kv.value()).ok());
+    if let Some(other) = other.filter(|other| other.address != record.address) {
+        tracing::error!(key, other = other.address, "another node is registered with this node id; ids must be unique");
+    }
     let lease = Lease::grant(client, ttl).await?;
     let options = PutOptions::new().with_lease(lease.id());
     client.clone().put(key, serde_json::to_vec(record)?, Some(options)).await?;
