@@ -19,6 +19,7 @@ use std::time::Duration;
 use lancefleet_common::Shutdown;
 use lancefleet_common::config::RestConfig;
 use lancefleet_engine::Catalog;
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 
 pub use dispatch::{Cluster, Dispatcher};
@@ -59,8 +60,14 @@ impl QueryNode {
     pub async fn serve(self, shutdown: Shutdown) -> Result<(), ApiError> {
         let address = self.local_addr()?;
         let stop_accepting = shutdown.clone();
+        // Answers go out as soon as they are written (no Nagle delay behind the client's ACK).
+        let listener = self.listener.tap_io(|stream| {
+            if let Err(error) = stream.set_nodelay(true) {
+                tracing::debug!(%error, "cannot set TCP_NODELAY");
+            }
+        });
         let server =
-            axum::serve(self.listener, self.router).with_graceful_shutdown(async move { stop_accepting.wait().await });
+            axum::serve(listener, self.router).with_graceful_shutdown(async move { stop_accepting.wait().await });
         let server = tokio::spawn(server.into_future());
         let finished = shutdown.drain(server, self.grace, async {}, "requests").await?;
         finished.unwrap_or(Ok(())).map_err(|source| ApiError::Listen { address: address.to_string(), source })
