@@ -94,11 +94,13 @@ def main() -> None:
             })
             lance.write_dataset(data, str(work / "t.lance"), mode="create" if index == 0 else "append")
         endpoints = []
+        metrics_ports = []
         for index in range(args.executors):
             port = free_port()
+            metrics_ports.append(free_port())
             processes.append(subprocess.Popen(
                 [args.bin, "plan-executor", "--data-dir", str(work), "--node-id", f"pe-{index}",
-                 "--listen", f"127.0.0.1:{port}", "--metrics-listen", f"127.0.0.1:{free_port()}",
+                 "--listen", f"127.0.0.1:{port}", "--metrics-listen", f"127.0.0.1:{metrics_ports[-1]}",
                  "--log-level", "warn"], stdin=subprocess.DEVNULL,
             ))
             endpoints += ["--executor", f"pe-{index}=http://127.0.0.1:{port}"]
@@ -138,6 +140,10 @@ def main() -> None:
             text = requests.get(f"{url}/metrics", timeout=10).text
             choices = [line for line in text.splitlines() if line.startswith("lancefleet_query_fragments_total")]
             print(mode, "placement:", "; ".join(choices))
+        for index, port in enumerate(metrics_ports):
+            text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+            done = [line.split()[-1] for line in text.splitlines() if line.startswith("lancefleet_executor_fragments_total")]
+            print(f"pe-{index} fragment calls (both modes): {' '.join(done)}")
     finally:
         for process in reversed(processes):
             process.send_signal(signal.SIGTERM)
