@@ -149,10 +149,6 @@ pub struct ClusterConfig {
     /// Time one executor may take for its fragments before they are retried elsewhere,
     /// in milliseconds. Default: 30000.
     pub fragment_timeout_ms: u64,
-    /// Bounded-load spill (experimental): a query node sends no more fragments to an
-    /// executor that has this many percent more in flight than the average, but to the
-    /// next executor of each fragment's preference list. Default: none (off).
-    pub spill_above_average_percent: Option<u32>,
 }
 
 impl Default for ClusterConfig {
@@ -162,7 +158,6 @@ impl Default for ClusterConfig {
             replicas: crate::placement::DEFAULT_REPLICAS,
             virtual_nodes: crate::placement::DEFAULT_VIRTUAL_NODES,
             fragment_timeout_ms: 30_000,
-            spill_above_average_percent: None,
         }
     }
 }

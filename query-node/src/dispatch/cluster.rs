@@ -44,10 +44,6 @@ pub struct Cluster {
     replicas: usize,
     virtual_nodes: u32,
     fragment_timeout: Duration,
-    /// Fragments this node has in flight on each executor, for bounded-load spill.
-    in_flight: Arc<Mutex<HashMap<Arc<str>, usize>>>,
-    /// Spill above this percentage over the average in-flight load; `None`: never.
-    spill_above_average_percent: Option<u32>,
 }
 
 /// Placement and connections for one membership.
@@ -75,8 +71,6 @@ impl Cluster {
             replicas: config.replicas,
             virtual_nodes: config.virtual_nodes,
             fragment_timeout: Duration::from_millis(config.fragment_timeout_ms),
-            in_flight: Arc::default(),
-            spill_above_average_percent: config.spill_above_average_percent,
         }
     }
 
@@ -172,14 +166,7 @@ impl Cluster {
                 status: ErrorStatus::new(ErrorCode::Unavailable, "no plan executors are available"),
             });
         }
-        let bound = match self.spill_above_average_percent {
-            Some(percent) => {
-                let in_flight = self.in_flight.lock().map_err(|_| ApiError::Internal("load lock poisoned".into()))?;
-                Some(LoadBound::new(in_flight.clone(), fragments.len(), view.placement.nodes().len(), percent))
-            }
-            None => None,
-        };
-        let mut assignment = assign(fragments, &lists, &self.current_suspects()?, bound);
+        let mut assignment = assign(fragments, &lists, &self.current_suspects()?);
         METRICS.fanout.with_label_values(&[] as &[&str]).observe(assignment.len() as f64);
         let (mut results, failed) = self.run_round(&view, &assignment, template, &call).await?;
         if failed.is_empty() {
@@ -238,7 +225,6 @@ impl Cluster {
         F: Fn(FragmentCall) -> Fut,
         Fut: Future<Output = Result<T, ErrorStatus>>,
     {
-        let _in_flight = InFlight::start(&self.in_flight, assignment);
         let calls = assignment.iter().map(|(node, fragments)| {
             let mut fragment = template.clone();
             fragment.fragment_ids = fragments.iter().map(|(id, _)| *id).collect();
@@ -313,86 +299,16 @@ fn connect(member: &ExecutorEndpoint) -> Result<PlanExecutorClient<Channel>, Api
     Ok(PlanExecutorClient::new(channel).max_decoding_message_size(MAX_MESSAGE_BYTES))
 }
 
-/// Bounded load (as in Quickwit's placer): no executor is given fragments while it has
-/// more than `percent` % over the average in flight, counting the fragments being placed.
-#[derive(Debug)]
-struct LoadBound {
-    in_flight: HashMap<Arc<str>, usize>,
-    limit: usize,
-}
-
-impl LoadBound {
-    fn new(in_flight: HashMap<Arc<str>, usize>, placing: usize, nodes: usize, percent: u32) -> Self {
-        let total = in_flight.values().sum::<usize>() + placing;
-        let scaled = total * (100 + percent as usize);
-        let limit = scaled.div_ceil(100 * nodes.max(1)).max(1);
-        Self { in_flight, limit }
-    }
-
-    fn has_room(&self, node: &Arc<str>) -> bool {
-        self.in_flight.get(node).copied().unwrap_or(0) < self.limit
-    }
-
-    fn add(&mut self, node: &Arc<str>) {
-        *self.in_flight.entry(node.clone()).or_default() += 1;
-    }
-}
-
 /// Sends each fragment to the first executor of its preference list that is not under
-/// suspicion (to its first choice when all are) and, with a load bound, has room; when
-/// no executor of the list has room, to the first that is not suspected.
-fn assign(
-    fragments: &[u64],
-    lists: &HashMap<u64, Vec<Arc<str>>>,
-    suspects: &HashSet<Arc<str>>,
-    mut bound: Option<LoadBound>,
-) -> Assignment {
+/// suspicion (to its first choice when all are).
+fn assign(fragments: &[u64], lists: &HashMap<u64, Vec<Arc<str>>>, suspects: &HashSet<Arc<str>>) -> Assignment {
     let mut assignment = Assignment::new();
     for fragment in fragments {
         let Some(list) = lists.get(fragment).filter(|list| !list.is_empty()) else { continue };
-        let healthy = |node: &&Arc<str>| !suspects.contains(*node);
-        let first_healthy = list.iter().position(|node| healthy(&node)).unwrap_or(0);
-        let position = match &bound {
-            Some(bound) => list.iter().position(|node| healthy(&node) && bound.has_room(node)).unwrap_or(first_healthy),
-            None => first_healthy,
-        };
-        if let Some(bound) = &mut bound {
-            bound.add(&list[position]);
-        }
+        let position = list.iter().position(|node| !suspects.contains(node)).unwrap_or(0);
         assignment.entry(list[position].clone()).or_default().push((*fragment, position));
     }
     assignment
-}
-
-/// Counts an assignment's fragments as in flight on their executors until dropped.
-struct InFlight<'a> {
-    counts: &'a Mutex<HashMap<Arc<str>, usize>>,
-    assignment: Vec<(Arc<str>, usize)>,
-}
-
-impl<'a> InFlight<'a> {
-    fn start(counts: &'a Mutex<HashMap<Arc<str>, usize>>, assignment: &Assignment) -> Self {
-        let assignment = assignment.iter().map(|(node, fragments)| (node.clone(), fragments.len())).collect::<Vec<_>>();
-        if let Ok(mut counts) = counts.lock() {
-            for (node, fragments) in &assignment {
-                *counts.entry(node.clone()).or_default() += fragments;
-            }
-        }
-        Self { counts, assignment }
-    }
-}
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        if let Ok(mut counts) = self.counts.lock() {
-            for (node, fragments) in &self.assignment {
-                if let Some(count) = counts.get_mut(node) {
-                    *count = count.saturating_sub(*fragments);
-                }
-            }
-            counts.retain(|_, count| *count > 0);
-        }
-    }
 }
 
 /// Moves the fragments of `failed` executors to the next executor of each fragment's
@@ -448,57 +364,22 @@ mod tests {
 
     #[test]
     fn fragments_go_to_their_first_choice_unless_it_is_suspected() {
-        let assignment = assign(&[1, 2, 3], &lists(), &HashSet::new(), None);
+        let assignment = assign(&[1, 2, 3], &lists(), &HashSet::new());
         assert_eq!(assignment[&node("a")], vec![(1, 0), (3, 0)]);
         assert_eq!(assignment[&node("b")], vec![(2, 0)]);
 
-        let assignment = assign(&[1, 2, 3], &lists(), &HashSet::from([node("a")]), None);
+        let assignment = assign(&[1, 2, 3], &lists(), &HashSet::from([node("a")]));
         assert_eq!(assignment[&node("b")], vec![(1, 1), (2, 0)]);
         assert_eq!(assignment[&node("c")], vec![(3, 1)]);
         assert!(!assignment.contains_key(&node("a")));
 
         let everyone = HashSet::from([node("a"), node("b"), node("c")]);
-        assert_eq!(
-            assign(&[2], &lists(), &everyone, None)[&node("b")],
-            vec![(2, 0)],
-            "first choice when all are suspected"
-        );
-    }
-
-    #[test]
-    fn a_load_bound_spills_to_the_next_choice_only_past_the_bound() {
-        // a is first choice of fragments 1 and 3 and already busy: with 4 fragments in
-        // flight or being placed over 3 executors, +50 % allows 2 each.
-        let busy = HashMap::from([(node("a"), 1)]);
-        let bound = LoadBound::new(busy.clone(), 3, 3, 50);
-        let assignment = assign(&[1, 2, 3], &lists(), &HashSet::new(), Some(bound));
-        assert_eq!(assignment[&node("a")], vec![(1, 0)], "a takes one more, up to the bound");
-        assert_eq!(assignment[&node("c")], vec![(3, 1)], "then spills to the next choice");
-        assert_eq!(assignment[&node("b")], vec![(2, 0)]);
-
-        // Every executor of the list past the bound: the fragment stays on its first choice.
-        let full = HashMap::from([(node("a"), 9), (node("b"), 9)]);
-        let assignment = assign(&[1], &lists(), &HashSet::new(), Some(LoadBound::new(full, 1, 3, 0)));
-        assert_eq!(assignment[&node("a")], vec![(1, 0)]);
-
-        // Idle cluster: the bound changes nothing.
-        let idle = assign(&[1, 2, 3], &lists(), &HashSet::new(), Some(LoadBound::new(HashMap::new(), 3, 3, 100)));
-        assert_eq!(idle, assign(&[1, 2, 3], &lists(), &HashSet::new(), None));
-    }
-
-    #[test]
-    fn in_flight_fragments_are_counted_until_the_round_ends() {
-        let counts = Mutex::new(HashMap::new());
-        let assignment = assign(&[1, 2, 3], &lists(), &HashSet::new(), None);
-        let round = InFlight::start(&counts, &assignment);
-        assert_eq!(counts.lock().expect("lock").get(&node("a")), Some(&2));
-        drop(round);
-        assert!(counts.lock().expect("lock").is_empty());
+        assert_eq!(assign(&[2], &lists(), &everyone)[&node("b")], vec![(2, 0)], "first choice when all are suspected");
     }
 
     #[test]
     fn a_failed_executors_fragments_move_to_their_next_choice_once() {
-        let assignment = assign(&[1, 2, 3], &lists(), &HashSet::new(), None);
+        let assignment = assign(&[1, 2, 3], &lists(), &HashSet::new());
         let retry = reassign(&assignment, &HashSet::from([node("a")]), &lists()).expect("replicas left");
         assert_eq!(retry[&node("b")], vec![(1, 1)]);
         assert_eq!(retry[&node("c")], vec![(3, 1)]);
