@@ -17,6 +17,7 @@ use lance_linalg::distance::DistanceType;
 use lancefleet_proto::v1::{FragmentQuery, NearestQuery, VectorKind};
 
 use crate::error::{EngineError, Result};
+use crate::merge::DISTANCE_COLUMN;
 use crate::output::QueryOutput;
 use crate::plan::check_bytes;
 
@@ -63,13 +64,22 @@ fn build_scanner(dataset: &Dataset, scope: Scope<'_>, query: &FragmentQuery) -> 
     let offset = (query.offset > 0).then(|| to_i64(query.offset));
     scanner.limit(query.limit.map(to_i64), offset)?;
     if let Some(projection) = &query.projection {
-        if projection.columns.iter().all(|column| column.expression.is_none()) {
-            scanner.project(&projection.columns.iter().map(|column| column.name.as_str()).collect::<Vec<_>>())?;
+        let mut pairs = projection
+            .columns
+            .iter()
+            .map(|column| (column.name.clone(), column.expression.clone()))
+            .collect::<Vec<_>>();
+        // A vector search always answers with its distance, last (what lance adds by itself
+        // today, with a deprecation warning per query when it is not asked for).
+        if query.nearest.is_some() && !pairs.iter().any(|(name, _)| name == DISTANCE_COLUMN) {
+            pairs.push((DISTANCE_COLUMN.to_string(), None));
+        }
+        if pairs.iter().all(|(_, expression)| expression.is_none()) {
+            scanner.project(&pairs.iter().map(|(name, _)| name.as_str()).collect::<Vec<_>>())?;
         } else {
-            let pairs = projection
-                .columns
-                .iter()
-                .map(|column| (column.name.clone(), column.expression.clone().unwrap_or_else(|| column.name.clone())))
+            let pairs = pairs
+                .into_iter()
+                .map(|(name, expression)| (name.clone(), expression.unwrap_or(name)))
                 .collect::<Vec<_>>();
             scanner.project_with_transform(&pairs)?;
         }

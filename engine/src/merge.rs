@@ -12,7 +12,7 @@ use crate::output::QueryOutput;
 use crate::plan::{Merge, MergeOrder, QUERY_INDEX_COLUMN};
 
 /// Lance's distance column.
-const DISTANCE_COLUMN: &str = "_distance";
+pub(crate) const DISTANCE_COLUMN: &str = "_distance";
 /// Lance's row id column.
 const ROW_ID_COLUMN: &str = "_rowid";
 /// Lance's row address column: fragment id in the high 32 bits, row offset in the low.

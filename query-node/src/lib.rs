@@ -16,10 +16,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::serve::ListenerExt;
 use lancefleet_common::Shutdown;
 use lancefleet_common::config::RestConfig;
 use lancefleet_engine::Catalog;
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 
 pub use dispatch::{Cluster, Dispatcher};
