@@ -69,7 +69,7 @@ struct QueryNodeArgs {
     /// (replaces `cluster.executors`).
     #[arg(long = "executor", value_name = "ID=ADDRESS")]
     executors: Vec<ExecutorEndpoint>,
-    /// Stable node id in etcd [config: control.node_id, default $POD_NAME or $HOSTNAME].
+    /// Stable node id in etcd [config: control.node_id, default $POD_NAME, else {role}-{host}-{port}].
     #[arg(long)]
     node_id: Option<String>,
 }
@@ -83,7 +83,7 @@ struct ControlPlaneArgs {
     /// default 127.0.0.1:8070].
     #[arg(long)]
     listen: Option<String>,
-    /// Stable node id [config: control.node_id, default $POD_NAME or $HOSTNAME].
+    /// Stable node id [config: control.node_id, default $POD_NAME, else {role}-{host}-{port}].
     #[arg(long)]
     node_id: Option<String>,
 }

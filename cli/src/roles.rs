@@ -149,7 +149,7 @@ async fn serve_query_node(config: NodeConfig, role: &'static str) -> Result<(), 
     let storage_root = catalog.root().uri().to_string();
     let node = QueryNode::bind(&config.rest, catalog, dispatcher).await?;
     let rest = node.local_addr()?;
-    let node_id = config.control.node_id_or_default(role);
+    let node_id = config.control.node_id_or_default(role, rest.port());
     let registration = register(&config, record(node_id, Role::QueryNode, format!("http://{rest}"), &config)).await?;
     tracing::info!(
         role,
@@ -210,7 +210,7 @@ pub async fn control_plane(config: NodeConfig) -> Result<(), RoleError> {
             "the control plane needs etcd: pass --etcd URL or set [control] etcd_endpoints".into(),
         ));
     }
-    let node_id = config.control.node_id_or_default("control-plane");
+    let node_id = config.control.node_id_or_default("control-plane", config.control.listen.port());
     lancefleet_control_plane::run(&config, node_id, shutdown_on_signals()).await?;
     Ok(())
 }

@@ -55,8 +55,8 @@ pub struct ControlConfig {
     pub etcd_endpoints: Vec<String>,
     /// Name of the cluster: every key lives under `/{cluster}/`. Default: `lancefleet`.
     pub cluster: String,
-    /// Stable id of a query node or control-plane instance (plan executors use
-    /// `executor.node_id`). Default: `$POD_NAME`, else `$HOSTNAME`, else the role name.
+    /// Id of a query node or control-plane instance in etcd (plan executors use
+    /// `executor.node_id`). Default: `$POD_NAME`, else `{role}-{host name}-{port}`.
     pub node_id: Option<String>,
     /// TTL of registration and leader leases, in seconds: how long a node that died
     /// silently stays registered (the control plane's probes usually catch it first).
@@ -100,15 +100,23 @@ impl ControlConfig {
         !self.etcd_endpoints.is_empty()
     }
 
-    /// This node's id as a `role` other than plan executor: configured, else the pod or
-    /// host name, else `role`.
-    pub fn node_id_or_default(&self, role: &str) -> String {
-        self.node_id
-            .clone()
-            .or_else(|| std::env::var("POD_NAME").ok())
-            .or_else(|| std::env::var("HOSTNAME").ok())
-            .filter(|id| !id.trim().is_empty())
-            .unwrap_or_else(|| role.to_string())
+    /// This node's id as a `role` other than plan executor (for those it only names the
+    /// node; executors' ids are placement keys and come from `executor.node_id`):
+    /// configured, else `$POD_NAME`, else `{role}-{host name}-{port}`, so that several
+    /// nodes on one machine get distinct ids.
+    pub fn node_id_or_default(&self, role: &str, port: u16) -> String {
+        let configured = self.node_id.clone().or_else(|| std::env::var("POD_NAME").ok());
+        configured.filter(|id| !id.trim().is_empty()).unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .or_else(|| std::env::var("HOSTNAME").ok())
+                .map(|host| host.trim().to_string())
+                .filter(|host| !host.is_empty());
+            match host {
+                Some(host) => format!("{role}-{host}-{port}"),
+                None => format!("{role}-{port}"),
+            }
+        })
     }
 }
 
@@ -319,6 +327,10 @@ mod tests {
             assert!(!config.control.uses_etcd(), "no etcd unless configured");
             assert_eq!(config.control.lease_ttl_seconds, 10);
             assert_eq!(config.executor.advertised(), "http://127.0.0.1:7070");
+            let named = ControlConfig { node_id: Some("qn-a".into()), ..ControlConfig::default() };
+            assert_eq!(named.node_id_or_default("query-node", 8080), "qn-a");
+            let unnamed = ControlConfig::default().node_id_or_default("query-node", 8080);
+            assert!(unnamed.starts_with("query-node-") && unnamed.ends_with("-8080"), "{unnamed}");
             Ok(())
         });
     }
