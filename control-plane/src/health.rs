@@ -48,8 +48,8 @@ impl HealthTracker {
         })
     }
 
-    /// Learns which executors already carry a mark (from etcd, written by an earlier
-    /// leader), so a new leader clears them when they pass.
+    /// Learns which executors carry a mark in etcd (written by this leader, an earlier
+    /// one, or before the executor restarted), so that a passing probe clears it.
     pub fn adopt_marks<'a>(&mut self, marked: impl IntoIterator<Item = &'a str>) {
         for node_id in marked {
             self.marked.insert(node_id.to_string(), true);

@@ -90,7 +90,6 @@ impl Candidate {
     /// and writes the mark changes. Runs until the term ends.
     async fn probe_executors(&self, lease: i64) {
         let mut tracker = HealthTracker::new(self.config.unhealthy_after_probes);
-        tracker.adopt_marks(self.state.borrow().unhealthy.keys().map(String::as_str));
         let mut channels = HashMap::<String, Channel>::new();
         let timeout = Duration::from_millis(self.config.probe_timeout_ms);
         let mut ticks = tokio::time::interval(Duration::from_millis(self.config.probe_interval_ms));
@@ -100,6 +99,18 @@ impl Candidate {
             let state = self.state.borrow().clone();
             let executors = state.nodes_of(Role::PlanExecutor).filter(|node| !node.stopping).collect::<Vec<_>>();
             tracker.retain(|node_id| executors.iter().any(|node| node.node_id == node_id));
+            // The marks in etcd are the truth, whoever wrote them: a passing probe clears any
+            // of them, and the mark of an executor that left goes with it (else the same id
+            // coming back would stay excluded).
+            for node_id in state.unhealthy.keys() {
+                if state.nodes_of(Role::PlanExecutor).all(|node| &node.node_id != node_id)
+                    && let Err(error) = etcd::mark_healthy(&self.client, &self.keys, node_id).await
+                {
+                    tracing::warn!(node_id, %error, "could not drop the mark of a departed executor");
+                }
+            }
+            tracker.adopt_marks(state.unhealthy.keys().map(String::as_str));
+            METRICS.unhealthy.set(i64::try_from(state.unhealthy.len()).unwrap_or(i64::MAX));
             channels.retain(|address, _| executors.iter().any(|node| &node.address == address));
             let probes = executors.iter().map(|node| {
                 let channel =
@@ -121,13 +132,11 @@ impl Candidate {
             Transition::MarkUnhealthy { failed_probes } => {
                 let reason = failure.unwrap_or_default();
                 tracing::warn!(node_id = node.node_id, failed_probes, reason, "marking executor unhealthy");
-                METRICS.unhealthy.inc();
                 let mark = HealthMark { node_id: node.node_id.clone(), reason, failed_probes };
                 etcd::mark_unhealthy(&self.client, &self.keys, &mark, lease).await
             }
             Transition::MarkHealthy => {
                 tracing::info!(node_id = node.node_id, "executor passes its probes again");
-                METRICS.unhealthy.dec();
                 etcd::mark_healthy(&self.client, &self.keys, &node.node_id).await
             }
         };

@@ -10,7 +10,8 @@ pub struct ControlPlaneMetrics {
     pub leader: IntGauge,
     /// `lancefleet_control_probes_total{result}`: executor health probes (`passed`, `failed`).
     pub probes: IntCounterVec,
-    /// `lancefleet_control_unhealthy_executors`: executors this leader has marked unhealthy.
+    /// `lancefleet_control_unhealthy_executors`: executors marked unhealthy (as the leader
+    /// last saw the marks).
     pub unhealthy: IntGauge,
 }
 
@@ -25,7 +26,7 @@ pub static METRICS: LazyLock<ControlPlaneMetrics> = LazyLock::new(|| ControlPlan
     .expect("register lancefleet_control_probes_total"),
     unhealthy: register_int_gauge!(
         "lancefleet_control_unhealthy_executors",
-        "Executors the leader has marked unhealthy."
+        "Executors marked unhealthy, as the leader last saw the marks."
     )
     .expect("register lancefleet_control_unhealthy_executors"),
 });

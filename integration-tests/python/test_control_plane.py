@@ -135,6 +135,15 @@ def test_an_executor_killed_under_load_fails_no_query(cluster):
     state = cluster.state()
     assert set(state["placement"]["first_choice_share"]) == {"pe-0", "pe-2"}, "placement converged"
     last_retry = retries.last_increase_after(killed_at)
+    # Restarted under the same id, it is healthy again (its old mark is gone) and serves.
+    victim.start()
+
+    def served_by_victim() -> bool:
+        cluster.search()
+        return cluster.executor_fragments(victim) > 0
+
+    wait_until(served_by_victim, 15, "the restarted executor to get fragments")
+    assert serving_executors(cluster.state()) == {"pe-0", "pe-1", "pe-2"}
     print(f"\nSIGKILL: 0 failed of {load.answered} queries; last retry {last_retry} s after the kill; "
           f"record gone after {gone_after:.2f} s (lease TTL {LEASE_TTL} s)")
 
