@@ -4,9 +4,9 @@
 use std::time::Duration;
 
 use lancefleet_common::Shutdown;
-use lancefleet_common::cluster_state::{NodeRecord, Role, available_cores};
+use lancefleet_common::cluster_state::{NodeRecord, Role};
 use lancefleet_common::config::NodeConfig;
-use lancefleet_common::etcd::{self, EtcdError, EtcdMembership, Keys, Registration};
+use lancefleet_common::etcd::{self, Client, EtcdError, EtcdMembership, Keys, Registration};
 use lancefleet_common::membership::{Membership, StaticMembership};
 use lancefleet_common::storage::StorageRoot;
 use lancefleet_engine::Catalog;
@@ -70,19 +70,24 @@ fn shutdown_on_signals() -> Shutdown {
 /// How long a starting node waits for its first registration before serving anyway.
 const REGISTER_WAIT: Duration = Duration::from_secs(5);
 
-/// This node's entry in etcd, when the cluster has a control plane.
-async fn register(config: &NodeConfig, record: NodeRecord) -> Result<Option<Registration>, RoleError> {
+/// The process's one etcd client, when the cluster has a control plane.
+async fn etcd_client(config: &NodeConfig) -> Result<Option<Client>, RoleError> {
     if !config.control.uses_etcd() {
         return Ok(None);
     }
-    let client = etcd::connect(&config.control).await?;
+    Ok(Some(etcd::connect(&config.control).await?))
+}
+
+/// This node's entry in etcd, when the cluster has a control plane.
+async fn register(client: Option<&Client>, config: &NodeConfig, record: NodeRecord) -> Option<Registration> {
+    let client = client?.clone();
     let keys = Keys::new(&config.control.cluster);
     let ttl = Duration::from_secs(config.control.lease_ttl_seconds);
     let registration = Registration::start(client, &keys, record, ttl);
     if !registration.wait_registered(REGISTER_WAIT).await {
         tracing::warn!("etcd does not answer yet; serving meanwhile, registering in the background");
     }
-    Ok(Some(registration))
+    Some(registration)
 }
 
 /// Leaves etcd; a failure only delays the record's expiry until its lease runs out.
@@ -91,19 +96,6 @@ async fn deregister(registration: Option<Registration>) {
         && let Err(error) = registration.deregister().await
     {
         tracing::warn!(%error, "could not deregister; the record expires with its lease");
-    }
-}
-
-fn record(node_id: String, role: Role, address: String, config: &NodeConfig) -> NodeRecord {
-    let cache_bytes = config.cache.memory_bytes + config.cache.disk_dir.as_ref().map_or(0, |_| config.cache.disk_bytes);
-    NodeRecord {
-        node_id,
-        role,
-        address,
-        cores: available_cores(),
-        cache_bytes: if role == Role::PlanExecutor { cache_bytes } else { 0 },
-        stopping: false,
-        version: env!("CARGO_PKG_VERSION").to_string(),
     }
 }
 
@@ -127,22 +119,22 @@ pub async fn query_node(config: NodeConfig) -> Result<(), RoleError> {
 
 /// Where queries run: the executors etcd lists, the configured ones, or (standalone
 /// without either) this process.
-async fn dispatcher(config: &NodeConfig, shutdown: &Shutdown) -> Result<Dispatcher, RoleError> {
-    let membership: Box<dyn Membership> = if config.control.uses_etcd() {
-        let client = etcd::connect(&config.control).await?;
+async fn dispatcher(config: &NodeConfig, client: Option<&Client>, shutdown: &Shutdown) -> Dispatcher {
+    let membership: Box<dyn Membership> = if let Some(client) = client {
         let keys = Keys::new(&config.control.cluster);
-        Box::new(EtcdMembership::follow(client, keys, shutdown.clone()).await)
+        Box::new(EtcdMembership::follow(client.clone(), keys, shutdown.clone()).await)
     } else if config.cluster.executors.is_empty() {
-        return Ok(Dispatcher::Local);
+        return Dispatcher::Local;
     } else {
         Box::new(StaticMembership::new(config.cluster.executors.clone()))
     };
-    Ok(Dispatcher::Cluster(Cluster::new(membership.as_ref(), &config.cluster)))
+    Dispatcher::Cluster(Cluster::new(membership.as_ref(), &config.cluster))
 }
 
 async fn serve_query_node(config: NodeConfig, role: &'static str) -> Result<(), RoleError> {
     let shutdown = shutdown_on_signals();
-    let dispatcher = dispatcher(&config, &shutdown).await?;
+    let client = etcd_client(&config).await?;
+    let dispatcher = dispatcher(&config, client.as_ref(), &shutdown).await;
     let (catalog, cache) = catalog(&config).await?;
     let weak_reads = Duration::from_secs(config.rest.weak_read_consistency_interval_seconds);
     let catalog = catalog.with_weak_reads(weak_reads);
@@ -150,7 +142,8 @@ async fn serve_query_node(config: NodeConfig, role: &'static str) -> Result<(), 
     let node = QueryNode::bind(&config.rest, catalog, dispatcher).await?;
     let rest = node.local_addr()?;
     let node_id = config.control.node_id_or_default(role, rest.port());
-    let registration = register(&config, record(node_id, Role::QueryNode, format!("http://{rest}"), &config)).await?;
+    let record = NodeRecord::new(node_id, Role::QueryNode, format!("http://{rest}"), 0);
+    let registration = register(client.as_ref(), &config, record).await;
     tracing::info!(
         role,
         %rest,
@@ -185,8 +178,10 @@ pub async fn plan_executor(config: NodeConfig) -> Result<(), RoleError> {
         }
         None => format!("http://{}", node.local_addr()?),
     };
-    let registration =
-        register(&config, record(config.executor.node_id.clone(), Role::PlanExecutor, address, &config)).await?;
+    let tiers = &config.cache;
+    let cache_bytes = tiers.memory_bytes + tiers.disk_dir.as_ref().map_or(0, |_| tiers.disk_bytes);
+    let record = NodeRecord::new(config.executor.node_id.clone(), Role::PlanExecutor, address, cache_bytes);
+    let registration = register(etcd_client(&config).await?.as_ref(), &config, record).await;
     let propagation = Duration::from_millis(config.control.stopping_propagation_ms);
     let leaving = async {
         if let Some(registration) = &registration {

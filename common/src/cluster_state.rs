@@ -50,8 +50,24 @@ pub struct NodeRecord {
     pub version: String,
 }
 
-/// The CPU cores this process may use, for its [`NodeRecord`].
-pub fn available_cores() -> u32 {
+impl NodeRecord {
+    /// The record of this process as a running (not stopping) `role` node reachable at
+    /// `address`, with this machine's cores and this build's version.
+    pub fn new(node_id: impl Into<String>, role: Role, address: impl Into<String>, cache_bytes: u64) -> Self {
+        Self {
+            node_id: node_id.into(),
+            role,
+            address: address.into(),
+            cores: available_cores(),
+            cache_bytes,
+            stopping: false,
+            version: env!("CARGO_PKG_VERSION").to_string(),
+        }
+    }
+}
+
+/// The CPU cores this process may use.
+fn available_cores() -> u32 {
     std::thread::available_parallelism().map_or(1, |cores| u32::try_from(cores.get()).unwrap_or(u32::MAX))
 }
 
@@ -129,15 +145,7 @@ mod tests {
     use super::*;
 
     fn executor(id: &str) -> NodeRecord {
-        NodeRecord {
-            node_id: id.into(),
-            role: Role::PlanExecutor,
-            address: format!("http://{id}:7070"),
-            cores: 2,
-            cache_bytes: 1 << 30,
-            stopping: false,
-            version: "test".into(),
-        }
+        NodeRecord::new(id, Role::PlanExecutor, format!("http://{id}:7070"), 1 << 30)
     }
 
     fn put(state: &mut ClusterState, key: &str, record: &impl Serialize) {

@@ -16,7 +16,8 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use etcd_client::{Client, ConnectOptions, EventType, GetOptions, PutOptions, WatchOptions};
+pub use etcd_client::Client;
+use etcd_client::{ConnectOptions, EventType, GetOptions, PutOptions, WatchOptions};
 use tokio::sync::{Mutex, watch};
 use tokio::task::JoinHandle;
 
@@ -532,15 +533,7 @@ mod tests {
     }
 
     fn executor(id: &str) -> NodeRecord {
-        NodeRecord {
-            node_id: id.to_string(),
-            role: Role::PlanExecutor,
-            address: format!("http://{id}:7070"),
-            cores: 1,
-            cache_bytes: 0,
-            stopping: false,
-            version: "test".to_string(),
-        }
+        NodeRecord::new(id, Role::PlanExecutor, format!("http://{id}:7070"), 0)
     }
 
     /// Waits until the executors are exactly `ids`.

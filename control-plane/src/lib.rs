@@ -40,15 +40,7 @@ pub async fn run(config: &NodeConfig, node_id: String, shutdown: Shutdown) -> Re
     let client = etcd::connect(control).await?;
     let keys = Keys::new(&control.cluster);
     let ttl = Duration::from_secs(control.lease_ttl_seconds);
-    let record = NodeRecord {
-        node_id: node_id.clone(),
-        role: Role::ControlPlane,
-        address: format!("http://{address}"),
-        cores: lancefleet_common::cluster_state::available_cores(),
-        cache_bytes: 0,
-        stopping: false,
-        version: env!("CARGO_PKG_VERSION").to_string(),
-    };
+    let record = NodeRecord::new(node_id.clone(), Role::ControlPlane, format!("http://{address}"), 0);
     let registration = Registration::start(client.clone(), &keys, record, ttl);
     let membership = EtcdMembership::follow(client.clone(), keys.clone(), shutdown.clone()).await;
 
