@@ -18,6 +18,8 @@ pub enum Role {
     PlanExecutor,
     /// Probes health and serves the cluster state.
     ControlPlane,
+    /// Compacts, indexes and cleans tables in the background.
+    Indexer,
 }
 
 impl Role {
@@ -27,6 +29,7 @@ impl Role {
             Self::QueryNode => "query-node",
             Self::PlanExecutor => "plan-executor",
             Self::ControlPlane => "control-plane",
+            Self::Indexer => "indexer",
         }
     }
 }

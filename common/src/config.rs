@@ -24,7 +24,7 @@ pub const ENV_PREFIX: &str = "LANCEFLEET_";
 
 /// Top-level sections; environment variables outside them (such as `LANCEFLEET_CONFIG`
 /// itself) are not configuration keys.
-const SECTIONS: &[&str] = &["storage", "rest", "log", "cluster", "executor", "cache", "control"];
+const SECTIONS: &[&str] = &["storage", "rest", "log", "cluster", "executor", "cache", "control", "indexer"];
 
 /// Configuration of every role; each reads the sections it needs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -44,6 +44,67 @@ pub struct NodeConfig {
     pub cache: CacheConfig,
     /// The control plane on etcd: membership, health, leader election (every role).
     pub control: ControlConfig,
+    /// Background maintenance: compaction, indexing, cleanup (indexers, standalone).
+    pub indexer: IndexerConfig,
+}
+
+/// Background table maintenance (`[indexer]`): when the indexer compacts, indexes and
+/// cleans a table. Every threshold is checked after each change event, against the
+/// table as it is on storage.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IndexerConfig {
+    /// Address of the indexer's `/health` and `/metrics` endpoint. Default: `127.0.0.1:8090`.
+    pub listen: SocketAddr,
+    /// Whether `standalone` runs an indexer in-process. Default: true.
+    pub embedded: bool,
+    /// Tables maintained at the same time by one indexer. Default: 2.
+    pub concurrent_tables: usize,
+    /// A fragment with fewer rows than this is small, and compaction aims at fragments
+    /// of this size. Default: 1048576 (lance's default).
+    pub target_rows_per_fragment: usize,
+    /// Compact once a table has this many small fragments (or a fragment whose deleted
+    /// share passes lance's threshold, 10 %). Default: 8.
+    pub compact_min_small_fragments: usize,
+    /// Add the new rows to a table's indexes (an append delta) once an index misses
+    /// this many rows. Default: 10000.
+    pub optimize_min_unindexed_rows: u64,
+    /// Merge an index's segments once it has more than this many. Default: 4.
+    pub max_index_segments: usize,
+    /// Create a vector index (IVF_PQ, `{column}_idx`) on a table's vector column once the
+    /// table has this many rows and no vector index; 0 never does. Default: 100000.
+    pub auto_index_min_rows: u64,
+    /// Columns that get a full-text index (FTS) automatically at `auto_index_min_rows`,
+    /// in any table that has them as strings. Default: none.
+    pub auto_fts_columns: Vec<String>,
+    /// Columns that get a BTREE index automatically at `auto_index_min_rows`. Default: none.
+    pub auto_scalar_columns: Vec<String>,
+    /// Versions older than this are removed (except tagged ones). Keep it above the
+    /// longest a reader pins a version: `rest.weak_read_consistency_interval_seconds`
+    /// plus the longest query. Default: 3600.
+    pub cleanup_retention_seconds: u64,
+    /// Wait before retrying a table whose round was dropped (a writer's conflicting
+    /// commit, or another indexer holding it), in milliseconds. Default: 2000.
+    pub retry_after_ms: u64,
+}
+
+impl Default for IndexerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8090)),
+            embedded: true,
+            concurrent_tables: 2,
+            target_rows_per_fragment: 1024 * 1024,
+            compact_min_small_fragments: 8,
+            optimize_min_unindexed_rows: 10_000,
+            max_index_segments: 4,
+            auto_index_min_rows: 100_000,
+            auto_fts_columns: Vec::new(),
+            auto_scalar_columns: Vec::new(),
+            cleanup_retention_seconds: 3600,
+            retry_after_ms: 2000,
+        }
+    }
 }
 
 /// The control plane on etcd (`[control]`).
@@ -327,6 +388,9 @@ mod tests {
             assert!(!config.control.uses_etcd(), "no etcd unless configured");
             assert_eq!(config.control.lease_ttl_seconds, 10);
             assert_eq!(config.executor.advertised(), "http://127.0.0.1:7070");
+            assert_eq!(config.indexer.compact_min_small_fragments, 8);
+            assert_eq!(config.indexer.auto_index_min_rows, 100_000);
+            assert_eq!(config.indexer.cleanup_retention_seconds, 3600);
             let named = ControlConfig { node_id: Some("qn-a".into()), ..ControlConfig::default() };
             assert_eq!(named.node_id_or_default("query-node", 8080), "qn-a");
             let unnamed = ControlConfig::default().node_id_or_default("query-node", 8080);

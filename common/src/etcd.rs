@@ -6,7 +6,9 @@
 //!   node that dies disappears when its lease expires;
 //! - `health/{node_id}`: a [`HealthMark`] the control-plane leader writes (under its own
 //!   lease) for an executor that fails its probes, so query nodes route around it before
-//!   its lease runs out.
+//!   its lease runs out;
+//! - `tables/{table}/…`: the event bus (see [`crate::etcd_bus`]); membership watches only
+//!   the keys before `tables/`, so table writes never wake it.
 //!
 //! Every loop here outlives etcd outages: registration re-grants its lease and re-puts its
 //! record when etcd comes back; membership keeps publishing the last known executors and
@@ -52,9 +54,25 @@ impl Keys {
         Self { root: format!("/{}/", name.trim_matches('/')) }
     }
 
-    /// Every key of the cluster (the prefix membership watches).
+    /// The prefix of every key of the cluster.
     pub fn root(&self) -> &str {
         &self.root
+    }
+
+    /// The end (exclusive) of the control-plane keys that start at [`Self::root`]: the
+    /// event bus's `tables/` keys sort after every one of them.
+    pub fn control_end(&self) -> String {
+        self.tables()
+    }
+
+    /// The prefix of every table's event-bus keys.
+    pub fn tables(&self) -> String {
+        format!("{}tables/", self.root)
+    }
+
+    /// The prefix of one table's event-bus keys.
+    pub fn table(&self, table: &str) -> String {
+        format!("{}tables/{table}/", self.root)
     }
 
     /// Where a node's record lives.
@@ -108,6 +126,11 @@ impl Lease {
         let (lost_tx, lost) = watch::channel(false);
         let keeper = tokio::spawn(keep_alive(client.clone(), id, ttl, lost_tx));
         Ok(Self { id, lost, keeper })
+    }
+
+    /// Whether the lease is lost (expired, or not renewed for a whole TTL).
+    pub fn is_lost(&self) -> bool {
+        *self.lost.borrow()
     }
 
     /// The lease id, for puts and campaigns attached to it.
@@ -379,7 +402,8 @@ async fn follow(client: Client, keys: Keys, publisher: Publisher, listed: tokio:
 
 /// The cluster's keys now, and the revision they were read at.
 async fn list(client: &Client, keys: &Keys) -> Result<(ClusterState, i64), EtcdError> {
-    let response = client.clone().get(keys.root(), Some(GetOptions::new().with_prefix())).await?;
+    let options = GetOptions::new().with_range(keys.control_end());
+    let response = client.clone().get(keys.root(), Some(options)).await?;
     let revision = response.header().map_or(0, |header| header.revision());
     let mut state = ClusterState::default();
     for kv in response.kvs() {
@@ -409,7 +433,7 @@ async fn watch_from(
     revision: i64,
     changed: impl Fn(&ClusterState),
 ) -> Result<WatchEnd, EtcdError> {
-    let options = WatchOptions::new().with_prefix().with_start_revision(revision);
+    let options = WatchOptions::new().with_range(keys.control_end()).with_start_revision(revision);
     let mut stream = client.clone().watch(keys.root(), Some(options)).await?;
     while let Some(response) = stream.message().await? {
         if response.compact_revision() > 0 {
@@ -445,7 +469,7 @@ pub async fn mark_healthy(client: &Client, keys: &Keys, node_id: &str) -> Result
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     //! Against a real etcd (Debian's `etcd-server`; `scripts/test.sh` installs it), started
     //! per test on free loopback ports with a temporary data directory.
 
@@ -459,7 +483,7 @@ mod tests {
     const TTL: Duration = Duration::from_secs(2);
 
     /// One etcd member; killed on drop. `restart` keeps its data and ports (an outage).
-    struct EtcdServer {
+    pub(crate) struct EtcdServer {
         child: Option<Child>,
         data: tempfile::TempDir,
         client_port: u16,
@@ -471,7 +495,7 @@ mod tests {
     }
 
     impl EtcdServer {
-        async fn start() -> Self {
+        pub(crate) async fn start() -> Self {
             let mut server = Self {
                 child: None,
                 data: tempfile::tempdir().expect("tempdir"),
@@ -509,7 +533,7 @@ mod tests {
             panic!("etcd did not start; data dir {}", self.data.path().display());
         }
 
-        async fn client(&self) -> Client {
+        pub(crate) async fn client(&self) -> Client {
             let config = ControlConfig { etcd_endpoints: vec![self.endpoint()], ..ControlConfig::default() };
             connect(&config).await.expect("client")
         }

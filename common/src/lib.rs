@@ -1,11 +1,13 @@
 //! Building blocks every LanceFleet role uses: typed configuration, logging,
-//! shutdown, the service-error trait, storage locations, placement, and membership
-//! (static, or followed from the etcd control plane).
+//! shutdown, the service-error trait, storage locations, placement, membership
+//! (static, or followed from the etcd control plane) and the table event bus.
 
 pub mod cluster_state;
 pub mod config;
 pub mod error;
 pub mod etcd;
+pub mod etcd_bus;
+pub mod events;
 pub mod membership;
 pub mod metrics;
 pub mod placement;
