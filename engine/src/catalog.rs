@@ -17,7 +17,7 @@ use arrow_array::{RecordBatch, RecordBatchIterator};
 use arrow_schema::SchemaRef;
 use lance::Dataset;
 use lance::dataset::builder::DatasetBuilder;
-use lance::dataset::{ReadParams, WriteDestination, WriteMode, WriteParams};
+use lance::dataset::{ReadParams, UpdateBuilder, WriteDestination, WriteMode, WriteParams};
 use lance::io::{ObjectStore, ObjectStoreParams, StorageOptionsAccessor, WrappingObjectStore};
 use lance::session::Session;
 use lancefleet_common::storage::StorageRoot;
@@ -287,6 +287,29 @@ impl Catalog {
         let mut dataset = self.load(id, None).await?;
         let result = dataset.delete(predicate).await?;
         Ok((result.num_deleted_rows, self.committed(id, Arc::unwrap_or_clone(result.new_dataset)).await))
+    }
+
+    /// Sets `updates` (column, SQL expression) on the rows matching `predicate` (every row
+    /// when `None`); returns how many rows changed and the new dataset.
+    pub async fn update_rows(
+        &self,
+        id: &TableId,
+        predicate: Option<&str>,
+        updates: &[(String, String)],
+    ) -> Result<(u64, Dataset)> {
+        if updates.is_empty() {
+            return Err(EngineError::invalid_input("update needs at least one column to set"));
+        }
+        let dataset = Arc::new(self.load(id, None).await?);
+        let mut builder = UpdateBuilder::new(dataset);
+        if let Some(predicate) = predicate {
+            builder = builder.update_where(predicate)?;
+        }
+        for (column, expression) in updates {
+            builder = builder.set(column, expression)?;
+        }
+        let result = builder.build()?.execute().await?;
+        Ok((result.rows_updated, self.committed(id, Arc::unwrap_or_clone(result.new_dataset)).await))
     }
 
     /// Removes a table and every version of it.

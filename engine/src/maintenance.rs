@@ -1,0 +1,226 @@
+//! Table maintenance with lance's own machinery: what a table looks like to the indexer
+//! ([`TableFacts`]), and the jobs it runs: compaction (plan, execute, commit, with index
+//! remapping), index builds, index optimization (append deltas, merge segments), and
+//! cleanup of old versions. Each job commits one new version or nothing; a commit that
+//! conflicts with a writer fails with a [`ErrorCode::Conflict`](lancefleet_proto::ErrorCode)
+//! error and changes nothing.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow_schema::{DataType, Schema};
+use lance::Dataset;
+use lance::dataset::index::DatasetIndexRemapperOptions;
+use lance::dataset::optimize::{CompactionOptions, commit_compaction, plan_compaction};
+use lance::index::DatasetIndexExt;
+use lance_index::optimize::OptimizeOptions;
+
+use crate::error::{EngineError, Result};
+use crate::vector_column::vector_column_of;
+
+/// An index of a table, as maintenance sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexFacts {
+    /// Its name.
+    pub name: String,
+    /// The column it indexes.
+    pub column: String,
+    /// Its type as lance names it (`IVF_PQ`, `BTree`, `Inverted`, …).
+    pub index_type: String,
+    /// Whether it is a vector index.
+    pub is_vector: bool,
+    /// Rows of fragments it does not cover yet (the unindexed tail).
+    pub unindexed_rows: u64,
+    /// Rows of fragments it covers.
+    pub indexed_rows: u64,
+    /// Its segments (the original build plus append deltas).
+    pub segments: usize,
+}
+
+/// What a table looks like at one version, as maintenance sees it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TableFacts {
+    /// The version described.
+    pub version: u64,
+    /// Rows, deletions excluded.
+    pub rows: u64,
+    /// Physical rows of each fragment (deleted rows included).
+    pub fragment_rows: Vec<u64>,
+    /// Fragments whose deleted share is at least lance's materialization threshold.
+    pub fragments_with_many_deletions: usize,
+    /// Vector columns.
+    pub vector_columns: Vec<String>,
+    /// String columns.
+    pub string_columns: Vec<String>,
+    /// Every top-level column.
+    pub columns: Vec<String>,
+    /// Its indexes (system indexes excluded).
+    pub indexes: Vec<IndexFacts>,
+}
+
+/// Lance's default: a fragment with at least this share of deleted rows is rewritten.
+pub const MATERIALIZE_DELETIONS_THRESHOLD: f32 = 0.1;
+
+impl TableFacts {
+    /// Reads the facts of `dataset` from its manifest and index metadata (no listing:
+    /// this runs after every change).
+    pub async fn read(dataset: &Dataset) -> Result<Self> {
+        let fragments = dataset.fragments();
+        let mut fragment_rows = Vec::with_capacity(fragments.len());
+        let mut fragments_with_many_deletions = 0;
+        let mut deleted = 0u64;
+        for fragment in fragments.iter() {
+            let physical = match fragment.physical_rows {
+                Some(rows) => rows,
+                None => {
+                    dataset
+                        .get_fragment(usize::try_from(fragment.id).unwrap_or(usize::MAX))
+                        .ok_or_else(|| EngineError::internal(format!("fragment {} is missing", fragment.id)))?
+                        .physical_rows()
+                        .await?
+                }
+            };
+            let deleted_here = fragment.deletion_file.as_ref().and_then(|file| file.num_deleted_rows).unwrap_or(0);
+            #[allow(clippy::cast_precision_loss)]
+            let share = if physical == 0 { 0.0 } else { deleted_here as f32 / physical as f32 };
+            if share >= MATERIALIZE_DELETIONS_THRESHOLD {
+                fragments_with_many_deletions += 1;
+            }
+            deleted += deleted_here as u64;
+            fragment_rows.push(physical as u64);
+        }
+        let rows = fragment_rows.iter().sum::<u64>().saturating_sub(deleted);
+        let schema = Schema::from(dataset.schema());
+        let vector_columns =
+            schema.fields().iter().filter_map(|field| vector_column_of(field)).map(|column| column.name).collect();
+        let string_columns = schema
+            .fields()
+            .iter()
+            .filter(|field| matches!(field.data_type(), DataType::Utf8 | DataType::LargeUtf8))
+            .map(|field| field.name().clone())
+            .collect();
+        let columns = schema.fields().iter().map(|field| field.name().clone()).collect();
+        let indexes = index_facts(dataset).await?;
+        Ok(Self {
+            version: dataset.version().version,
+            rows,
+            fragment_rows,
+            fragments_with_many_deletions,
+            vector_columns,
+            string_columns,
+            columns,
+            indexes,
+        })
+    }
+
+    /// Fragments with fewer than `target_rows` physical rows.
+    pub fn small_fragments(&self, target_rows: u64) -> usize {
+        self.fragment_rows.iter().filter(|rows| **rows < target_rows).count()
+    }
+}
+
+/// The user-visible indexes of `dataset`, with what each covers.
+pub async fn index_facts(dataset: &Dataset) -> Result<Vec<IndexFacts>> {
+    let fragment_rows = dataset
+        .fragments()
+        .iter()
+        .map(|fragment| (fragment.id, fragment.physical_rows.unwrap_or(0) as u64))
+        .collect::<Vec<_>>();
+    let schema = dataset.schema();
+    let mut facts = Vec::new();
+    for description in dataset.describe_indices(None).await? {
+        let segments = description.metadata();
+        let Some(first) = segments.first() else { continue };
+        if lance_index::is_system_index(first) {
+            continue;
+        }
+        let column = first
+            .fields
+            .first()
+            .and_then(|id| schema.field_by_id(*id))
+            .map(|field| field.name.clone())
+            .unwrap_or_default();
+        let covered = segments
+            .iter()
+            .filter_map(|segment| segment.fragment_bitmap.as_ref())
+            .flat_map(|bitmap| bitmap.iter())
+            .collect::<BTreeSet<u32>>();
+        let (mut indexed_rows, mut unindexed_rows) = (0, 0);
+        for (id, rows) in &fragment_rows {
+            if u32::try_from(*id).is_ok_and(|id| covered.contains(&id)) {
+                indexed_rows += rows;
+            } else {
+                unindexed_rows += rows;
+            }
+        }
+        let is_vector =
+            schema.field(&column).is_some_and(|field| vector_column_of(&arrow_schema::Field::from(field)).is_some());
+        facts.push(IndexFacts {
+            name: description.name().to_string(),
+            column,
+            index_type: description.index_type().to_string(),
+            is_vector,
+            unindexed_rows,
+            indexed_rows,
+            segments: segments.len(),
+        });
+    }
+    Ok(facts)
+}
+
+/// What a compaction did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Compacted {
+    /// Fragments rewritten.
+    pub fragments_removed: usize,
+    /// Fragments written.
+    pub fragments_added: usize,
+    /// Ids of the fragments written.
+    pub new_fragments: Vec<u64>,
+}
+
+/// Compacts `dataset` toward fragments of `target_rows_per_fragment` rows (materializing
+/// deletions past lance's threshold) with lance's plan/execute/commit API, remapping
+/// indexes in the same commit. Returns `None` when lance plans nothing.
+pub async fn compact(dataset: &mut Dataset, target_rows_per_fragment: usize) -> Result<Option<Compacted>> {
+    let options = CompactionOptions {
+        target_rows_per_fragment,
+        materialize_deletions: true,
+        materialize_deletions_threshold: MATERIALIZE_DELETIONS_THRESHOLD,
+        ..CompactionOptions::default()
+    };
+    let plan = plan_compaction(dataset, &options).await?;
+    if plan.num_tasks() == 0 {
+        return Ok(None);
+    }
+    let mut results = Vec::with_capacity(plan.num_tasks());
+    for task in plan.compaction_tasks() {
+        results.push(task.execute(dataset).await?);
+    }
+    let new_fragments =
+        results.iter().flat_map(|result| result.new_fragments.iter().map(|fragment| fragment.id)).collect();
+    let metrics =
+        commit_compaction(dataset, results, Arc::new(DatasetIndexRemapperOptions::default()), &options).await?;
+    Ok(Some(Compacted {
+        fragments_removed: metrics.fragments_removed,
+        fragments_added: metrics.fragments_added,
+        new_fragments,
+    }))
+}
+
+/// Adds the unindexed rows to every index as a new delta segment; with `merge`, merges
+/// each index's newest `merge` segments (and the new rows) into one instead.
+pub async fn optimize_indexes(dataset: &mut Dataset, merge: Option<usize>) -> Result<()> {
+    let options = merge.map_or_else(OptimizeOptions::append, OptimizeOptions::merge);
+    dataset.optimize_indices(&options).await?;
+    Ok(())
+}
+
+/// Removes versions older than `retention` (tagged versions stay) and returns how many.
+pub async fn cleanup(dataset: &Dataset, retention: Duration) -> Result<u64> {
+    let older_than = chrono::Duration::from_std(retention)
+        .map_err(|_| EngineError::invalid_input(format!("retention {retention:?} is too long")))?;
+    let stats = dataset.cleanup_old_versions(older_than, Some(false), Some(false)).await?;
+    Ok(stats.old_versions)
+}
