@@ -30,6 +30,26 @@ enum Command {
     /// A control-plane instance (run two or more; one leads, elected through etcd): probes
     /// executor health and serves the cluster state at GET /v1/cluster.
     ControlPlane(ControlPlaneArgs),
+    /// An indexer (run any number): follows table changes on etcd and compacts, indexes
+    /// and cleans tables in the background; `--once` maintains every table once and exits.
+    Indexer(IndexerArgs),
+}
+
+/// Flags of `indexer`.
+#[derive(Debug, clap::Args)]
+struct IndexerArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// Address of the /metrics endpoint [config: indexer.listen, default 127.0.0.1:8090].
+    #[arg(long)]
+    listen: Option<String>,
+    /// Stable id, the holder name of its table locks [config: control.node_id, default
+    /// $POD_NAME, else indexer-{host}-{port}].
+    #[arg(long)]
+    node_id: Option<String>,
+    /// Maintain every table once, then exit.
+    #[arg(long)]
+    once: bool,
 }
 
 /// Flags every role has. Each overrides the config file and the environment.
@@ -169,6 +189,10 @@ fn main() -> ExitCode {
             .common
             .load(&[("control.listen", &args.listen), ("control.node_id", &args.node_id)])
             .map(|config| run(roles::control_plane(config))),
+        Command::Indexer(args) => args
+            .common
+            .load(&[("indexer.listen", &args.listen), ("control.node_id", &args.node_id)])
+            .map(|config| run(roles::indexer(config, args.once))),
     };
     outcome.unwrap_or_else(|code| code)
 }

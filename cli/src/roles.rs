@@ -1,17 +1,21 @@
 //! Each subcommand's role: build it from the configuration, serve until SIGINT/SIGTERM,
 //! then shut down in order (stop accepting, drain in-flight work, flush the cache).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use lancefleet_common::Shutdown;
 use lancefleet_common::cluster_state::{NodeRecord, Role};
 use lancefleet_common::config::NodeConfig;
 use lancefleet_common::etcd::{self, Client, EtcdError, EtcdMembership, Keys, Registration};
+use lancefleet_common::etcd_bus::EtcdBus;
+use lancefleet_common::events::{EventBus, LocalBus};
 use lancefleet_common::membership::{Membership, StaticMembership};
 use lancefleet_common::storage::StorageRoot;
 use lancefleet_engine::Catalog;
 use lancefleet_engine::cache::ObjectCache;
-use lancefleet_plan_executor::PlanExecutorNode;
+use lancefleet_indexer::Indexer;
+use lancefleet_plan_executor::{PlanExecutorNode, Prewarmer};
 use lancefleet_query_node::{Cluster, Dispatcher, QueryNode};
 
 /// Why a role could not start or stopped with an error.
@@ -32,6 +36,9 @@ pub enum RoleError {
     /// The control plane failed.
     #[error(transparent)]
     ControlPlane(#[from] lancefleet_control_plane::ControlPlaneError),
+    /// The indexer failed.
+    #[error(transparent)]
+    Indexer(#[from] lancefleet_indexer::IndexerError),
     /// etcd could not be reached or refused to register this node.
     #[error(transparent)]
     Etcd(#[from] EtcdError),
@@ -99,6 +106,17 @@ async fn deregister(registration: Option<Registration>) {
     }
 }
 
+/// The event bus: etcd in a cluster, else the process's own channel.
+fn event_bus(client: Option<&Client>, config: &NodeConfig) -> Arc<dyn EventBus> {
+    match client {
+        Some(client) => {
+            let ttl = Duration::from_secs(config.control.lease_ttl_seconds);
+            Arc::new(EtcdBus::new(client.clone(), Keys::new(&config.control.cluster), ttl))
+        }
+        None => Arc::new(LocalBus::new()),
+    }
+}
+
 /// `lancefleet standalone`: the query node with in-process execution, or with the
 /// configured (or etcd-registered) executors when there are any.
 pub async fn standalone(config: NodeConfig) -> Result<(), RoleError> {
@@ -136,10 +154,19 @@ async fn serve_query_node(config: NodeConfig, role: &'static str) -> Result<(), 
     let client = etcd_client(&config).await?;
     let dispatcher = dispatcher(&config, client.as_ref(), &shutdown).await;
     let (catalog, cache) = catalog(&config).await?;
+    let events = event_bus(client.as_ref(), &config);
+    let indexer = (role == "standalone" && config.indexer.embedded).then(|| {
+        let holder = config.control.node_id_or_default("indexer", config.rest.listen.port());
+        let indexer = Indexer::new(catalog.clone(), events.clone(), config.indexer.clone(), holder);
+        tokio::spawn(indexer.run(shutdown.clone()))
+    });
+    if client.is_none() && indexer.is_none() {
+        tracing::warn!("no etcd and no embedded indexer: tables are not maintained and index requests are not built");
+    }
     let weak_reads = Duration::from_secs(config.rest.weak_read_consistency_interval_seconds);
     let catalog = catalog.with_weak_reads(weak_reads);
     let storage_root = catalog.root().uri().to_string();
-    let node = QueryNode::bind(&config.rest, catalog, dispatcher).await?;
+    let node = QueryNode::bind(&config.rest, catalog, dispatcher, events).await?;
     let rest = node.local_addr()?;
     let node_id = config.control.node_id_or_default(role, rest.port());
     let record = NodeRecord::new(node_id, Role::QueryNode, format!("http://{rest}"), 0);
@@ -155,6 +182,11 @@ async fn serve_query_node(config: NodeConfig, role: &'static str) -> Result<(), 
         "lancefleet is serving the LanceDB REST API"
     );
     node.serve(shutdown).await?;
+    if let Some(indexer) = indexer
+        && let Err(error) = indexer.await
+    {
+        tracing::warn!(%error, "the embedded indexer failed");
+    }
     deregister(registration).await;
     close(cache).await?;
     tracing::info!(role, "lancefleet stopped");
@@ -166,6 +198,7 @@ async fn serve_query_node(config: NodeConfig, role: &'static str) -> Result<(), 
 /// hear it, drains, and only then deregisters.
 pub async fn plan_executor(config: NodeConfig) -> Result<(), RoleError> {
     let (catalog, cache) = catalog(&config).await?;
+    let prewarm_catalog = catalog.clone();
     let node = PlanExecutorNode::bind(&config.executor, catalog).await?;
     let address = match &config.executor.advertise_address {
         Some(address) => address.clone(),
@@ -181,7 +214,20 @@ pub async fn plan_executor(config: NodeConfig) -> Result<(), RoleError> {
     let tiers = &config.cache;
     let cache_bytes = tiers.memory_bytes + tiers.disk_dir.as_ref().map_or(0, |_| tiers.disk_bytes);
     let record = NodeRecord::new(config.executor.node_id.clone(), Role::PlanExecutor, address, cache_bytes);
-    let registration = register(etcd_client(&config).await?.as_ref(), &config, record).await;
+    let client = etcd_client(&config).await?;
+    let registration = register(client.as_ref(), &config, record).await;
+    let shutdown = shutdown_on_signals();
+    if let Some(client) = &client {
+        let membership =
+            EtcdMembership::follow(client.clone(), Keys::new(&config.control.cluster), shutdown.clone()).await;
+        let prewarmer = Prewarmer {
+            catalog: prewarm_catalog,
+            membership: membership.subscribe(),
+            cluster: config.cluster.clone(),
+            node_id: config.executor.node_id.clone(),
+        };
+        tokio::spawn(prewarmer.follow(event_bus(Some(client), &config), shutdown.clone()));
+    }
     let propagation = Duration::from_millis(config.control.stopping_propagation_ms);
     let leaving = async {
         if let Some(registration) = &registration {
@@ -191,7 +237,7 @@ pub async fn plan_executor(config: NodeConfig) -> Result<(), RoleError> {
             }
         }
     };
-    node.serve(shutdown_on_signals(), leaving).await?;
+    node.serve(shutdown, leaving).await?;
     deregister(registration).await;
     close(cache).await?;
     tracing::info!(node_id = %config.executor.node_id, "plan executor stopped");
@@ -207,5 +253,42 @@ pub async fn control_plane(config: NodeConfig) -> Result<(), RoleError> {
     }
     let node_id = config.control.node_id_or_default("control-plane", config.control.listen.port());
     lancefleet_control_plane::run(&config, node_id, shutdown_on_signals()).await?;
+    Ok(())
+}
+
+/// `lancefleet indexer`: maintains tables as their change events arrive (etcd), or with
+/// `once`, every table once, then exits (non-zero when a table could not be maintained).
+pub async fn indexer(config: NodeConfig, once: bool) -> Result<(), RoleError> {
+    if !once && !config.control.uses_etcd() {
+        return Err(RoleError::Config(
+            "an indexer follows the cluster's change events on etcd: pass --etcd URL (or run with --once)".into(),
+        ));
+    }
+    let shutdown = shutdown_on_signals();
+    let root = StorageRoot::resolve(&config.storage.root)?;
+    // Maintenance reads every byte of what it rewrites once: no cache in front of it.
+    let catalog = Catalog::new(root, &config.storage.options, None);
+    let client = etcd_client(&config).await?;
+    let holder = config.control.node_id_or_default("indexer", config.indexer.listen.port());
+    let indexer = Indexer::new(catalog, event_bus(client.as_ref(), &config), config.indexer.clone(), holder.clone());
+    if once {
+        let failed = indexer.run_once(shutdown).await?;
+        tracing::info!(failed, "every table maintained once");
+        return match failed {
+            0 => Ok(()),
+            _ => Err(RoleError::Config(format!("{failed} table(s) could not be maintained; see the log"))),
+        };
+    }
+    let record = NodeRecord::new(holder.clone(), Role::Indexer, format!("http://{}", config.indexer.listen), 0);
+    let registration = register(client.as_ref(), &config, record).await;
+    let metrics = tokio::spawn(lancefleet_common::metrics::serve_metrics(config.indexer.listen, shutdown.clone()));
+    indexer.run(shutdown).await;
+    match metrics.await {
+        Ok(Err(source)) => tracing::warn!(%source, "the metrics endpoint failed"),
+        Err(error) => tracing::warn!(%error, "the metrics endpoint task failed"),
+        Ok(Ok(())) => {}
+    }
+    deregister(registration).await;
+    tracing::info!(holder, "indexer stopped");
     Ok(())
 }

@@ -1,0 +1,48 @@
+//! The indexer's error enum.
+
+use lancefleet_common::ServiceError;
+use lancefleet_common::events::BusError;
+use lancefleet_engine::EngineError;
+use lancefleet_proto::ErrorCode;
+
+/// Everything that can fail a maintenance turn or stop the indexer.
+#[derive(Debug, thiserror::Error)]
+pub enum IndexerError {
+    /// Reading or maintaining a table failed.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// The event bus failed.
+    #[error(transparent)]
+    Bus(#[from] BusError),
+    /// The metrics endpoint could not start.
+    #[error("cannot serve on {address}: {source}")]
+    Listen {
+        /// The address.
+        address: String,
+        /// The socket error.
+        source: std::io::Error,
+    },
+}
+
+impl ServiceError for IndexerError {
+    fn error_code(&self) -> ErrorCode {
+        match self {
+            Self::Engine(error) => error.error_code(),
+            Self::Bus(_) => ErrorCode::Unavailable,
+            Self::Listen { .. } => ErrorCode::Internal,
+        }
+    }
+}
+
+impl IndexerError {
+    /// Whether a writer's concurrent commit made lance refuse ours: the round is
+    /// dropped and re-planned, nothing was changed.
+    pub fn is_conflict(&self) -> bool {
+        self.error_code() == ErrorCode::Conflict
+    }
+
+    /// Whether retrying cannot help (the request itself is wrong).
+    pub fn is_permanent(&self) -> bool {
+        matches!(self.error_code(), ErrorCode::InvalidArgument | ErrorCode::NotSupported | ErrorCode::NotFound)
+    }
+}

@@ -1,0 +1,254 @@
+//! The LanceFleet indexer: follows table change events and keeps tables compacted,
+//! indexed and clean, without touching query traffic.
+//!
+//! Each change event marks its table due; up to `indexer.concurrent_tables` tables get a
+//! maintenance turn at a time ([`worker::Worker::turn`]), each under the table's lock on
+//! the event bus, so several indexers share the tables and never maintain one together. A
+//! table whose turn was cut short (a writer's conflicting commit, another indexer holding
+//! it, a failure) is due again after `retry_after_ms` (doubling on failures, up to five
+//! minutes); an idle table is due again only when it changes or its old versions pass
+//! the retention. With nothing due the indexer waits on the bus and uses no CPU.
+
+mod error;
+mod metrics;
+pub mod policy;
+mod worker;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use lancefleet_common::Shutdown;
+use lancefleet_common::config::IndexerConfig;
+use lancefleet_common::events::{BusUpdate, EventBus, TableEvent, now_ms};
+use lancefleet_engine::{Catalog, Namespace};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+pub use error::IndexerError;
+pub use worker::{Turn, TurnEnd};
+
+use crate::metrics::METRICS;
+use crate::worker::Worker;
+
+/// Longest wait before retrying a table whose turns keep failing.
+const MAX_BACKOFF: Duration = Duration::from_secs(300);
+/// How long running turns may finish after a shutdown signal before they are abandoned
+/// (an abandoned job commits nothing; lance commits are atomic).
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// A table waiting for its turn.
+#[derive(Debug, Clone, Copy)]
+struct Due {
+    /// When the turn may start.
+    at: Instant,
+    /// Commit time of the oldest change not yet handled (ms since the epoch), if any.
+    since_ms: Option<u64>,
+}
+
+/// What the loop remembers of a table between turns.
+#[derive(Debug, Clone, Copy)]
+struct Tracked {
+    /// When it last changed (an event arrived).
+    changed: Instant,
+    /// When a turn that cleaned its old versions started.
+    cleaned: Option<Instant>,
+}
+
+impl Tracked {
+    /// Whether it changed since its last cleanup.
+    fn dirty(&self) -> bool {
+        self.cleaned.is_none_or(|cleaned| self.changed > cleaned)
+    }
+
+    /// How long until it may be cleaned again, when it changed since its last cleanup;
+    /// zero when it may be cleaned now.
+    fn cleanup_wait(&self, config: &IndexerConfig) -> Option<Duration> {
+        self.dirty().then(|| policy::cleanup_due(self.cleaned.map(|at| at.elapsed()), config).unwrap_or_default())
+    }
+}
+
+/// An indexer process's maintenance loop.
+#[derive(Debug)]
+pub struct Indexer {
+    worker: Arc<Worker>,
+}
+
+impl Indexer {
+    /// An indexer maintaining the tables of `catalog` as `config` says, following `bus`,
+    /// identified as `holder` in table locks.
+    pub fn new(catalog: Catalog, bus: Arc<dyn EventBus>, config: IndexerConfig, holder: String) -> Self {
+        Self { worker: Arc::new(Worker { catalog: Arc::new(catalog), bus, config, holder }) }
+    }
+
+    /// Maintains tables as their changes arrive, until `shutdown`.
+    pub async fn run(self, shutdown: Shutdown) {
+        let mut updates = self.worker.bus.subscribe(shutdown.clone()).await;
+        let mut due: HashMap<String, Due> = HashMap::new();
+        let mut tracked: HashMap<String, Tracked> = HashMap::new();
+        let mut running = HashMap::new();
+        let mut failures: HashMap<String, u32> = HashMap::new();
+        let mut turns = JoinSet::new();
+        let concurrency = self.worker.config.concurrent_tables.max(1);
+        tracing::info!(holder = %self.worker.holder, concurrency, "indexer is following table changes");
+        loop {
+            let now = Instant::now();
+            let ready = due
+                .iter()
+                .filter(|(table, entry)| entry.at <= now && !running.contains_key(*table))
+                .map(|(table, _)| table.clone())
+                .take(concurrency.saturating_sub(running.len()))
+                .collect::<Vec<_>>();
+            for table in ready {
+                due.remove(&table);
+                let cleanup_due = tracked
+                    .get(&table)
+                    .and_then(|state| state.cleanup_wait(&self.worker.config))
+                    .is_some_and(|wait| wait.is_zero());
+                running.insert(table.clone(), Instant::now());
+                let worker = self.worker.clone();
+                turns.spawn(async move {
+                    let turn = worker.turn(&table, cleanup_due).await;
+                    (table, turn)
+                });
+            }
+            report_queue(&due);
+            let next = due.iter().filter(|(table, _)| !running.contains_key(*table)).map(|(_, entry)| entry.at).min();
+            tokio::select! {
+                update = updates.recv() => match update {
+                    Some(update) => mark_due(&mut due, &mut tracked, update),
+                    None => break,
+                },
+                Some(finished) = turns.join_next(), if !turns.is_empty() => {
+                    let Ok((table, turn)) = finished else { continue };
+                    let started = running.remove(&table).unwrap_or_else(Instant::now);
+                    if let Ok(Turn { cleaned: true, .. }) = &turn
+                        && let Some(state) = tracked.get_mut(&table)
+                    {
+                        state.cleaned = Some(started);
+                    }
+                    self.after_turn(&mut due, &mut tracked, &mut failures, table, turn.map(|turn| turn.end));
+                }
+                () = sleep_until(next) => {}
+                () = shutdown.wait() => break,
+            }
+        }
+        if !turns.is_empty() {
+            tracing::info!(tables = turns.len(), "letting running maintenance turns finish");
+            if tokio::time::timeout(SHUTDOWN_GRACE, async { while turns.join_next().await.is_some() {} }).await.is_err()
+            {
+                tracing::warn!("abandoning unfinished maintenance; nothing of it was committed");
+                turns.shutdown().await;
+            }
+        }
+        tracing::info!("indexer stopped");
+    }
+
+    /// Schedules a table after its turn.
+    fn after_turn(
+        &self,
+        due: &mut HashMap<String, Due>,
+        tracked: &mut HashMap<String, Tracked>,
+        failures: &mut HashMap<String, u32>,
+        table: String,
+        end: Result<TurnEnd, IndexerError>,
+    ) {
+        let retry = Duration::from_millis(self.worker.config.retry_after_ms);
+        let later = |delay: Duration| Due { at: Instant::now() + delay, since_ms: None };
+        match end {
+            Ok(TurnEnd::Idle) => {
+                failures.remove(&table);
+                // Changed since its last cleanup: come back when it may be cleaned again.
+                if let Some(wait) = tracked.get(&table).and_then(|state| state.cleanup_wait(&self.worker.config)) {
+                    due.entry(table).or_insert_with(|| later(wait));
+                }
+            }
+            Ok(TurnEnd::Again) => {
+                failures.remove(&table);
+                due.entry(table).or_insert_with(|| later(retry));
+            }
+            Ok(TurnEnd::Gone) => {
+                failures.remove(&table);
+                tracked.remove(&table);
+                METRICS.forget(&table);
+            }
+            Err(error) => {
+                let count = failures.entry(table.clone()).or_insert(0);
+                *count = count.saturating_add(1);
+                let backoff = retry.saturating_mul(1 << (*count).min(16)).min(MAX_BACKOFF);
+                tracing::warn!(table, %error, retry_in_seconds = backoff.as_secs(), "maintenance turn failed");
+                due.entry(table).or_insert_with(|| later(backoff));
+            }
+        }
+    }
+
+    /// Maintains every table of the root namespace, and every table with a change on the
+    /// bus, once (each until it has nothing left to do, or after a few dropped rounds),
+    /// then returns how many turns failed.
+    pub async fn run_once(self, shutdown: Shutdown) -> Result<usize, IndexerError> {
+        let mut tables = self.worker.catalog.list_tables(&Namespace::root()).await?;
+        let mut updates = self.worker.bus.subscribe(shutdown.clone()).await;
+        if let Some(BusUpdate::Resync(latest)) = updates.recv().await {
+            tables.extend(latest.into_iter().filter(|event| !event.kind.is_maintenance()).map(|event| event.table));
+        }
+        tables.sort();
+        tables.dedup();
+        let retry = Duration::from_millis(self.worker.config.retry_after_ms);
+        let mut failed = 0;
+        for table in tables {
+            for attempt in 1..=5 {
+                if shutdown.is_triggered() {
+                    return Ok(failed);
+                }
+                match self.worker.turn(&table, true).await.map(|turn| turn.end) {
+                    Ok(TurnEnd::Idle | TurnEnd::Gone) => break,
+                    Ok(TurnEnd::Again) if attempt < 5 => tokio::time::sleep(retry).await,
+                    Ok(TurnEnd::Again) => tracing::warn!(table, "work left after five turns"),
+                    Err(error) => {
+                        tracing::error!(table, %error, "maintenance failed");
+                        failed += 1;
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(failed)
+    }
+}
+
+/// Marks the tables an update names as changed and due now (maintenance's own changes
+/// excepted).
+fn mark_due(due: &mut HashMap<String, Due>, tracked: &mut HashMap<String, Tracked>, update: BusUpdate) {
+    let events = match update {
+        BusUpdate::Resync(latest) => latest,
+        BusUpdate::Changed(event) => vec![event],
+    };
+    for TableEvent { table, kind, at_ms, .. } in events {
+        METRICS.events.inc();
+        if kind.is_maintenance() {
+            continue;
+        }
+        let now = Instant::now();
+        tracked
+            .entry(table.clone())
+            .and_modify(|state| state.changed = now)
+            .or_insert(Tracked { changed: now, cleaned: None });
+        let entry = due.entry(table).or_insert(Due { at: Instant::now(), since_ms: Some(at_ms) });
+        entry.at = entry.at.min(Instant::now());
+        entry.since_ms = Some(entry.since_ms.map_or(at_ms, |since| since.min(at_ms)));
+    }
+}
+
+fn report_queue(due: &HashMap<String, Due>) {
+    let waiting = due.values().filter_map(|entry| entry.since_ms).collect::<Vec<_>>();
+    METRICS.queue_tables.set(i64::try_from(waiting.len()).unwrap_or(i64::MAX));
+    let lag_ms = waiting.iter().min().map_or(0, |oldest| now_ms().saturating_sub(*oldest));
+    METRICS.queue_lag_seconds.set(i64::try_from(lag_ms / 1000).unwrap_or(i64::MAX));
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}

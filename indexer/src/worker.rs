@@ -1,0 +1,186 @@
+//! One maintenance turn of one table: take the table's lock, then plan and run one job at a
+//! time against the latest version until nothing is left (or the turn's budget is spent),
+//! publishing each maintenance commit, and release the lock.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use lance::Dataset;
+use lancefleet_common::config::IndexerConfig;
+use lancefleet_common::events::{BusError, ChangeKind, EventBus, TableEvent};
+use lancefleet_engine::maintenance::{self, TableFacts};
+use lancefleet_engine::{Catalog, EngineError, IndexSpec, ReadVersion, TableId};
+
+use crate::error::IndexerError;
+use crate::metrics::METRICS;
+use crate::policy::{Job, JobKind, next_job};
+
+/// Jobs one turn runs at most before yielding to other tables.
+const JOBS_PER_TURN: usize = 16;
+
+/// What a turn ended with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TurnEnd {
+    /// Nothing left to do.
+    Idle,
+    /// Work is left, or the round was dropped (a conflict, or another indexer holds the
+    /// table): come back after the retry delay.
+    Again,
+    /// The table does not exist (any more).
+    Gone,
+}
+
+/// How a turn went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Turn {
+    /// How it ended.
+    pub end: TurnEnd,
+    /// Whether it cleaned old versions.
+    pub cleaned: bool,
+}
+
+/// What a worker needs; shared by every turn.
+#[derive(Debug)]
+pub struct Worker {
+    /// The tables.
+    pub catalog: Arc<Catalog>,
+    /// Events, index requests, locks.
+    pub bus: Arc<dyn EventBus>,
+    /// Thresholds.
+    pub config: IndexerConfig,
+    /// This indexer's id (the lock holder).
+    pub holder: String,
+}
+
+impl Worker {
+    /// One turn on `table`, cleaning old versions too when `cleanup_due`.
+    pub async fn turn(&self, table: &str, cleanup_due: bool) -> Result<Turn, IndexerError> {
+        let id = TableId::parse(table).map_err(IndexerError::from)?;
+        match self.bus.lock_table(table, &self.holder).await {
+            Ok(()) => {}
+            Err(BusError::Busy { holder, .. }) => {
+                tracing::debug!(table, holder, "table is maintained by another indexer");
+                return Ok(Turn { end: TurnEnd::Again, cleaned: false });
+            }
+            Err(error) => return Err(error.into()),
+        }
+        tracing::debug!(table, holder = %self.holder, "maintenance turn started");
+        let outcome = self.jobs(table, &id, cleanup_due).await;
+        tracing::debug!(table, holder = %self.holder, ?outcome, "maintenance turn ended");
+        if let Err(error) = self.bus.unlock_table(table, &self.holder).await {
+            tracing::warn!(table, %error, "could not release the table; it frees when this indexer's lease expires");
+        }
+        outcome
+    }
+
+    async fn jobs(&self, table: &str, id: &TableId, cleanup_due: bool) -> Result<Turn, IndexerError> {
+        let mut skip = Vec::new();
+        let cleaned = |skip: &[JobKind]| skip.contains(&JobKind::Cleanup);
+        for _ in 0..JOBS_PER_TURN {
+            let mut dataset = match self.catalog.open_table(id, ReadVersion::default()).await {
+                Ok(dataset) => dataset,
+                Err(EngineError::TableNotFound { .. }) => return Ok(Turn { end: TurnEnd::Gone, cleaned: false }),
+                Err(error) => return Err(error.into()),
+            };
+            let facts = TableFacts::read(&dataset).await?;
+            METRICS.observe(table, &facts);
+            let requests = self.bus.index_requests(table).await?;
+            let Some(job) = next_job(&facts, &requests, &self.config, &skip, cleanup_due) else {
+                return Ok(Turn { end: TurnEnd::Idle, cleaned: cleaned(&skip) });
+            };
+            let kind = job.kind();
+            tracing::info!(
+                table,
+                job = kind.as_str(),
+                version = facts.version,
+                fragments = facts.fragment_rows.len(),
+                "maintenance job started"
+            );
+            let started = Instant::now();
+            let result = self.run(table, &job, &mut dataset).await;
+            METRICS.job_seconds.with_label_values(&[kind.as_str()]).observe(started.elapsed().as_secs_f64());
+            let outcome = match &result {
+                Ok(Some(_)) => "done",
+                Ok(None) => "nothing",
+                Err(error) if error.is_conflict() => "conflict",
+                Err(_) => "failed",
+            };
+            METRICS.jobs.with_label_values(&[kind.as_str(), outcome]).inc();
+            match result {
+                Ok(Some(event)) => {
+                    tracing::info!(
+                        table,
+                        job = kind.as_str(),
+                        version = event.version,
+                        seconds = started.elapsed().as_secs_f64(),
+                        "maintenance committed"
+                    );
+                    self.publish(event).await;
+                    if kind == JobKind::Cleanup {
+                        skip.push(kind);
+                    }
+                }
+                Ok(None) => skip.push(kind),
+                Err(error) if error.is_conflict() => {
+                    tracing::info!(table, job = kind.as_str(), %error, "a writer committed first; dropping this round");
+                    return Ok(Turn { end: TurnEnd::Again, cleaned: cleaned(&skip) });
+                }
+                Err(error) => {
+                    tracing::warn!(table, job = kind.as_str(), %error, "maintenance job failed");
+                    if let Job::BuildRequested(request) = &job
+                        && error.is_permanent()
+                    {
+                        tracing::error!(table, index = request.name, %error, "dropping an index request that cannot be built");
+                        self.bus.finish_index_request(table, &request.name).await?;
+                        continue;
+                    }
+                    return Err(error);
+                }
+            }
+        }
+        Ok(Turn { end: TurnEnd::Again, cleaned: cleaned(&skip) })
+    }
+
+    /// Runs `job`; the event of its commit, or `None` when it found nothing to do.
+    async fn run(&self, table: &str, job: &Job, dataset: &mut Dataset) -> Result<Option<TableEvent>, IndexerError> {
+        let before = dataset.version().version;
+        let (kind, new_fragments) = match job {
+            Job::BuildRequested(request) => {
+                let spec = IndexSpec::resolve(&request.spec, &arrow_schema::Schema::from(dataset.schema()))?;
+                spec.build(dataset).await?;
+                self.bus.finish_index_request(table, &request.name).await?;
+                (ChangeKind::IndexBuilt, Vec::new())
+            }
+            Job::BuildAuto { spec, .. } => {
+                let spec = IndexSpec::resolve(spec, &arrow_schema::Schema::from(dataset.schema()))?;
+                spec.build(dataset).await?;
+                (ChangeKind::IndexBuilt, Vec::new())
+            }
+            Job::Compact => match maintenance::compact(dataset, self.config.target_rows_per_fragment).await? {
+                Some(compacted) => (ChangeKind::Compacted, compacted.new_fragments),
+                None => return Ok(None),
+            },
+            Job::Optimize { merge } => {
+                maintenance::optimize_indexes(dataset, *merge).await?;
+                (ChangeKind::IndexOptimized, Vec::new())
+            }
+            Job::Cleanup => {
+                let retention = Duration::from_secs(self.config.cleanup_retention_seconds);
+                let removed = maintenance::cleanup(dataset, retention).await?;
+                tracing::info!(versions = removed, "old versions removed");
+                (ChangeKind::CleanedUp, Vec::new())
+            }
+        };
+        let version = dataset.version().version;
+        if version == before && kind != ChangeKind::CleanedUp {
+            return Ok(None);
+        }
+        Ok(Some(TableEvent { new_fragments, ..TableEvent::now(table, version, kind, 0) }))
+    }
+
+    async fn publish(&self, event: TableEvent) {
+        if let Err(error) = self.bus.publish(event).await {
+            tracing::warn!(%error, "could not publish a maintenance event");
+        }
+    }
+}
