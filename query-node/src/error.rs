@@ -38,6 +38,12 @@ pub enum ApiError {
         /// Its error, with code and retry hint.
         status: lancefleet_proto::ErrorStatus,
     },
+    /// The event bus refused a request that depends on it (an index request).
+    #[error("event bus unavailable: {0}")]
+    Events(#[from] lancefleet_common::events::BusError),
+    /// The requested index does not exist.
+    #[error("{0}")]
+    IndexNotFound(String),
     /// The node's configuration cannot work.
     #[error("invalid configuration: {0}")]
     Config(String),
@@ -67,7 +73,8 @@ impl ServiceError for ApiError {
             Self::Engine(error) => error.error_code(),
             Self::BadRequest(_) => ErrorCode::InvalidArgument,
             Self::NotImplemented(_) => ErrorCode::NotSupported,
-            Self::RouteNotFound(_) => ErrorCode::NotFound,
+            Self::RouteNotFound(_) | Self::IndexNotFound(_) => ErrorCode::NotFound,
+            Self::Events(_) => ErrorCode::Unavailable,
             Self::Timeout(_) => ErrorCode::Timeout,
             Self::Executor { status, .. } => status.error_code(),
             Self::Encode(_) | Self::Task(_) | Self::Listen { .. } | Self::Config(_) | Self::Internal(_) => {

@@ -19,6 +19,7 @@ use std::time::Duration;
 use axum::serve::ListenerExt;
 use lancefleet_common::Shutdown;
 use lancefleet_common::config::RestConfig;
+use lancefleet_common::events::EventBus;
 use lancefleet_engine::Catalog;
 use tokio::net::TcpListener;
 
@@ -36,12 +37,17 @@ pub struct QueryNode {
 
 impl QueryNode {
     /// Binds the REST listener of `config` in front of `catalog`, running queries with
-    /// `dispatcher`.
-    pub async fn bind(config: &RestConfig, catalog: Catalog, dispatcher: Dispatcher) -> Result<Self, ApiError> {
+    /// `dispatcher` and announcing committed changes on `events`.
+    pub async fn bind(
+        config: &RestConfig,
+        catalog: Catalog,
+        dispatcher: Dispatcher,
+        events: Arc<dyn EventBus>,
+    ) -> Result<Self, ApiError> {
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|source| ApiError::Listen { address: config.listen.to_string(), source })?;
-        let state = state::AppState { catalog: Arc::new(catalog), dispatcher: Arc::new(dispatcher) };
+        let state = state::AppState { catalog: Arc::new(catalog), dispatcher: Arc::new(dispatcher), events };
         let max_body_bytes = usize::try_from(config.max_body_bytes).unwrap_or(usize::MAX);
         Ok(Self {
             listener,

@@ -23,6 +23,9 @@ pub struct QueryNodeMetrics {
     pub retries: IntCounter,
     /// `lancefleet_query_executor_errors_total{code}`: failed executor calls by error code.
     pub executor_errors: IntCounterVec,
+    /// `lancefleet_query_event_publish_failures_total`: committed changes whose event
+    /// could not be published.
+    pub event_failures: IntCounter,
 }
 
 /// The metrics, registered on first use.
@@ -64,5 +67,10 @@ pub static METRICS: LazyLock<QueryNodeMetrics> = LazyLock::new(|| {
             &["code"]
         )
         .expect("register lancefleet_query_executor_errors_total"),
+        event_failures: register_int_counter!(
+            "lancefleet_query_event_publish_failures_total",
+            "Committed changes whose event could not be published to the event bus."
+        )
+        .expect("register lancefleet_query_event_publish_failures_total"),
     }
 });

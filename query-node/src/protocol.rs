@@ -5,6 +5,7 @@ use axum::extract::{FromRequestParts, Path};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
+use std::collections::HashMap;
 use std::time::SystemTime;
 
 use lancefleet_engine::{ReadVersion, TableId};
@@ -83,10 +84,11 @@ impl<S: Send + Sync> FromRequestParts<S> for TablePath {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        let Path(id) = Path::<String>::from_request_parts(parts, state)
+        let Path(params) = Path::<HashMap<String, String>>::from_request_parts(parts, state)
             .await
             .map_err(|rejection| ApiError::bad_request(rejection.body_text()))?;
-        Ok(Self(TableId::parse(&id)?))
+        let id = params.get("id").ok_or_else(|| ApiError::Internal("table route without an {id}".into()))?;
+        Ok(Self(TableId::parse(id)?))
     }
 }
 

@@ -1,6 +1,7 @@
 //! The REST router: every LanceDB route, with and without its trailing slash.
 
 mod data;
+mod indexes;
 mod query;
 mod tables;
 
@@ -24,12 +25,24 @@ use crate::protocol::{PHALANX_VERSION, PHALANX_VERSION_HEADER};
 use crate::state::AppState;
 
 /// Table operations reachable as `/v1/table/{id}/{operation}/`.
-const TABLE_OPERATIONS: &[&str] =
-    &["create", "describe", "drop", "insert", "query", "count_rows", "delete", "version/list"];
+const TABLE_OPERATIONS: &[&str] = &[
+    "create",
+    "describe",
+    "drop",
+    "insert",
+    "query",
+    "count_rows",
+    "delete",
+    "update",
+    "version/list",
+    "create_index",
+    "index/list",
+    "index/{name}/stats",
+];
 
 /// Builds the router for `state`, accepting bodies up to `max_body_bytes`.
 pub fn router(state: AppState, max_body_bytes: usize) -> Router {
-    let table_routes: [(&str, MethodRouter<AppState>); 8] = [
+    let table_routes: [(&str, MethodRouter<AppState>); 12] = [
         ("create", post(tables::create_table)),
         ("describe", post(tables::describe_table)),
         ("drop", post(tables::drop_table)),
@@ -37,7 +50,11 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         ("query", post(query::query)),
         ("count_rows", post(data::count_rows)),
         ("delete", post(data::delete_rows)),
+        ("update", post(data::update_rows)),
         ("version/list", post(tables::list_versions)),
+        ("create_index", post(indexes::create_index)),
+        ("index/list", post(indexes::list_indices)),
+        ("index/{name}/stats", post(indexes::index_stats)),
     ];
     let mut router = Router::new()
         .route("/health", get(|| async { "ok" }))

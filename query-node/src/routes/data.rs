@@ -1,9 +1,11 @@
-//! Table-level write and count routes: insert, delete, count_rows.
+//! Table-level write and count routes: insert, delete, update, count_rows. Every write
+//! announces its commit on the event bus.
 
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Query, State};
 use axum::response::Response;
+use lancefleet_common::events::ChangeKind;
 use lancefleet_engine::InsertMode;
 use serde::Deserialize;
 
@@ -40,6 +42,8 @@ pub async fn insert(
     let dataset = state.catalog.insert(&id, upload.schema, upload.batches, mode).await?;
     let version = dataset.version().version;
     tracing::info!(table = %id, version, rows, ?mode, "rows inserted");
+    let kind = if mode == InsertMode::Append { ChangeKind::Append } else { ChangeKind::Overwrite };
+    state.announce(&id, version, kind, rows as u64).await;
     Ok(with_table_version(version, Json(serde_json::json!({ "version": version }))))
 }
 
@@ -85,5 +89,29 @@ pub async fn delete_rows(
     let (deleted, dataset) = state.catalog.delete_rows(&id, &predicate).await?;
     let version = dataset.version().version;
     tracing::info!(table = %id, version, deleted, "rows deleted");
+    state.announce(&id, version, ChangeKind::Delete, deleted).await;
     Ok(with_table_version(version, Json(serde_json::json!({ "num_deleted_rows": deleted, "version": version }))))
+}
+
+/// Body of `update`: `updates` as `[column, SQL expression]` pairs.
+#[derive(Debug, Default, Deserialize)]
+pub struct UpdateRequest {
+    predicate: Option<String>,
+    #[serde(default)]
+    updates: Vec<(String, String)>,
+}
+
+/// `POST /v1/table/{id}/update/`.
+pub async fn update_rows(
+    State(state): State<AppState>,
+    TablePath(id): TablePath,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let request: UpdateRequest = json_body(&body)?;
+    let predicate = request.predicate.as_deref().filter(|predicate| !predicate.trim().is_empty());
+    let (updated, dataset) = state.catalog.update_rows(&id, predicate, &request.updates).await?;
+    let version = dataset.version().version;
+    tracing::info!(table = %id, version, updated, "rows updated");
+    state.announce(&id, version, ChangeKind::Update, updated).await;
+    Ok(with_table_version(version, Json(serde_json::json!({ "rows_updated": updated, "version": version }))))
 }

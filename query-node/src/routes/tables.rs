@@ -5,7 +5,8 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use lance::arrow::json::JsonSchema;
-use lancefleet_engine::{CreateMode, Namespace};
+use lancefleet_common::events::ChangeKind;
+use lancefleet_engine::{CreateMode, EngineError, Namespace};
 use serde::{Deserialize, Serialize};
 
 use crate::arrow_body::decode_stream;
@@ -96,8 +97,11 @@ pub async fn create_table(
         }
     };
     let upload = decode_stream(body).await?;
+    let rows = upload.batches.iter().map(|batch| batch.num_rows() as u64).sum();
     let dataset = state.catalog.create_table(&id, upload.schema, upload.batches, mode).await?;
-    tracing::info!(table = %id, version = dataset.version().version, ?mode, "table created");
+    let version = dataset.version().version;
+    tracing::info!(table = %id, version, ?mode, "table created");
+    state.announce(&id, version, ChangeKind::Create, rows).await;
     Ok(with_table_version(dataset.version().version, Json(serde_json::json!({}))))
 }
 
@@ -118,7 +122,7 @@ pub async fn describe_table(
     let read = freshness.read(request.version);
     let dataset = state.catalog.open_table(&id, read).await?;
     let schema = arrow_schema::Schema::from(dataset.schema());
-    let json_schema = JsonSchema::try_from(&schema).map_err(lancefleet_engine::EngineError::from)?;
+    let json_schema = JsonSchema::try_from(&schema).map_err(EngineError::from)?;
     let version = dataset.version().version;
     let description = serde_json::json!({
         "version": version,
@@ -136,7 +140,7 @@ pub async fn list_versions(
 ) -> Result<Response, ApiError> {
     let read = freshness.read(None);
     let dataset = state.catalog.open_table(&id, read).await?;
-    let versions = dataset.versions().await.map_err(lancefleet_engine::EngineError::from)?;
+    let versions = dataset.versions().await.map_err(EngineError::from)?;
     let versions = versions
         .iter()
         .map(|version| {
@@ -157,6 +161,7 @@ pub async fn drop_table(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     state.catalog.drop_table(&id).await?;
     tracing::info!(table = %id, "table dropped");
+    state.announce(&id, 0, ChangeKind::Dropped, 0).await;
     Ok(Json(serde_json::json!({})))
 }
 

@@ -1,0 +1,104 @@
+//! Index routes: `create_index` (recorded as a request the indexer fleet builds; the call
+//! returns at once, as LanceDB Cloud's does), `index/list` and `index/{name}/stats`.
+
+use std::collections::HashMap;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::response::Response;
+use lancefleet_common::events::{ChangeKind, IndexRequest, TableEvent, now_ms};
+use lancefleet_engine::maintenance::{IndexFacts, index_facts};
+use lancefleet_engine::{IndexKind, IndexSpec, TableId};
+use serde::Deserialize;
+
+use crate::error::ApiError;
+use crate::protocol::{Freshness, TablePath, json_body, with_table_version};
+use crate::state::AppState;
+
+/// `POST /v1/table/{id}/create_index/`: checks the request against the table (column,
+/// type, parameters) and hands it to the indexer fleet.
+pub async fn create_index(
+    State(state): State<AppState>,
+    TablePath(id): TablePath,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let request: serde_json::Value = json_body(&body)?;
+    let dataset = state.catalog.open_table(&id, Freshness::default().read(None)).await?;
+    let spec = IndexSpec::resolve(&request, &arrow_schema::Schema::from(dataset.schema()))?;
+    let version = dataset.version().version;
+    let event = TableEvent::now(id.to_string(), version, ChangeKind::IndexRequested, 0);
+    let index = IndexRequest { name: spec.name.clone(), spec: spec.request().clone(), requested_at_ms: now_ms() };
+    state.events.request_index(event, index).await?;
+    tracing::info!(table = %id, index = %spec.name, kind = spec.kind.as_str(), column = %spec.column, "index requested");
+    Ok(with_table_version(version, Json(serde_json::json!({}))))
+}
+
+/// Body of the index reads (absent, `{}`, or a version).
+#[derive(Debug, Default, Deserialize)]
+pub struct IndexReadRequest {
+    version: Option<u64>,
+}
+
+/// The LanceDB spelling of a lance index type (`BTree` → `BTREE`, `Inverted` → `FTS`).
+fn client_index_type(index: &IndexFacts) -> String {
+    IndexKind::parse(&index.index_type).map_or_else(|_| index.index_type.clone(), |kind| kind.as_str().to_string())
+}
+
+async fn indexes_at(
+    state: &AppState,
+    id: &TableId,
+    freshness: Freshness,
+    body: &Bytes,
+) -> Result<(u64, Vec<IndexFacts>), ApiError> {
+    let request: IndexReadRequest = json_body(body)?;
+    let dataset = state.catalog.open_table(id, freshness.read(request.version)).await?;
+    Ok((dataset.version().version, index_facts(&dataset).await?))
+}
+
+/// `POST /v1/table/{id}/index/list/`.
+pub async fn list_indices(
+    State(state): State<AppState>,
+    TablePath(id): TablePath,
+    freshness: Freshness,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let (version, indexes) = indexes_at(&state, &id, freshness, &body).await?;
+    let indexes = indexes
+        .iter()
+        .map(|index| {
+            serde_json::json!({
+                "index_name": index.name,
+                "columns": [index.column],
+                "index_type": client_index_type(index),
+                "num_indexed_rows": index.indexed_rows,
+                "num_unindexed_rows": index.unindexed_rows,
+                "num_segments": index.segments,
+            })
+        })
+        .collect::<Vec<_>>();
+    Ok(with_table_version(version, Json(serde_json::json!({ "indexes": indexes }))))
+}
+
+/// `POST /v1/table/{id}/index/{name}/stats/`; 404 when there is no such index.
+pub async fn index_stats(
+    State(state): State<AppState>,
+    TablePath(id): TablePath,
+    Path(params): Path<HashMap<String, String>>,
+    freshness: Freshness,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let name = params.get("name").map(String::as_str).unwrap_or_default();
+    let (version, indexes) = indexes_at(&state, &id, freshness, &body).await?;
+    let index = indexes
+        .iter()
+        .find(|index| index.name == name)
+        .ok_or_else(|| ApiError::IndexNotFound(format!("index '{name}' of table '{id}' was not found")))?;
+    let stats = serde_json::json!({
+        "index_type": client_index_type(index),
+        "num_indexed_rows": index.indexed_rows,
+        "num_unindexed_rows": index.unindexed_rows,
+        "num_indices": index.segments,
+    });
+    Ok(with_table_version(version, Json(stats)))
+}
