@@ -8,6 +8,7 @@
 
 mod error;
 mod metrics;
+mod prewarm;
 mod service;
 
 use std::future::Future;
@@ -23,6 +24,7 @@ use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 
 pub use error::ExecutorError;
+pub use prewarm::Prewarmer;
 pub use service::ExecutorService;
 
 /// Largest gRPC message sent (Arrow Flight splits batches below this).

@@ -11,6 +11,9 @@ pub struct ExecutorMetrics {
     pub fragments: IntCounterVec,
     /// `lancefleet_executor_fragment_errors_total{code}`: plan fragments failed, by code.
     pub errors: IntCounterVec,
+    /// `lancefleet_executor_prewarm_total{what}`: fragments and indexes read into the cache
+    /// after maintenance rewrote them (`fragment`, `index`, `failed`).
+    pub prewarm: IntCounterVec,
 }
 
 /// The metrics, registered on first use (registration fails only on a duplicate name).
@@ -25,4 +28,9 @@ pub static METRICS: LazyLock<ExecutorMetrics> = LazyLock::new(|| ExecutorMetrics
         &["code"]
     )
     .expect("register lancefleet_executor_fragment_errors_total"),
+    prewarm: register_int_counter_vec!(
+        Opts::new("lancefleet_executor_prewarm_total", "Fragments and indexes prewarmed after maintenance."),
+        &["what"]
+    )
+    .expect("register lancefleet_executor_prewarm_total"),
 });

@@ -1,0 +1,96 @@
+//! Cache refill after maintenance: an executor follows the event bus, and when a
+//! compaction or an index commit lands, reads the new fragments it owns (those whose
+//! preference list holds it) and the table's indexes through its cache, so queries on the
+//! new version do not fall off a cold cliff.
+
+use std::sync::Arc;
+
+use futures::TryStreamExt;
+use lance::index::DatasetIndexExt;
+use lancefleet_common::Shutdown;
+use lancefleet_common::config::{ClusterConfig, ExecutorEndpoint};
+use lancefleet_common::events::{BusUpdate, ChangeKind, EventBus, TableEvent};
+use lancefleet_common::placement::Placement;
+use lancefleet_engine::{Catalog, EngineError, TableId};
+use tokio::sync::watch;
+
+use crate::metrics::METRICS;
+
+/// What prewarming needs to know about this executor and its cluster.
+#[derive(Debug)]
+pub struct Prewarmer {
+    /// The executor's catalog (reading through its cache).
+    pub catalog: Catalog,
+    /// The executors, as query nodes place fragments on them.
+    pub membership: watch::Receiver<Arc<[ExecutorEndpoint]>>,
+    /// Placement settings (the same as the query nodes').
+    pub cluster: ClusterConfig,
+    /// This executor's id.
+    pub node_id: String,
+}
+
+impl Prewarmer {
+    /// Follows `bus` until `shutdown`, prewarming after each maintenance commit.
+    pub async fn follow(self, bus: Arc<dyn EventBus>, shutdown: Shutdown) {
+        let mut updates = bus.subscribe(shutdown).await;
+        while let Some(update) = updates.recv().await {
+            let BusUpdate::Changed(event) = update else { continue };
+            if !event.kind.rewrote_files() {
+                continue;
+            }
+            if let Err(error) = self.prewarm(&event).await {
+                METRICS.prewarm.with_label_values(&["failed"]).inc();
+                tracing::warn!(table = event.table, version = event.version, %error, "prewarm failed");
+            }
+        }
+    }
+
+    /// The new fragments of `event` this executor owns.
+    fn owned(&self, uri: &str, fragments: &[u64]) -> Vec<u64> {
+        let members = self.membership.borrow().clone();
+        let placement = Placement::new(
+            members.iter().map(|member| member.id.clone()),
+            self.cluster.virtual_nodes,
+            self.cluster.replicas,
+        );
+        fragments
+            .iter()
+            .copied()
+            .filter(|fragment| placement.preference_list(uri, *fragment).iter().any(|node| **node == *self.node_id))
+            .collect()
+    }
+
+    async fn prewarm(&self, event: &TableEvent) -> Result<(), EngineError> {
+        let uri = self.catalog.table_uri(&TableId::parse(&event.table)?);
+        let dataset = self.catalog.open_pinned(&uri, event.version).await?;
+        let owned = self.owned(&uri, &event.new_fragments);
+        if !owned.is_empty() {
+            let fragments =
+                dataset.fragments().iter().filter(|fragment| owned.contains(&fragment.id)).cloned().collect();
+            let mut scan = dataset.scan();
+            scan.with_fragments(fragments);
+            let stream = scan.try_into_stream().await?;
+            let rows = stream.try_fold(0usize, |rows, batch| async move { Ok(rows + batch.num_rows()) }).await?;
+            METRICS.prewarm.with_label_values(&["fragment"]).inc_by(owned.len() as u64);
+            tracing::info!(
+                table = event.table,
+                version = event.version,
+                fragments = owned.len(),
+                rows,
+                "prewarmed new fragments"
+            );
+        }
+        if matches!(event.kind, ChangeKind::IndexBuilt | ChangeKind::IndexOptimized) {
+            let indexes = dataset.load_indices().await?;
+            let mut names = indexes.iter().map(|index| index.name.clone()).collect::<Vec<_>>();
+            names.sort();
+            names.dedup();
+            for name in names.iter().filter(|name| !name.starts_with("__")) {
+                dataset.prewarm_index(name).await?;
+                METRICS.prewarm.with_label_values(&["index"]).inc();
+            }
+            tracing::info!(table = event.table, version = event.version, indexes = names.len(), "prewarmed indexes");
+        }
+        Ok(())
+    }
+}
