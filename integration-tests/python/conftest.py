@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -42,6 +44,8 @@ SELFTEST_OSS = os.environ.get("LANCEFLEET_SELFTEST_OSS") == "1"
 READY_TIMEOUT_S = 60
 STOP_TIMEOUT_S = 20
 E2E_EXECUTORS = int(os.environ.get("LANCEFLEET_E2E_EXECUTORS", "0"))
+# S3 bucket of the moto server tests on object storage use.
+BUCKET = "lancefleet"
 
 
 def lancefleet_bin() -> str:
@@ -200,7 +204,9 @@ class LanceFleetServer:
                 cmd += ["--executor", executor.endpoint]
             log.write(f"\n=== starting: {' '.join(cmd)}\n".encode())
             log.flush()
-            env = {**os.environ, "NO_COLOR": "1", **self.env}
+            # Background maintenance would rewrite the fragments tests lay out on purpose;
+            # test_indexer.py turns it on where it is the subject.
+            env = {**os.environ, "NO_COLOR": "1", "LANCEFLEET_INDEXER__EMBEDDED": "false", **self.env}
             self.proc = subprocess.Popen(
                 cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
             )
@@ -252,6 +258,68 @@ class LanceFleetServer:
             executor_code = executor.stop()
             assert executor_code == 0, f"plan executor {executor.node_id} exited with {executor_code}"
         return code
+
+
+moto_logs: dict[str, Path] = {}
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+class ObjectGets:
+    """Counts GETs of immutable lance objects (data, index, deletion files) that reach
+    the S3 server, from its request log."""
+
+    def __init__(self, endpoint: str):
+        self.path = moto_logs[endpoint]
+        self.mark = self.path.stat().st_size
+
+    def since_mark(self) -> list[str]:
+        with open(self.path, "rb") as log:
+            log.seek(self.mark)
+            lines = ANSI.sub("", log.read().decode(errors="replace")).splitlines()
+        pattern = re.compile(r'"GET [^ ]*/(data|_indices|_deletions)/')
+        return [line for line in lines if pattern.search(line)]
+
+
+@pytest.fixture(scope="module")
+def moto(tmp_path_factory):
+    """A moto S3 server on a free loopback port with an empty bucket."""
+    binary = shutil.which("moto_server", path=os.path.dirname(sys.executable))
+    if binary is None:
+        pytest.fail("moto_server is not installed in the test venv (requirements.txt)", pytrace=False)
+    port = free_port()
+    log_path = tmp_path_factory.mktemp("moto") / "moto.log"
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            [binary, "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT
+        )
+    wait_for_port(port, proc, "moto_server", log_path)
+    endpoint = f"http://127.0.0.1:{port}"
+    moto_logs[endpoint] = log_path
+    import boto3
+
+    boto3.client(
+        "s3", endpoint_url=endpoint, aws_access_key_id="test", aws_secret_access_key="test",
+        region_name="us-east-1",
+    ).create_bucket(Bucket=BUCKET)
+    yield endpoint
+    proc.terminate()
+    proc.wait(timeout=20)
+
+
+def storage_options(endpoint: str) -> dict:
+    """Object-store options of the moto server at `endpoint` (lance's names)."""
+    return {
+        "aws_endpoint": endpoint,
+        "aws_access_key_id": "test",
+        "aws_secret_access_key": "test",
+        "aws_region": "us-east-1",
+        "allow_http": "true",
+    }
+
+
+def s3_env(endpoint: str) -> dict:
+    """Environment that points a lancefleet process's storage at the moto server."""
+    return {f"LANCEFLEET_STORAGE__OPTIONS__{key.upper()}": value for key, value in storage_options(endpoint).items()}
 
 
 def _stop_and_check(srv: LanceFleetServer) -> None:

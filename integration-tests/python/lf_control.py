@@ -5,6 +5,7 @@ PlanExecutor / LanceFleetServer, pointed at etcd through LANCEFLEET_CONTROL__* v
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -103,6 +104,70 @@ class ControlPlane:
 
     def state(self) -> dict:
         return requests.get(f"{self.url}/v1/cluster", timeout=10).json()
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        return self.proc.wait(timeout=STOP_TIMEOUT_S)
+
+
+class Indexer:
+    """One `lancefleet indexer` process, logging JSON lines (parsed by `events()`)."""
+
+    def __init__(self, root: Path, node_id: str, data_dir, env: dict):
+        self.node_id = node_id
+        self.data_dir = data_dir
+        self.env = env
+        self.port = free_port()
+        self.log_path = Path(root) / f"{node_id}.log"
+        self.proc: subprocess.Popen | None = None
+
+    def command(self, *extra: str) -> list[str]:
+        return [
+            lancefleet_bin(), "indexer", "--data-dir", str(self.data_dir), "--node-id", self.node_id,
+            "--listen", f"127.0.0.1:{self.port}", "--log-format", "json",
+            "--log-level", "info,lancefleet_indexer=debug", *extra,
+        ]
+
+    def environment(self) -> dict:
+        return {**os.environ, "NO_COLOR": "1", **self.env}
+
+    def start(self) -> "Indexer":
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                self.command(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                env=self.environment(),
+            )
+        wait_until(lambda: self.proc.poll() is not None or self.logged("indexer is following table changes"),
+                   READY_TIMEOUT_S, f"indexer {self.node_id} to start")
+        assert self.proc.poll() is None, self.log_path.read_text()[-3000:]
+        return self
+
+    def run_once(self) -> subprocess.CompletedProcess:
+        """`lancefleet indexer --once`: maintains every table once and exits."""
+        return subprocess.run(
+            self.command("--once"), capture_output=True, text=True, env=self.environment(), timeout=300
+        )
+
+    def events(self) -> list[dict]:
+        """Every JSON log line so far: {"timestamp", "level", "message", "target", fields...}."""
+        lines = []
+        for line in self.log_path.read_text(errors="replace").splitlines():
+            try:
+                lines.append(json.loads(line))
+            except ValueError:
+                continue
+        return lines
+
+    def logged(self, message: str, **fields) -> list[dict]:
+        return [
+            event for event in self.events()
+            if event.get("message") == message and all(event.get(key) == value for key, value in fields.items())
+        ]
+
+    def metrics(self) -> dict:
+        return parse_metrics(requests.get(f"http://127.0.0.1:{self.port}/metrics", timeout=10).text)
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
         assert self.proc is not None

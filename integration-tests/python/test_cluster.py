@@ -12,14 +12,8 @@ over a table on S3 (a local moto server), checked against lance in-process.
 
 from __future__ import annotations
 
-import os
-import re
-import shutil
-import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 
 import lance
 import numpy as np
@@ -27,71 +21,14 @@ import pyarrow as pa
 import pytest
 import requests
 
-from conftest import LanceFleetServer, free_port, wait_for_port
+from conftest import BUCKET, LanceFleetServer, ObjectGets, s3_env, storage_options
 from lf_helpers import connect_remote, metric, parse_metrics, write_fragments
 
 DIM = 32
 FRAGMENTS = 20
 ROWS_PER_FRAGMENT = 500
-BUCKET = "lancefleet"
 QUERIES = 50
 TABLE = "vectors"
-
-
-moto_logs: dict[str, Path] = {}
-ANSI = re.compile(r"\x1b\[[0-9;]*m")
-
-
-class ObjectGets:
-    """Counts GETs of immutable lance objects (data, index, deletion files) that reach
-    the S3 server, from its request log."""
-
-    def __init__(self, endpoint: str):
-        self.path = moto_logs[endpoint]
-        self.mark = self.path.stat().st_size
-
-    def since_mark(self) -> list[str]:
-        with open(self.path, "rb") as log:
-            log.seek(self.mark)
-            lines = ANSI.sub("", log.read().decode(errors="replace")).splitlines()
-        pattern = re.compile(r'"GET [^ ]*/(data|_indices|_deletions)/')
-        return [line for line in lines if pattern.search(line)]
-
-
-@pytest.fixture(scope="module")
-def moto(tmp_path_factory):
-    """A moto S3 server on a free loopback port with an empty bucket."""
-    binary = shutil.which("moto_server", path=os.path.dirname(sys.executable))
-    if binary is None:
-        pytest.fail("moto_server is not installed in the test venv (requirements.txt)", pytrace=False)
-    port = free_port()
-    log_path = tmp_path_factory.mktemp("moto") / "moto.log"
-    with open(log_path, "ab") as log:
-        proc = subprocess.Popen(
-            [binary, "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT
-        )
-    wait_for_port(port, proc, "moto_server", log_path)
-    endpoint = f"http://127.0.0.1:{port}"
-    moto_logs[endpoint] = log_path
-    import boto3
-
-    boto3.client(
-        "s3", endpoint_url=endpoint, aws_access_key_id="test", aws_secret_access_key="test",
-        region_name="us-east-1",
-    ).create_bucket(Bucket=BUCKET)
-    yield endpoint
-    proc.terminate()
-    proc.wait(timeout=20)
-
-
-def storage_options(endpoint: str) -> dict:
-    return {
-        "aws_endpoint": endpoint,
-        "aws_access_key_id": "test",
-        "aws_secret_access_key": "test",
-        "aws_region": "us-east-1",
-        "allow_http": "true",
-    }
 
 
 @pytest.fixture(scope="module")
@@ -109,9 +46,8 @@ def table_on_s3(moto):
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory, moto, table_on_s3):
-    env = {f"LANCEFLEET_STORAGE__OPTIONS__{key.upper()}": value for key, value in storage_options(moto).items()}
     server = LanceFleetServer(
-        tmp_path_factory.mktemp("cluster"), data_dir=f"s3://{BUCKET}/db", executors=3, env=env
+        tmp_path_factory.mktemp("cluster"), data_dir=f"s3://{BUCKET}/db", executors=3, env=s3_env(moto)
     ).start()
     yield server
     server.stop()
