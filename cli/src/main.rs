@@ -189,12 +189,27 @@ fn main() -> ExitCode {
             .common
             .load(&[("control.listen", &args.listen), ("control.node_id", &args.node_id)])
             .map(|config| run(roles::control_plane(config))),
-        Command::Indexer(args) => args
-            .common
-            .load(&[("indexer.listen", &args.listen), ("control.node_id", &args.node_id)])
-            .map(|config| run(roles::indexer(config, args.once))),
+        Command::Indexer(args) => {
+            args.common.load(&[("indexer.listen", &args.listen), ("control.node_id", &args.node_id)]).map(|config| {
+                limit_commit_retries(&config);
+                run(roles::indexer(config, args.once))
+            })
+        }
     };
     outcome.unwrap_or_else(|code| code)
+}
+
+/// Sets lance's commit retry budget for an indexer process (lance reads it from the
+/// environment, once per process), unless the environment already sets it. A maintenance
+/// commit that keeps losing to appends then gives up sooner and is planned again on the
+/// newer version, starting over from short backoff windows instead of starving behind
+/// the writers for lance's default 30 s.
+fn limit_commit_retries(config: &NodeConfig) {
+    const VARIABLE: &str = "LANCE_COMMIT_RETRY_TIMEOUT_SECS";
+    if std::env::var_os(VARIABLE).is_none() {
+        // SAFETY: called from `main` before the async runtime, or any other thread, exists.
+        unsafe { std::env::set_var(VARIABLE, config.indexer.commit_retry_timeout_seconds.to_string()) };
+    }
 }
 
 /// Runs a role on a multi-threaded runtime and turns its outcome into an exit code.

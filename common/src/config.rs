@@ -86,6 +86,10 @@ pub struct IndexerConfig {
     /// Wait before retrying a table whose round was dropped (a writer's conflicting
     /// commit, or another indexer holding it), in milliseconds. Default: 2000.
     pub retry_after_ms: u64,
+    /// How long a `lancefleet indexer` process lets lance retry a maintenance commit that
+    /// keeps losing to concurrent writes before it drops the round and plans it again
+    /// (lance's `LANCE_COMMIT_RETRY_TIMEOUT_SECS`, which wins when set). Default: 5.
+    pub commit_retry_timeout_seconds: u64,
 }
 
 impl Default for IndexerConfig {
@@ -103,6 +107,7 @@ impl Default for IndexerConfig {
             auto_scalar_columns: Vec::new(),
             cleanup_retention_seconds: 3600,
             retry_after_ms: 2000,
+            commit_retry_timeout_seconds: 5,
         }
     }
 }

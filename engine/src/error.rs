@@ -95,6 +95,22 @@ impl EngineError {
     pub fn internal(message: impl Into<String>) -> Self {
         Self::Internal { message: message.into() }
     }
+
+    /// Whether a commit lost to concurrent commits (a conflict, or lance's retry budget
+    /// ran out while other writers kept winning): nothing was committed, and the
+    /// operation may be planned again on the newer version.
+    pub fn is_commit_conflict(&self) -> bool {
+        matches!(
+            self,
+            Self::Lance { source, .. } if matches!(
+                **source,
+                lance::Error::CommitConflict { .. }
+                    | lance::Error::RetryableCommitConflict { .. }
+                    | lance::Error::IncompatibleTransaction { .. }
+                    | lance::Error::TooMuchWriteContention { .. }
+            )
+        )
+    }
 }
 
 impl From<lance::Error> for EngineError {

@@ -35,10 +35,10 @@ impl ServiceError for IndexerError {
 }
 
 impl IndexerError {
-    /// Whether a writer's concurrent commit made lance refuse ours: the round is
-    /// dropped and re-planned, nothing was changed.
+    /// Whether writers' concurrent commits made lance refuse ours: the round is dropped
+    /// and re-planned, nothing was changed.
     pub fn is_conflict(&self) -> bool {
-        self.error_code() == ErrorCode::Conflict
+        matches!(self, Self::Engine(error) if error.is_commit_conflict())
     }
 
     /// Whether retrying cannot help (the request itself is wrong).

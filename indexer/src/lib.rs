@@ -1,13 +1,15 @@
 //! The LanceFleet indexer: follows table change events and keeps tables compacted,
 //! indexed and clean, without touching query traffic.
 //!
-//! Each change event marks its table due; up to `indexer.concurrent_tables` tables get a
-//! maintenance turn at a time ([`worker::Worker::turn`]), each under the table's lock on
-//! the event bus, so several indexers share the tables and never maintain one together. A
-//! table whose turn was cut short (a writer's conflicting commit, another indexer holding
-//! it, a failure) is due again after `retry_after_ms` (doubling on failures, up to five
-//! minutes); an idle table is due again only when it changes or its old versions pass
-//! the retention. With nothing due the indexer waits on the bus and uses no CPU.
+//! At start every table of the root namespace is due once; after that, each change event
+//! marks its table due. Up to `indexer.concurrent_tables` tables get a maintenance turn at
+//! a time ([`worker::Worker::turn`]), each under the table's lock on the event bus, so
+//! several indexers share the tables and never maintain one together. A table whose turn
+//! was cut short (a writer's conflicting commit, another indexer holding it, a failure) is
+//! due again after `retry_after_ms` (doubling on failures, up to five minutes); an idle
+//! table is due again only when it changes, or when a table changed since its last cleanup
+//! may be cleaned again (once per retention period). With nothing due the indexer waits
+//! on the bus and uses no CPU.
 
 mod error;
 mod metrics;
@@ -49,6 +51,8 @@ struct Due {
 /// What the loop remembers of a table between turns.
 #[derive(Debug, Clone, Copy)]
 struct Tracked {
+    /// The version of its latest change event seen (a resync skips tables it already saw).
+    version: u64,
     /// When it last changed (an event arrived).
     changed: Instant,
     /// When a turn that cleaned its old versions started.
@@ -81,11 +85,24 @@ impl Indexer {
         Self { worker: Arc::new(Worker { catalog: Arc::new(catalog), bus, config, holder }) }
     }
 
-    /// Maintains tables as their changes arrive, until `shutdown`.
+    /// Maintains every table of the root namespace once, then tables as their changes
+    /// arrive, until `shutdown`.
     pub async fn run(self, shutdown: Shutdown) {
         let mut updates = self.worker.bus.subscribe(shutdown.clone()).await;
         let mut due: HashMap<String, Due> = HashMap::new();
         let mut tracked: HashMap<String, Tracked> = HashMap::new();
+        // Tables written while no indexer ran (or by other writers, such as LanceDB OSS)
+        // have no pending event: look at each once, cleanup included.
+        match self.worker.catalog.list_tables(&Namespace::root()).await {
+            Ok(tables) => {
+                let now = Instant::now();
+                for table in tables {
+                    tracked.insert(table.clone(), Tracked { version: 0, changed: now, cleaned: None });
+                    due.insert(table, Due { at: now, since_ms: None });
+                }
+            }
+            Err(error) => tracing::warn!(%error, "cannot list the tables; maintaining those that change"),
+        }
         let mut running = HashMap::new();
         let mut failures: HashMap<String, u32> = HashMap::new();
         let mut turns = JoinSet::new();
@@ -216,25 +233,29 @@ impl Indexer {
     }
 }
 
-/// Marks the tables an update names as changed and due now (maintenance's own changes
-/// excepted).
+/// Marks the tables an update names as changed and due now: maintenance's own changes
+/// excepted, and on a resync, tables whose latest change was seen already.
 fn mark_due(due: &mut HashMap<String, Due>, tracked: &mut HashMap<String, Tracked>, update: BusUpdate) {
-    let events = match update {
-        BusUpdate::Resync(latest) => latest,
-        BusUpdate::Changed(event) => vec![event],
+    let (events, resync) = match update {
+        BusUpdate::Resync(latest) => (latest, true),
+        BusUpdate::Changed(event) => (vec![event], false),
     };
-    for TableEvent { table, kind, at_ms, .. } in events {
+    for TableEvent { table, version, kind, at_ms, .. } in events {
         METRICS.events.inc();
-        if kind.is_maintenance() {
+        let seen = tracked.get(&table).is_some_and(|state| state.version == version);
+        if kind.is_maintenance() || (resync && seen) {
             continue;
         }
         let now = Instant::now();
         tracked
             .entry(table.clone())
-            .and_modify(|state| state.changed = now)
-            .or_insert(Tracked { changed: now, cleaned: None });
-        let entry = due.entry(table).or_insert(Due { at: Instant::now(), since_ms: Some(at_ms) });
-        entry.at = entry.at.min(Instant::now());
+            .and_modify(|state| {
+                state.changed = now;
+                state.version = version;
+            })
+            .or_insert(Tracked { version, changed: now, cleaned: None });
+        let entry = due.entry(table).or_insert(Due { at: now, since_ms: Some(at_ms) });
+        entry.at = entry.at.min(now);
         entry.since_ms = Some(entry.since_ms.map_or(at_ms, |since| since.min(at_ms)));
     }
 }

@@ -253,7 +253,7 @@ def test_two_indexers_never_maintain_one_table_at_once(stack):
     for append in range(1, 31):
         for number, table in enumerate(tables):
             table.add(rows(np.arange(append * 100, (append + 1) * 100), seed=number * 100 + append))
-    wait_until(lambda: all(stack.fragments(f"t{i}") <= COMPACT_AT for i in range(3)), 120, "compaction", 0.5)
+    wait_until(lambda: all(stack.fragments(f"t{i}") <= 2 * COMPACT_AT for i in range(3)), 120, "compaction", 0.5)
     for table in tables:
         assert table.count_rows() == 3100
     all_turns = turns(a) + turns(b)
