@@ -42,6 +42,7 @@ MAINTENANCE = {
     "LANCEFLEET_INDEXER__COMPACT_MIN_SMALL_FRAGMENTS": str(COMPACT_AT),
     "LANCEFLEET_INDEXER__OPTIMIZE_MIN_UNINDEXED_ROWS": str(OPTIMIZE_AT),
     "LANCEFLEET_INDEXER__AUTO_INDEX_MIN_ROWS": "1000",
+    "LANCEFLEET_INDEXER__AUTO_SCALAR_COLUMNS": '["id"]',
     "LANCEFLEET_INDEXER__CLEANUP_RETENTION_SECONDS": "20",
     "LANCEFLEET_INDEXER__RETRY_AFTER_MS": "300",
 }
@@ -192,7 +193,8 @@ def test_streaming_writes_are_compacted_and_indexed_while_queries_run(stack):
 
     # A client's index request returns at once and the indexer builds it.
     table.create_index("text", config=FTS(), wait_timeout=timedelta(seconds=120))
-    assert {index.name for index in table.list_indices()} == {"vector_idx", "text_idx"}
+    indexes = {index.name: index.index_type for index in table.list_indices()}
+    assert indexes == {"vector_idx": "IvfPq", "id_idx": "BTree", "text_idx": "FTS"}, "automatic, configured, requested"
     assert table.index_stats("text_idx").num_unindexed_rows == 0
 
     indexer = stack.indexers[0].metrics()
@@ -292,6 +294,8 @@ def test_a_lancedb_oss_table_maintained_by_the_indexer_still_opens_in_lancedb_os
     assert len(lance.dataset(str(data / "oss.lance")).get_fragments()) < fragments_before
     stats = reopened.index_stats("vector_idx")
     assert stats.num_unindexed_rows < OPTIMIZE_AT, stats
+    assert {index.name for index in reopened.list_indices()} == {"vector_idx", "id_idx"}
+    assert reopened.search().where("id = 301").limit(5).to_arrow()["id"].to_pylist() == [301]
     reopened.add(rows(np.arange(100_000, 100_010), seed=99))
     assert reopened.count_rows() == expected_rows + 10
 
