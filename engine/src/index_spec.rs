@@ -115,6 +115,8 @@ pub struct IndexSpec {
     pub name: String,
     /// Whether an index of the same name is replaced.
     pub replace: bool,
+    /// The indexed column's field, as resolved.
+    field: Field,
     /// The whole request, for the type's parameters.
     request: serde_json::Value,
 }
@@ -138,14 +140,15 @@ impl IndexSpec {
         check_column_type(field, kind)?;
         let name = text("name").filter(|name| !name.is_empty()).map_or_else(|| format!("{column}_idx"), str::to_string);
         let replace = request.get("replace").and_then(serde_json::Value::as_bool).unwrap_or(true);
-        let spec = Self { column: column.to_string(), kind, name, replace, request: request.clone() };
+        let spec =
+            Self { column: column.to_string(), kind, name, replace, field: field.clone(), request: request.clone() };
         // Parameters are parsed now, so a bad one is the client's 400, not a failed build.
         match kind {
             IndexKind::Fts => {
                 spec.fts_params()?;
             }
             kind if kind.is_vector() => {
-                spec.vector_params(field)?;
+                spec.vector_params()?;
             }
             _ => {}
         }
@@ -168,14 +171,14 @@ impl IndexSpec {
             .map_err(|error| EngineError::invalid_input(format!("invalid FTS parameters: {error}")))
     }
 
-    fn vector_params(&self, field: &Field) -> Result<VectorIndexParams> {
+    fn vector_params(&self) -> Result<VectorIndexParams> {
         let params = VectorParams::deserialize(&self.request)
             .map_err(|error| EngineError::invalid_input(format!("invalid vector index parameters: {error}")))?;
         let metric_name = params.metric_type.or(params.distance_type).unwrap_or_else(|| "l2".to_string());
         let metric = DistanceType::try_from(metric_name.as_str()).map_err(|_| {
             EngineError::invalid_input(format!("unknown metric type '{metric_name}'; use l2, cosine, dot or hamming"))
         })?;
-        let dimension = vector_column_of(field).map_or(0, |column| column.dimension);
+        let dimension = vector_column_of(&self.field).map_or(0, |column| column.dimension);
         let defaults = IvfBuildParams::default();
         let ivf = IvfBuildParams {
             num_partitions: params.num_partitions,
@@ -215,7 +218,8 @@ impl IndexSpec {
         })
     }
 
-    /// Builds the index on `dataset` and commits it (a new version).
+    /// Builds the index on `dataset` (the table it was resolved against) and commits it
+    /// (a new version).
     pub async fn build(&self, dataset: &mut Dataset) -> Result<()> {
         let columns = [self.column.as_str()];
         let name = Some(self.name.clone());
@@ -234,11 +238,7 @@ impl IndexSpec {
                 dataset.create_index(&columns, index_type, name, &params, self.replace).await?;
             }
             _ => {
-                let schema = Schema::from(dataset.schema());
-                let field = schema.field_with_name(&self.column).map_err(|_| {
-                    EngineError::invalid_input(format!("cannot index column '{}': it does not exist", self.column))
-                })?;
-                let params = self.vector_params(field)?;
+                let params = self.vector_params()?;
                 dataset.create_index(&columns, IndexType::Vector, name, &params, self.replace).await?;
             }
         }

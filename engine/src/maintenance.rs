@@ -66,30 +66,17 @@ impl TableFacts {
     /// Reads the facts of `dataset` from its manifest and index metadata (no listing:
     /// this runs after every change).
     pub async fn read(dataset: &Dataset) -> Result<Self> {
-        let fragments = dataset.fragments();
-        let mut fragment_rows = Vec::with_capacity(fragments.len());
-        let mut fragments_with_many_deletions = 0;
-        let mut deleted = 0u64;
-        for fragment in fragments.iter() {
-            let physical = match fragment.physical_rows {
-                Some(rows) => rows,
-                None => {
-                    dataset
-                        .get_fragment(usize::try_from(fragment.id).unwrap_or(usize::MAX))
-                        .ok_or_else(|| EngineError::internal(format!("fragment {} is missing", fragment.id)))?
-                        .physical_rows()
-                        .await?
-                }
-            };
-            let deleted_here = fragment.deletion_file.as_ref().and_then(|file| file.num_deleted_rows).unwrap_or(0);
-            #[allow(clippy::cast_precision_loss)]
-            let share = if physical == 0 { 0.0 } else { deleted_here as f32 / physical as f32 };
-            if share >= MATERIALIZE_DELETIONS_THRESHOLD {
-                fragments_with_many_deletions += 1;
-            }
-            deleted += deleted_here as u64;
-            fragment_rows.push(physical as u64);
-        }
+        let fragments = fragment_rows(dataset).await?;
+        #[allow(clippy::cast_precision_loss)]
+        let fragments_with_many_deletions = fragments
+            .iter()
+            .filter(|fragment| {
+                fragment.physical > 0
+                    && fragment.deleted as f32 / fragment.physical as f32 >= MATERIALIZE_DELETIONS_THRESHOLD
+            })
+            .count();
+        let deleted = fragments.iter().map(|fragment| fragment.deleted).sum::<u64>();
+        let fragment_rows = fragments.iter().map(|fragment| fragment.physical).collect::<Vec<_>>();
         let rows = fragment_rows.iter().sum::<u64>().saturating_sub(deleted);
         let schema = Schema::from(dataset.schema());
         let vector_columns =
@@ -101,7 +88,7 @@ impl TableFacts {
             .map(|field| field.name().clone())
             .collect();
         let columns = schema.fields().iter().map(|field| field.name().clone()).collect();
-        let indexes = index_facts(dataset).await?;
+        let indexes = indexes_over(dataset, &fragments).await?;
         Ok(Self {
             version: dataset.version().version,
             rows,
@@ -120,13 +107,44 @@ impl TableFacts {
     }
 }
 
+/// The rows of one fragment.
+#[derive(Debug, Clone, Copy)]
+struct FragmentRows {
+    id: u64,
+    /// Rows written, deleted ones included.
+    physical: u64,
+    /// Rows deleted.
+    deleted: u64,
+}
+
+/// The rows of every fragment of `dataset`, from its manifest (older manifests without
+/// row counts cost a read of the fragment's file footer).
+async fn fragment_rows(dataset: &Dataset) -> Result<Vec<FragmentRows>> {
+    let mut rows = Vec::with_capacity(dataset.fragments().len());
+    for fragment in dataset.fragments().iter() {
+        let physical = match fragment.physical_rows {
+            Some(rows) => rows,
+            None => {
+                dataset
+                    .get_fragment(usize::try_from(fragment.id).unwrap_or(usize::MAX))
+                    .ok_or_else(|| EngineError::internal(format!("fragment {} is missing", fragment.id)))?
+                    .physical_rows()
+                    .await?
+            }
+        };
+        let deleted = fragment.deletion_file.as_ref().and_then(|file| file.num_deleted_rows).unwrap_or(0);
+        rows.push(FragmentRows { id: fragment.id, physical: physical as u64, deleted: deleted as u64 });
+    }
+    Ok(rows)
+}
+
 /// The user-visible indexes of `dataset`, with what each covers.
 pub async fn index_facts(dataset: &Dataset) -> Result<Vec<IndexFacts>> {
-    let fragment_rows = dataset
-        .fragments()
-        .iter()
-        .map(|fragment| (fragment.id, fragment.physical_rows.unwrap_or(0) as u64))
-        .collect::<Vec<_>>();
+    indexes_over(dataset, &fragment_rows(dataset).await?).await
+}
+
+/// The user-visible indexes of `dataset`, whose fragments have `fragments` rows.
+async fn indexes_over(dataset: &Dataset, fragments: &[FragmentRows]) -> Result<Vec<IndexFacts>> {
     let schema = dataset.schema();
     let mut facts = Vec::new();
     for description in dataset.describe_indices(None).await? {
@@ -147,11 +165,11 @@ pub async fn index_facts(dataset: &Dataset) -> Result<Vec<IndexFacts>> {
             .flat_map(|bitmap| bitmap.iter())
             .collect::<BTreeSet<u32>>();
         let (mut indexed_rows, mut unindexed_rows) = (0, 0);
-        for (id, rows) in &fragment_rows {
-            if u32::try_from(*id).is_ok_and(|id| covered.contains(&id)) {
-                indexed_rows += rows;
+        for fragment in fragments {
+            if u32::try_from(fragment.id).is_ok_and(|id| covered.contains(&id)) {
+                indexed_rows += fragment.physical;
             } else {
-                unindexed_rows += rows;
+                unindexed_rows += fragment.physical;
             }
         }
         let is_vector =

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use lance::Dataset;
 use lancefleet_common::config::IndexerConfig;
-use lancefleet_common::events::{BusError, ChangeKind, EventBus, TableEvent};
+use lancefleet_common::events::{BusError, ChangeKind, EventBus, IndexRequest, TableEvent};
 use lancefleet_engine::maintenance::{self, TableFacts};
 use lancefleet_engine::{Catalog, EngineError, IndexSpec, ReadVersion, TableId};
 
@@ -145,15 +145,11 @@ impl Worker {
     async fn run(&self, table: &str, job: &Job, dataset: &mut Dataset) -> Result<Option<TableEvent>, IndexerError> {
         let before = dataset.version().version;
         let (kind, new_fragments) = match job {
-            Job::BuildRequested(request) => {
-                let spec = IndexSpec::resolve(&request.spec, &arrow_schema::Schema::from(dataset.schema()))?;
-                spec.build(dataset).await?;
-                self.bus.finish_index_request(table, &request.name).await?;
-                (ChangeKind::IndexBuilt, Vec::new())
-            }
-            Job::BuildAuto { spec, .. } => {
-                let spec = IndexSpec::resolve(spec, &arrow_schema::Schema::from(dataset.schema()))?;
-                spec.build(dataset).await?;
+            Job::BuildRequested(IndexRequest { spec, .. }) | Job::BuildAuto { spec, .. } => {
+                IndexSpec::resolve(spec, &arrow_schema::Schema::from(dataset.schema()))?.build(dataset).await?;
+                if let Job::BuildRequested(request) = job {
+                    self.bus.finish_index_request(table, &request.name).await?;
+                }
                 (ChangeKind::IndexBuilt, Vec::new())
             }
             Job::Compact => match maintenance::compact(dataset, self.config.target_rows_per_fragment).await? {
