@@ -27,7 +27,7 @@ pub enum ChangeKind {
     Create,
     /// Rows were appended.
     Append,
-    /// Every row was replaced.
+    /// Every row was replaced (an overwrite, or a restore of an old version).
     Overwrite,
     /// Rows were deleted.
     Delete,
@@ -39,6 +39,8 @@ pub enum ChangeKind {
     SchemaChange,
     /// A client asked for an index; the request is kept until an indexer built it.
     IndexRequested,
+    /// A client dropped an index.
+    IndexDropped,
     /// The table was dropped.
     Dropped,
     /// Maintenance rewrote small fragments into larger ones.

@@ -17,14 +17,17 @@ use arrow_array::{RecordBatch, RecordBatchIterator};
 use arrow_schema::SchemaRef;
 use lance::Dataset;
 use lance::dataset::builder::DatasetBuilder;
+use lance::index::DatasetIndexExt;
 use lance::dataset::{ReadParams, UpdateBuilder, WriteDestination, WriteMode, WriteParams};
 use lance::io::{ObjectStore, ObjectStoreParams, StorageOptionsAccessor, WrappingObjectStore};
 use lance::session::Session;
 use lancefleet_common::storage::StorageRoot;
 use moka::future::Cache;
+use object_store::path::Path;
 
 use crate::cache::ObjectCache;
 use crate::error::{EngineError, Result};
+use crate::index_spec::IndexSpec;
 use crate::table_id::{Namespace, TableId, table_name_of_entry};
 
 /// How `create_table` treats an existing table.
@@ -88,6 +91,8 @@ pub struct Catalog {
     session: Arc<Session>,
     /// Latest-version snapshots by table uri; `None` under strong consistency.
     snapshots: Option<Cache<String, Snapshot>>,
+    /// The cache immutable objects are read through, if any.
+    cache: Option<ObjectCache>,
 }
 
 impl Catalog {
@@ -100,10 +105,10 @@ impl Catalog {
         let store_params = ObjectStoreParams {
             storage_options_accessor: (!options.is_empty())
                 .then(|| Arc::new(StorageOptionsAccessor::with_static_options(options))),
-            object_store_wrapper: cache.map(|cache| Arc::new(cache) as Arc<dyn WrappingObjectStore>),
+            object_store_wrapper: cache.clone().map(|cache| Arc::new(cache) as Arc<dyn WrappingObjectStore>),
             ..Default::default()
         };
-        Self { root, store_params, session: Arc::new(Session::default()), snapshots: None }
+        Self { root, store_params, session: Arc::new(Session::default()), snapshots: None, cache }
     }
 
     /// Weak read consistency: reads of the latest version may be served from a snapshot
@@ -113,6 +118,11 @@ impl Catalog {
         self.snapshots =
             (!interval.is_zero()).then(|| Cache::builder().max_capacity(MAX_SNAPSHOTS).time_to_live(interval).build());
         self
+    }
+
+    /// Chunk reads the object cache answered and fetched so far; zeros without a cache.
+    pub fn cache_reads(&self) -> (u64, u64) {
+        self.cache.as_ref().map_or((0, 0), ObjectCache::reads)
     }
 
     /// The storage root.
@@ -128,19 +138,19 @@ impl Catalog {
 
     /// Names of the tables directly in `namespace`, sorted.
     pub async fn list_tables(&self, namespace: &Namespace) -> Result<Vec<String>> {
-        let uri = self.root.child_uri(namespace.components().iter().map(String::as_str));
-        let (store, path) =
-            ObjectStore::from_uri_and_params(self.session.store_registry(), &uri, &self.store_params).await?;
-        let entries = match store.read_dir(path).await {
-            Ok(entries) => entries,
-            Err(lance::Error::NotFound { .. }) => Vec::new(),
-            Err(error) => return Err(error.into()),
-        };
+        let (store, path) = self.namespace_store(namespace).await?;
+        let entries = read_dir_or_empty(&store, path).await?;
         let mut names =
             entries.iter().filter_map(|entry| table_name_of_entry(entry)).map(str::to_string).collect::<Vec<_>>();
         names.sort();
         names.dedup();
         Ok(names)
+    }
+
+    /// The object store and path of a namespace's directory.
+    pub(crate) async fn namespace_store(&self, namespace: &Namespace) -> Result<(Arc<ObjectStore>, Path)> {
+        let uri = self.root.child_uri(namespace.components().iter().map(String::as_str));
+        Ok(ObjectStore::from_uri_and_params(self.session.store_registry(), &uri, &self.store_params).await?)
     }
 
     /// Opens a table at the version `read` asks for.
@@ -183,7 +193,7 @@ impl Catalog {
 
     /// Records the version a write just committed as the table's snapshot, so this node
     /// reads its own writes under weak consistency too.
-    async fn committed(&self, id: &TableId, dataset: Dataset) -> Dataset {
+    pub(crate) async fn committed(&self, id: &TableId, dataset: Dataset) -> Dataset {
         if let Some(snapshots) = &self.snapshots {
             snapshots.insert(self.table_uri(id), Snapshot::now(dataset.clone())).await;
         }
@@ -191,7 +201,7 @@ impl Catalog {
     }
 
     /// Reads a table's manifest at `version`, or at the latest version from the store.
-    async fn load(&self, id: &TableId, version: Option<u64>) -> Result<Dataset> {
+    pub(crate) async fn load(&self, id: &TableId, version: Option<u64>) -> Result<Dataset> {
         let mut builder = DatasetBuilder::from_uri(self.table_uri(id)).with_read_params(self.read_params());
         if let Some(version) = version {
             builder = builder.with_version(version);
@@ -312,6 +322,20 @@ impl Catalog {
         Ok((result.rows_updated, self.committed(id, Arc::unwrap_or_clone(result.new_dataset)).await))
     }
 
+    /// Builds the index `spec` describes on the latest version; returns the new version.
+    pub async fn build_index(&self, id: &TableId, spec: &IndexSpec) -> Result<Dataset> {
+        let mut dataset = self.load(id, None).await?;
+        spec.build(&mut dataset).await?;
+        Ok(self.committed(id, dataset).await)
+    }
+
+    /// Drops the index `name`; returns the new version.
+    pub async fn drop_index(&self, id: &TableId, name: &str) -> Result<Dataset> {
+        let mut dataset = self.load(id, None).await?;
+        dataset.drop_index(name).await?;
+        Ok(self.committed(id, dataset).await)
+    }
+
     /// Removes a table and every version of it.
     pub async fn drop_table(&self, id: &TableId) -> Result<()> {
         // Opening first turns a missing table into a 404 and refuses to delete a
@@ -344,6 +368,15 @@ impl Catalog {
             skip_auto_cleanup: true,
             ..Default::default()
         }
+    }
+}
+
+/// The entries of a directory; a directory that does not exist is empty.
+pub(crate) async fn read_dir_or_empty(store: &ObjectStore, path: Path) -> Result<Vec<String>> {
+    match store.read_dir(path).await {
+        Ok(entries) => Ok(entries),
+        Err(lance::Error::NotFound { .. }) => Ok(Vec::new()),
+        Err(error) => Err(error.into()),
     }
 }
 

@@ -37,6 +37,18 @@ pub enum EngineError {
         /// The minimum version the client asked for.
         requested: u64,
     },
+    /// No namespace of this name.
+    #[error("Namespace '{name}' was not found")]
+    NamespaceNotFound {
+        /// The namespace id.
+        name: String,
+    },
+    /// Creating a namespace that exists.
+    #[error("Namespace '{name}' already exists")]
+    NamespaceAlreadyExists {
+        /// The namespace id.
+        name: String,
+    },
     /// A table or namespace name that cannot be used.
     #[error("invalid table name '{name}': {reason}")]
     InvalidName {
@@ -123,8 +135,10 @@ impl From<lance::Error> for EngineError {
 impl ServiceError for EngineError {
     fn error_code(&self) -> ErrorCode {
         match self {
-            Self::TableNotFound { .. } | Self::VersionNotFound { .. } => ErrorCode::NotFound,
-            Self::TableAlreadyExists { .. } => ErrorCode::AlreadyExists,
+            Self::TableNotFound { .. } | Self::VersionNotFound { .. } | Self::NamespaceNotFound { .. } => {
+                ErrorCode::NotFound
+            }
+            Self::TableAlreadyExists { .. } | Self::NamespaceAlreadyExists { .. } => ErrorCode::AlreadyExists,
             Self::VersionNotYetVisible { .. } => ErrorCode::Unavailable,
             Self::InvalidName { .. } | Self::InvalidInput { .. } => ErrorCode::InvalidArgument,
             Self::NotSupported { .. } => ErrorCode::NotSupported,
@@ -157,8 +171,10 @@ pub fn classify_lance_error(error: &lance::Error) -> (ErrorCode, String) {
         E::DatasetAlreadyExists { uri, .. } => (ErrorCode::AlreadyExists, format!("dataset {uri} already exists")),
         E::DatasetNotFound { path, .. } => (ErrorCode::NotFound, format!("dataset {path} was not found")),
         E::NotFound { uri, .. } => (ErrorCode::NotFound, format!("{uri} was not found")),
+        E::IndexNotFound { identity, .. } => (ErrorCode::NotFound, format!("index {identity} was not found")),
         E::VersionNotFound { message } | E::RefNotFound { message } => (ErrorCode::NotFound, message.clone()),
         E::InvalidRef { message } => (ErrorCode::InvalidArgument, message.clone()),
+        E::RefConflict { message } => (ErrorCode::AlreadyExists, message.clone()),
         E::NotSupported { source, .. } => (ErrorCode::NotSupported, source.to_string()),
         E::CommitConflict { version, source, .. } => {
             (ErrorCode::Conflict, format!("commit conflict at version {version}: {source}"))

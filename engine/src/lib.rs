@@ -9,11 +9,16 @@ pub mod execute;
 pub mod index_spec;
 pub mod maintenance;
 pub mod merge;
+pub mod merge_insert;
+pub mod namespaces;
 pub mod output;
 pub mod plan;
 pub mod query;
+pub mod schema_change;
+pub mod stats;
 pub mod table_id;
 pub mod vector_column;
+pub mod versions;
 
 pub use catalog::{Catalog, CreateMode, InsertMode, ReadVersion};
 pub use error::{EngineError, Result};

@@ -64,6 +64,34 @@ impl Namespace {
     pub fn components(&self) -> &[String] {
         &self.components
     }
+
+    /// Whether this is the root namespace.
+    pub fn is_root(&self) -> bool {
+        self.components.is_empty()
+    }
+
+    /// The enclosing namespace (the root's parent is the root).
+    pub fn parent(&self) -> Self {
+        let mut components = self.components.clone();
+        components.pop();
+        Self { components }
+    }
+
+    /// The child namespace `name`, validated.
+    pub fn child(&self, name: &str) -> Result<Self> {
+        let mut components = self.components.clone();
+        components.push(name.to_string());
+        Self::from_components(components, name)
+    }
+}
+
+impl fmt::Display for Namespace {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.components.is_empty() {
+            return write!(formatter, "{ID_DELIMITER}");
+        }
+        formatter.write_str(&self.components.join(&ID_DELIMITER.to_string()))
+    }
 }
 
 impl TableId {

@@ -1,0 +1,145 @@
+//! Schema evolution of a table: add, alter and drop columns, and field metadata. Each
+//! change commits a new version; lance rewrites data only for a type cast.
+
+use std::collections::HashMap;
+
+use arrow_schema::{DataType, SchemaRef};
+use lance::Dataset;
+use lance::arrow::json::JsonDataType;
+use lance::dataset::{ColumnAlteration, NewColumnTransform};
+
+use crate::catalog::Catalog;
+use crate::error::{EngineError, Result};
+use crate::table_id::TableId;
+
+/// New columns and where their values come from.
+#[derive(Debug, Clone)]
+pub enum NewColumns {
+    /// `(name, SQL expression over existing columns)`, computed for every row.
+    Expressions(Vec<(String, String)>),
+    /// Nullable columns of these fields, null in every row.
+    AllNulls(SchemaRef),
+}
+
+/// One change of an existing column (a LanceDB `alterations` entry).
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+pub struct Alteration {
+    /// Path of the column (`a.b` for a nested field).
+    pub path: String,
+    /// New name.
+    pub rename: Option<String>,
+    /// New nullability.
+    pub nullable: Option<bool>,
+    /// New type, in lance's JSON form (`{"type": "int64"}`).
+    pub data_type: Option<serde_json::Value>,
+}
+
+/// One field's metadata change (a LanceDB `update_field_metadata` entry).
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+pub struct FieldMetadataUpdate {
+    /// Path of the field.
+    pub path: String,
+    /// Keys to set; a null value removes the key.
+    #[serde(default)]
+    pub metadata: HashMap<String, Option<String>>,
+    /// Replace the whole map instead of merging into it.
+    #[serde(default)]
+    pub replace: bool,
+}
+
+impl Alteration {
+    fn to_lance(&self) -> Result<ColumnAlteration> {
+        let mut alteration = ColumnAlteration::new(self.path.clone());
+        if let Some(name) = &self.rename {
+            alteration = alteration.rename(name.clone());
+        }
+        if let Some(nullable) = self.nullable {
+            alteration = alteration.set_nullable(nullable);
+        }
+        if let Some(data_type) = &self.data_type {
+            alteration = alteration.cast_to(data_type_from_json(data_type)?);
+        }
+        Ok(alteration)
+    }
+}
+
+/// An Arrow type from lance's JSON form.
+fn data_type_from_json(value: &serde_json::Value) -> Result<DataType> {
+    let invalid = |reason: String| EngineError::invalid_input(format!("invalid data_type {value}: {reason}"));
+    let json = serde_json::from_value::<JsonDataType>(value.clone()).map_err(|error| invalid(error.to_string()))?;
+    DataType::try_from(&json).map_err(|error| invalid(error.to_string()))
+}
+
+impl Catalog {
+    /// Runs one schema change on the latest version and records the version it commits.
+    async fn change_schema(&self, id: &TableId, what: &str, columns: &[&str]) -> Result<Dataset> {
+        if columns.is_empty() {
+            return Err(EngineError::invalid_input(format!("{what} needs at least one column")));
+        }
+        self.load(id, None).await
+    }
+
+    /// Adds columns; returns the new version.
+    pub async fn add_columns(&self, id: &TableId, columns: NewColumns) -> Result<Dataset> {
+        let (names, transform) = match columns {
+            NewColumns::Expressions(pairs) => {
+                (pairs.iter().map(|(name, _)| name.clone()).collect(), NewColumnTransform::SqlExpressions(pairs))
+            }
+            NewColumns::AllNulls(schema) => (
+                schema.fields().iter().map(|field| field.name().clone()).collect::<Vec<_>>(),
+                NewColumnTransform::AllNulls(schema),
+            ),
+        };
+        let names = names.iter().map(String::as_str).collect::<Vec<_>>();
+        let mut dataset = self.change_schema(id, "add_columns", &names).await?;
+        dataset.add_columns(transform, None, None).await?;
+        Ok(self.committed(id, dataset).await)
+    }
+
+    /// Renames, changes nullability of, or casts columns; returns the new version.
+    pub async fn alter_columns(&self, id: &TableId, alterations: &[Alteration]) -> Result<Dataset> {
+        let paths = alterations.iter().map(|alteration| alteration.path.as_str()).collect::<Vec<_>>();
+        let alterations = alterations.iter().map(Alteration::to_lance).collect::<Result<Vec<_>>>()?;
+        let mut dataset = self.change_schema(id, "alter_columns", &paths).await?;
+        dataset.alter_columns(&alterations).await?;
+        Ok(self.committed(id, dataset).await)
+    }
+
+    /// Drops columns (metadata only; compaction reclaims the data); returns the new version.
+    pub async fn drop_columns(&self, id: &TableId, columns: &[String]) -> Result<Dataset> {
+        let columns = columns.iter().map(String::as_str).collect::<Vec<_>>();
+        let mut dataset = self.change_schema(id, "drop_columns", &columns).await?;
+        dataset.drop_columns(&columns).await?;
+        Ok(self.committed(id, dataset).await)
+    }
+
+    /// Sets, removes or replaces field metadata; returns the new version.
+    pub async fn update_field_metadata(&self, id: &TableId, updates: &[FieldMetadataUpdate]) -> Result<Dataset> {
+        let paths = updates.iter().map(|update| update.path.as_str()).collect::<Vec<_>>();
+        let mut dataset = self.change_schema(id, "update_field_metadata", &paths).await?;
+        let mut builder = dataset.update_field_metadata();
+        for update in updates {
+            let entries = update.metadata.iter().map(|(key, value)| (key.clone(), value.clone()));
+            builder = if update.replace {
+                builder.replace(update.path.as_str(), entries)?
+            } else {
+                builder.update(update.path.as_str(), entries)?
+            };
+        }
+        builder.await?;
+        Ok(self.committed(id, dataset).await)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_types_come_in_lances_json_form() {
+        assert_eq!(data_type_from_json(&serde_json::json!({"type": "int64"})).expect("int64"), DataType::Int64);
+        assert_eq!(data_type_from_json(&serde_json::json!({"type": "float"})).expect("float"), DataType::Float32);
+        assert!(data_type_from_json(&serde_json::json!({"type": "no-such-type"})).is_err());
+        assert!(data_type_from_json(&serde_json::json!("int64")).is_err());
+    }
+}
