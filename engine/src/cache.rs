@@ -167,6 +167,12 @@ impl ObjectCache {
         &self.stats
     }
 
+    /// Chunk reads answered so far (both tiers), and fetched from the object store.
+    pub fn reads(&self) -> (u64, u64) {
+        let hits = ["memory", "disk"].iter().map(|tier| self.stats.hits.with_label_values(&[*tier]).get()).sum();
+        (hits, self.stats.misses.get())
+    }
+
     /// Flushes the disk tier and closes the cache (at shutdown, so the next start
     /// recovers everything written).
     pub async fn close(&self) -> Result<()> {

@@ -13,11 +13,13 @@ use futures::TryStreamExt;
 use lance::Dataset;
 use lance::dataset::scanner::{DatasetRecordBatchStream, Scanner};
 use lance::io::RecordBatchStream;
+use lance_index::scalar::FullTextSearchQuery;
+use lance_index::scalar::inverted::query::FtsQuery;
 use lance_linalg::distance::DistanceType;
 use lancefleet_proto::v1::{FragmentQuery, NearestQuery, VectorKind};
 
 use crate::error::{EngineError, Result};
-use crate::merge::DISTANCE_COLUMN;
+use crate::merge::{DISTANCE_COLUMN, SCORE_COLUMN};
 use crate::output::QueryOutput;
 use crate::plan::check_bytes;
 
@@ -43,6 +45,17 @@ pub async fn execute_collect(dataset: &Dataset, scope: Scope<'_>, query: &Fragme
     Ok(QueryOutput { schema, batches })
 }
 
+/// Runs `query` over `scope` and returns lance's analyzed plan (operators with their
+/// rows, timings and I/O) instead of the rows.
+pub async fn analyze(dataset: &Dataset, scope: Scope<'_>, query: &FragmentQuery) -> Result<String> {
+    Ok(build_scanner(dataset, scope, query)?.analyze_plan().await?)
+}
+
+/// Lance's physical plan of `query` over `scope`, without running it.
+pub async fn explain(dataset: &Dataset, scope: Scope<'_>, query: &FragmentQuery, verbose: bool) -> Result<String> {
+    Ok(build_scanner(dataset, scope, query)?.explain_plan(verbose).await?)
+}
+
 /// Counts the rows of `scope` that match `filter`.
 pub async fn count(dataset: &Dataset, scope: Scope<'_>, filter: Option<&str>) -> Result<u64> {
     let mut scanner = dataset.scan();
@@ -61,6 +74,14 @@ fn build_scanner(dataset: &Dataset, scope: Scope<'_>, query: &FragmentQuery) -> 
     if let Some(nearest) = &query.nearest {
         configure_nearest(&mut scanner, nearest)?;
     }
+    if let Some(full_text) = &query.full_text_query {
+        let full_text = serde_json::from_str::<FtsQuery>(full_text)
+            .map_err(|error| EngineError::invalid_input(format!("invalid full-text query: {error}")))?;
+        scanner.full_text_search(FullTextSearchQuery::new_query(full_text))?;
+        if query.fast_search {
+            scanner.fast_search();
+        }
+    }
     let offset = (query.offset > 0).then(|| to_i64(query.offset));
     scanner.limit(query.limit.map(to_i64), offset)?;
     if let Some(projection) = &query.projection {
@@ -69,10 +90,17 @@ fn build_scanner(dataset: &Dataset, scope: Scope<'_>, query: &FragmentQuery) -> 
             .iter()
             .map(|column| (column.name.clone(), column.expression.clone()))
             .collect::<Vec<_>>();
-        // A vector search always answers with its distance, last (what lance adds by itself
-        // today, with a deprecation warning per query when it is not asked for).
-        if query.nearest.is_some() && !pairs.iter().any(|(name, _)| name == DISTANCE_COLUMN) {
-            pairs.push((DISTANCE_COLUMN.to_string(), None));
+        // A search always answers with its distance or score, last (what lance adds by
+        // itself today, with a deprecation warning per query when it is not asked for).
+        let ranking = match (&query.nearest, &query.full_text_query) {
+            (Some(_), _) => Some(DISTANCE_COLUMN),
+            (None, Some(_)) => Some(SCORE_COLUMN),
+            (None, None) => None,
+        };
+        if let Some(ranking) = ranking
+            && !pairs.iter().any(|(name, _)| name == ranking)
+        {
+            pairs.push((ranking.to_string(), None));
         }
         if pairs.iter().all(|(_, expression)| expression.is_none()) {
             scanner.project(&pairs.iter().map(|(name, _)| name.as_str()).collect::<Vec<_>>())?;

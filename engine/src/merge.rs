@@ -13,6 +13,8 @@ use crate::plan::{Merge, MergeOrder, QUERY_INDEX_COLUMN};
 
 /// Lance's distance column.
 pub(crate) const DISTANCE_COLUMN: &str = "_distance";
+/// Lance's full-text relevance column.
+pub(crate) const SCORE_COLUMN: &str = "_score";
 /// Lance's row id column.
 const ROW_ID_COLUMN: &str = "_rowid";
 /// Lance's row address column: fragment id in the high 32 bits, row offset in the low.
@@ -29,7 +31,8 @@ pub fn merge(merge: &Merge, fragment_positions: &HashMap<u64, u64>, partials: Ve
     let all = concat_batches(&schema, batches)
         .map_err(|error| EngineError::internal(format!("executors returned different schemas: {error}")))?;
     let order = match merge.order {
-        MergeOrder::Distance => Some(distance_order(&all)?),
+        MergeOrder::Distance => Some(ranked_order(&all, DISTANCE_COLUMN, false)?),
+        MergeOrder::Score => Some(ranked_order(&all, SCORE_COLUMN, true)?),
         MergeOrder::Manifest => Some(manifest_order(&all, fragment_positions)?),
         MergeOrder::AsReturned => None,
     };
@@ -49,10 +52,11 @@ fn column<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a ArrayRef> {
     batch.column_by_name(name).ok_or_else(|| EngineError::internal(format!("partial results lack the {name} column")))
 }
 
-fn distance_order(batch: &RecordBatch) -> Result<UInt32Array> {
+/// Rows ranked by `rank` (ascending distance, or descending score), ties by `_rowid`.
+fn ranked_order(batch: &RecordBatch, rank: &str, descending: bool) -> Result<UInt32Array> {
     let ascending = SortOptions { descending: false, nulls_first: false };
     let keys = [
-        SortColumn { values: column(batch, DISTANCE_COLUMN)?.clone(), options: Some(ascending) },
+        SortColumn { values: column(batch, rank)?.clone(), options: Some(SortOptions { descending, nulls_first: false }) },
         SortColumn { values: column(batch, ROW_ID_COLUMN)?.clone(), options: Some(ascending) },
     ];
     Ok(lexsort_to_indices(&keys, None)?)
@@ -150,6 +154,30 @@ mod tests {
         // Order: 1 (0.1), 4 (0.3), 5 (0.5, rowid 4), 2 (0.5, rowid 11), 3 (null last).
         assert_eq!(ids(&merged), vec![4, 5, 2]);
         assert!(merged.schema.field_with_name(ROW_ID_COLUMN).is_err(), "merge key dropped");
+    }
+
+    #[test]
+    fn score_merge_orders_by_descending_score_then_row_id() {
+        let rename = |output: QueryOutput| {
+            let fields = output.schema.fields().iter().map(|field| {
+                let name = if field.name() == DISTANCE_COLUMN { SCORE_COLUMN } else { field.name().as_str() };
+                Field::new(name, field.data_type().clone(), field.is_nullable())
+            });
+            let schema = Arc::new(Schema::new(fields.collect::<Vec<_>>()));
+            let batches = output
+                .batches
+                .into_iter()
+                .map(|batch| RecordBatch::try_new(schema.clone(), batch.columns().to_vec()).expect("batch"))
+                .collect();
+            QueryOutput { schema, batches }
+        };
+        let left = rename(partial(&[1, 2], &[Some(3.0), Some(1.0)], &[10, 11]));
+        let right = rename(partial(&[3, 4], &[Some(2.0), Some(3.0)], &[2, 3]));
+        let merge =
+            Merge { order: MergeOrder::Score, offset: 0, limit: Some(3), drop_row_id: false, drop_row_address: false };
+        let merged = super::merge(&merge, &HashMap::new(), vec![left, right]).expect("merged");
+        // 4 (3.0, rowid 3) before 1 (3.0, rowid 10), then 3 (2.0).
+        assert_eq!(ids(&merged), vec![4, 1, 3]);
     }
 
     #[test]

@@ -6,11 +6,15 @@
 //! - vector search with a prefilter: every executor returns its exact top `offset + limit`
 //!   by (`_distance`, `_rowid`); `refine(≥ 1)` makes distances exact under an index, so
 //!   the merged top-k of a flat search equals a single-process search row for row;
+//! - full-text search with a prefilter: every executor returns its top `offset + limit` by
+//!   (`_score` desc, `_rowid`). Lance scores indexed rows with BM25 statistics of the whole
+//!   index, not of the executor's fragments, so scores compare across executors (rows of
+//!   fragments the index does not cover yet are scored against the executor's share);
 //! - filtered scans: every executor returns its first `offset + limit` rows in manifest
 //!   order with `_rowaddr`; the merge restores manifest order.
 //!
-//! A post-filtered vector search (`prefilter: false` with a filter) filters the *global*
-//! top-k, which no split reproduces; it runs on one executor over the whole version.
+//! A post-filtered search (`prefilter: false` with a filter) filters the *global* top-k,
+//! which no split reproduces; it runs on one executor over the whole version.
 
 use arrow_schema::Schema;
 use lance::Dataset;
@@ -32,6 +36,8 @@ const LARGE_TOP_K: u64 = 10_000;
 pub enum MergeOrder {
     /// Ascending `_distance`, then `_rowid` (vector search).
     Distance,
+    /// Descending `_score`, then ascending `_rowid` (full-text search).
+    Score,
     /// The table's manifest order, from `_rowaddr` (scans).
     Manifest,
     /// As the single executor returned them (queries that do not split).
@@ -73,6 +79,21 @@ pub async fn plan_query(dataset: &Dataset, query: &TableQuery) -> Result<QueryPl
     let offset = query.offset.unwrap_or(0);
     let limit = query.limit();
     let projection = query.columns.as_ref().map(wire_projection);
+    // Without a filter, pre- and post-filtering are the same search.
+    let splits = query.prefilter || query.filter.is_none();
+    if let Some(full_text) = query.full_text()? {
+        let full_text = serde_json::to_string(&full_text)
+            .map_err(|error| EngineError::internal(format!("cannot encode the full-text query: {error}")))?;
+        let part = FragmentQuery {
+            full_text_query: Some(full_text),
+            fast_search: query.fast_search,
+            filter: query.filter.clone(),
+            prefilter: splits,
+            projection,
+            ..Default::default()
+        };
+        return Ok(split_or_whole(part, splits, MergeOrder::Score, query, offset, limit));
+    }
     let vectors = &query.vector.0;
     let Some(first) = vectors.first() else {
         let scan = FragmentQuery {
@@ -108,31 +129,46 @@ pub async fn plan_query(dataset: &Dataset, query: &TableQuery) -> Result<QueryPl
         vectors.clone()
     };
     let top_k = nearest_k(dataset, limit, offset).await?;
-    let splits = query.prefilter || query.filter.is_none();
-    // A split part returns each executor's own top `offset + limit` with the merge key
-    // `_rowid`; a part that does not split is the client's query as it is.
-    let (limit_per_part, offset_per_part, with_row_id) =
-        if splits { (Some(top_k), 0, true) } else { (limit, offset, query.with_row_id) };
     let parts = searches
         .into_iter()
         .map(|values| FragmentQuery {
             nearest: Some(nearest_query(query, &column, values, top_k, splits)),
             filter: query.filter.clone(),
-            // Without a filter, pre- and post-filtering are the same search.
             prefilter: splits,
             projection: projection.clone(),
-            limit: limit_per_part,
-            offset: offset_per_part,
-            with_row_id,
-            with_row_address: false,
+            ..Default::default()
         })
-        .collect();
+        .collect::<Vec<_>>();
+    let mut plans = parts.into_iter().map(|part| split_or_whole(part, splits, MergeOrder::Distance, query, offset, limit));
+    let mut plan = plans.next().ok_or_else(|| EngineError::internal("a vector search without vectors"))?;
+    plan.parts.extend(plans.flat_map(|other| other.parts));
+    plan.query_index = query_index;
+    Ok(plan)
+}
+
+/// The plan of one search `part`: when it `splits`, every executor returns its own top
+/// `offset + limit` with the merge key `_rowid`, merged in `order`; otherwise one executor
+/// runs the client's search as it is.
+fn split_or_whole(
+    mut part: FragmentQuery,
+    splits: bool,
+    order: MergeOrder,
+    query: &TableQuery,
+    offset: u64,
+    limit: Option<u64>,
+) -> QueryPlan {
     let merge = if splits {
-        Merge { order: MergeOrder::Distance, offset, limit, drop_row_id: !query.with_row_id, drop_row_address: false }
+        part.limit = limit.map(|limit| limit.saturating_add(offset));
+        part.offset = 0;
+        part.with_row_id = true;
+        Merge { order, offset, limit, drop_row_id: !query.with_row_id, drop_row_address: false }
     } else {
+        part.limit = limit;
+        part.offset = offset;
+        part.with_row_id = query.with_row_id;
         Merge { order: MergeOrder::AsReturned, offset: 0, limit: None, drop_row_id: false, drop_row_address: false }
     };
-    Ok(QueryPlan { parts, splits, merge, query_index })
+    QueryPlan { parts: vec![part], splits, merge, query_index: false }
 }
 
 fn nearest_query(

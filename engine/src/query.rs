@@ -3,6 +3,8 @@
 //! The same type travels from the query node to wherever the query runs; parsing and
 //! validation that need no table happen here, the rest in [`crate::plan`].
 
+use lance_index::scalar::FullTextSearchQuery;
+use lance_index::scalar::inverted::query::FtsQuery;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -56,7 +58,8 @@ pub struct TableQuery {
     pub refine_factor: Option<u32>,
     /// Read this version instead of the latest.
     pub version: Option<u64>,
-    /// Full-text search; not implemented yet.
+    /// Full-text search: `{"query": <lance FtsQuery>}` (the structured form), or the
+    /// legacy `{"columns": [...], "query": "text"}`.
     pub full_text_query: Option<Value>,
     /// Sort order; not implemented yet.
     pub order_by: Option<Value>,
@@ -137,20 +140,56 @@ impl TableQuery {
         !self.vector.0.is_empty()
     }
 
+    /// The full-text query as lance's [`FtsQuery`], from either wire form. A legacy query
+    /// names its columns beside the text; no columns (in either form) means every column
+    /// with a full-text index, as lance resolves it.
+    pub fn full_text(&self) -> Result<Option<FtsQuery>> {
+        let Some(body) = &self.full_text_query else { return Ok(None) };
+        let invalid = |reason: String| EngineError::invalid_input(format!("invalid full_text_query: {reason}"));
+        let query = match body.get("query") {
+            Some(Value::String(text)) => {
+                let columns = match body.get("columns") {
+                    None | Some(Value::Null) => Vec::new(),
+                    Some(columns) => serde_json::from_value::<Vec<String>>(columns.clone())
+                        .map_err(|error| invalid(format!("columns: {error}")))?,
+                };
+                let query = FullTextSearchQuery::new(text.clone());
+                let query = if columns.is_empty() {
+                    query
+                } else {
+                    query.with_columns(&columns).map_err(|error| invalid(error.to_string()))?
+                };
+                query.query
+            }
+            Some(structured @ Value::Object(_)) => {
+                serde_json::from_value::<FtsQuery>(structured.clone()).map_err(|error| invalid(error.to_string()))?
+            }
+            _ => return Err(invalid("expected {\"query\": <text or structured query>}".into())),
+        };
+        Ok(Some(query))
+    }
+
+    /// Whether this is a full-text search.
+    pub fn is_full_text_search(&self) -> bool {
+        self.full_text_query.is_some()
+    }
+
     /// The row limit: `None` for "no limit" (what plain scans send as `i64::MAX`).
     pub fn limit(&self) -> Option<u64> {
         match self.k {
             Some(k) if k >= i64::MAX as u64 => None,
             Some(k) => Some(k),
-            None if self.is_vector_search() => Some(DEFAULT_TOP_K),
+            None if self.is_vector_search() || self.is_full_text_search() => Some(DEFAULT_TOP_K),
             None => None,
         }
     }
 
     /// Checks what can be checked without the table.
     pub fn validate(&self) -> Result<()> {
-        if self.full_text_query.is_some() {
-            return Err(EngineError::NotSupported { message: "full-text search is not supported yet".into() });
+        if self.full_text()?.is_some() && self.is_vector_search() {
+            return Err(EngineError::invalid_input(
+                "a query is either a vector search or a full-text search; hybrid search sends one of each",
+            ));
         }
         if self.order_by.is_some() {
             return Err(EngineError::NotSupported { message: "order_by is not supported yet".into() });
@@ -237,12 +276,32 @@ mod tests {
     }
 
     #[test]
+    fn full_text_queries_in_both_wire_forms() {
+        let legacy = parse(r#"{"vector":[],"k":5,"full_text_query":{"columns":["text"],"query":"hello world"}}"#);
+        let FtsQuery::Match(matched) = legacy.full_text().expect("valid").expect("present") else {
+            panic!("a legacy query is a match query");
+        };
+        assert_eq!((matched.column.as_deref(), matched.terms.as_str()), (Some("text"), "hello world"));
+        let structured = parse(
+            r#"{"vector":[],"full_text_query":{"query":{"phrase":{"column":"text","terms":"hello world","slop":0}}}}"#,
+        );
+        assert!(matches!(structured.full_text().expect("valid"), Some(FtsQuery::Phrase(_))));
+        assert_eq!(structured.limit(), Some(DEFAULT_TOP_K));
+        assert!(structured.validate().is_ok());
+        assert_eq!(parse(r#"{"vector":[]}"#).full_text().expect("valid"), None);
+    }
+
+    #[test]
     fn invalid_queries_are_refused() {
         assert!(parse(r#"{"vector":[[1,2],[3]]}"#).validate().is_err());
         assert!(parse(r#"{"vector":[1,2],"k":0}"#).validate().is_err());
         assert!(parse(r#"{"vector":[1,2],"lower_bound":2,"upper_bound":1}"#).validate().is_err());
-        let fts = parse(r#"{"vector":[],"full_text_query":{"columns":[],"query":"x"}}"#);
-        assert!(matches!(fts.validate(), Err(EngineError::NotSupported { .. })));
+        let hybrid = parse(r#"{"vector":[1,2],"full_text_query":{"columns":[],"query":"x"}}"#);
+        assert!(matches!(hybrid.validate(), Err(EngineError::InvalidInput { .. })));
+        let garbage = parse(r#"{"vector":[],"full_text_query":{"query":{"nonsense":{}}}}"#);
+        assert!(matches!(garbage.validate(), Err(EngineError::InvalidInput { .. })));
+        let missing = parse(r#"{"vector":[],"full_text_query":{"columns":["a"]}}"#);
+        assert!(matches!(missing.validate(), Err(EngineError::InvalidInput { .. })));
         assert!(serde_json::from_str::<TableQuery>(r#"{"vector":"abc"}"#).is_err());
     }
 }

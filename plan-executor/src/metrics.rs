@@ -7,7 +7,7 @@ use prometheus::{IntCounterVec, Opts, register_int_counter_vec};
 
 /// The plan executor's metrics.
 pub struct ExecutorMetrics {
-    /// `lancefleet_executor_fragments_total{rpc}`: plan fragments received (`execute`, `count`).
+    /// `lancefleet_executor_fragments_total{rpc}`: plan fragments received (`execute`, `count`, `analyze`).
     pub fragments: IntCounterVec,
     /// `lancefleet_executor_fragment_errors_total{code}`: plan fragments failed, by code.
     pub errors: IntCounterVec,

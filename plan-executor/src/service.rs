@@ -12,10 +12,10 @@ use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 use lance::Dataset;
 use lance::io::RecordBatchStream;
-use lancefleet_engine::execute::{count, execute};
+use lancefleet_engine::execute::{analyze, count, execute};
 use lancefleet_engine::{Catalog, EngineError, Scope};
 use lancefleet_proto::v1::plan_executor_server::PlanExecutor;
-use lancefleet_proto::v1::{CountReply, FragmentQuery, PlanFragment};
+use lancefleet_proto::v1::{AnalyzeReply, CountReply, FragmentQuery, PlanFragment};
 use lancefleet_proto::{ErrorCode, ErrorStatus};
 use moka::future::Cache;
 use tonic::{Request, Response, Status};
@@ -108,5 +108,25 @@ impl PlanExecutor for ExecutorService {
         };
         let rows = run.await.map_err(ExecutorError::into_grpc)?;
         Ok(Response::new(CountReply { rows }))
+    }
+
+    async fn analyze(&self, request: Request<PlanFragment>) -> Result<Response<AnalyzeReply>, Status> {
+        let plan = request.into_inner();
+        METRICS.fragments.with_label_values(&["analyze"]).inc();
+        let (hits_before, misses_before) = self.catalog.cache_reads();
+        let started = Instant::now();
+        let run = async {
+            let dataset = self.dataset(&plan).await?;
+            Ok::<_, ExecutorError>(analyze(&dataset, scope(&plan)?, query(&plan)?).await?)
+        };
+        let analyzed = run.await.map_err(ExecutorError::into_grpc)?;
+        let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let (hits, misses) = self.catalog.cache_reads();
+        Ok(Response::new(AnalyzeReply {
+            plan: analyzed,
+            elapsed_ms,
+            cache_hits: hits.saturating_sub(hits_before),
+            cache_misses: misses.saturating_sub(misses_before),
+        }))
     }
 }

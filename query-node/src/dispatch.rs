@@ -2,6 +2,7 @@
 //! executors by fragment, then merges the partial results exactly.
 
 mod cluster;
+mod explain;
 
 use std::collections::HashMap;
 

@@ -16,7 +16,7 @@ use lancefleet_common::membership::Membership;
 use lancefleet_common::placement::Placement;
 use lancefleet_engine::QueryOutput;
 use lancefleet_proto::v1::plan_executor_client::PlanExecutorClient;
-use lancefleet_proto::v1::{FragmentQuery, PlanFragment};
+use lancefleet_proto::v1::{AnalyzeReply, FragmentQuery, PlanFragment};
 use lancefleet_proto::{ErrorCode, ErrorStatus};
 use tokio::sync::watch;
 use tonic::transport::{Channel, Endpoint};
@@ -31,8 +31,8 @@ const MAX_MESSAGE_BYTES: usize = 256 << 20;
 /// choice, so that queries stop paying for its failure before membership notices it.
 const SUSPECT_FOR: Duration = Duration::from_secs(10);
 
-/// One executor call: the client of the executor and the plan fragment to send it.
-type FragmentCall = (PlanExecutorClient<Channel>, PlanFragment);
+/// One executor call: the executor's node id, its client and the plan fragment to send it.
+type FragmentCall = (Arc<str>, PlanExecutorClient<Channel>, PlanFragment);
 
 /// The plan executors of a cluster, as membership currently has them.
 #[derive(Debug)]
@@ -85,6 +85,48 @@ impl Cluster {
         Ok(view.clone())
     }
 
+    fn template(&self, pinned: Pinned<'_>, whole_table: bool, query: &FragmentQuery) -> PlanFragment {
+        PlanFragment {
+            table_uri: pinned.uri.to_string(),
+            version: pinned.dataset.version().version,
+            whole_table,
+            query: Some(query.clone()),
+            timeout_ms: u64::try_from(self.fragment_timeout.as_millis()).unwrap_or(u64::MAX),
+            ..Default::default()
+        }
+    }
+
+    /// Which executor each of `fragments` of the table at `uri` would go to now, by
+    /// executor (first choices, unless suspected).
+    pub fn placement(&self, uri: &str, fragments: &[u64]) -> Result<BTreeMap<Arc<str>, Vec<u64>>, ApiError> {
+        let view = self.current()?;
+        let lists = fragments
+            .iter()
+            .map(|fragment| (*fragment, view.placement.preference_list(uri, *fragment)))
+            .collect::<HashMap<_, _>>();
+        let assignment = assign(fragments, &lists, &self.current_suspects()?);
+        Ok(assignment.into_iter().map(|(node, placed)| (node, placed.into_iter().map(|(id, _)| id).collect())).collect())
+    }
+
+    /// Runs `query` like [`Self::scatter_query`] with each executor answering how its run
+    /// went (lance's analyzed plan, time, cache reads) instead of the rows.
+    pub async fn scatter_analyze(
+        &self,
+        pinned: Pinned<'_>,
+        fragments: &[u64],
+        whole_table: bool,
+        query: &FragmentQuery,
+    ) -> Result<Vec<(Arc<str>, Vec<u64>, AnalyzeReply)>, ApiError> {
+        let template = self.template(pinned, whole_table, query);
+        let placed = if whole_table { &fragments[..1] } else { fragments };
+        self.scatter(pinned.uri, placed, &template, |(node, mut client, fragment)| async move {
+            let ids = fragment.fragment_ids.clone();
+            let reply = client.analyze(fragment).await.map_err(|status| ErrorStatus::from_grpc(&status))?;
+            Ok((node, ids, reply.into_inner()))
+        })
+        .await
+    }
+
     /// Runs `query` over `fragments` of `pinned` (or over the whole version on one executor
     /// when `whole_table`) and returns every executor's partial result.
     pub async fn scatter_query(
@@ -94,17 +136,10 @@ impl Cluster {
         whole_table: bool,
         query: &FragmentQuery,
     ) -> Result<Vec<QueryOutput>, ApiError> {
-        let template = PlanFragment {
-            table_uri: pinned.uri.to_string(),
-            version: pinned.dataset.version().version,
-            whole_table,
-            query: Some(query.clone()),
-            timeout_ms: u64::try_from(self.fragment_timeout.as_millis()).unwrap_or(u64::MAX),
-            ..Default::default()
-        };
+        let template = self.template(pinned, whole_table, query);
         // A whole-table fragment goes where the first fragment lives.
         let placed = if whole_table { &fragments[..1] } else { fragments };
-        self.scatter(pinned.uri, placed, &template, |(mut client, fragment)| async move {
+        self.scatter(pinned.uri, placed, &template, |(_, mut client, fragment)| async move {
             let response = client.execute(fragment).await.map_err(|status| ErrorStatus::from_grpc(&status))?;
             let flight = response.into_inner().map_err(|status| FlightError::Tonic(Box::new(status)));
             let mut stream = FlightRecordBatchStream::new_from_flight_data(flight);
@@ -128,14 +163,9 @@ impl Cluster {
         fragments: &[u64],
         filter: Option<&str>,
     ) -> Result<Vec<u64>, ApiError> {
-        let template = PlanFragment {
-            table_uri: pinned.uri.to_string(),
-            version: pinned.dataset.version().version,
-            query: Some(FragmentQuery { filter: filter.map(str::to_string), ..Default::default() }),
-            timeout_ms: u64::try_from(self.fragment_timeout.as_millis()).unwrap_or(u64::MAX),
-            ..Default::default()
-        };
-        self.scatter(pinned.uri, fragments, &template, |(mut client, fragment)| async move {
+        let query = FragmentQuery { filter: filter.map(str::to_string), ..Default::default() };
+        let template = self.template(pinned, false, &query);
+        self.scatter(pinned.uri, fragments, &template, |(_, mut client, fragment)| async move {
             let reply = client.count(fragment).await.map_err(|status| ErrorStatus::from_grpc(&status))?;
             Ok(reply.into_inner().rows)
         })
@@ -234,7 +264,7 @@ impl Cluster {
                 let Some(client) = client else {
                     return (node.clone(), Err(ErrorStatus::new(ErrorCode::Unavailable, "executor left the cluster")));
                 };
-                let outcome = match tokio::time::timeout(timeout, call((client, fragment))).await {
+                let outcome = match tokio::time::timeout(timeout, call((node.clone(), client, fragment))).await {
                     Ok(outcome) => outcome,
                     Err(_elapsed) => Err(ErrorStatus {
                         code: ErrorCode::Timeout as i32,
