@@ -160,13 +160,14 @@ async fn serve_query_node(config: NodeConfig, role: &'static str) -> Result<(), 
         let indexer = Indexer::new(catalog.clone(), events.clone(), config.indexer.clone(), holder);
         tokio::spawn(indexer.run(shutdown.clone()))
     });
-    if client.is_none() && indexer.is_none() {
-        tracing::warn!("no etcd and no embedded indexer: tables are not maintained and index requests are not built");
+    let inline_indexing = client.is_none() && indexer.is_none();
+    if inline_indexing {
+        tracing::warn!("no etcd and no embedded indexer: indexes are built inline by create_index; tables are not compacted");
     }
     let weak_reads = Duration::from_secs(config.rest.weak_read_consistency_interval_seconds);
     let catalog = catalog.with_weak_reads(weak_reads);
     let storage_root = catalog.root().uri().to_string();
-    let node = QueryNode::bind(&config.rest, catalog, dispatcher, events).await?;
+    let node = QueryNode::bind(&config.rest, catalog, dispatcher, events, inline_indexing).await?;
     let rest = node.local_addr()?;
     let node_id = config.control.node_id_or_default(role, rest.port());
     let record = NodeRecord::new(node_id, Role::QueryNode, format!("http://{rest}"), 0);

@@ -37,17 +37,20 @@ pub struct QueryNode {
 
 impl QueryNode {
     /// Binds the REST listener of `config` in front of `catalog`, running queries with
-    /// `dispatcher` and announcing committed changes on `events`.
+    /// `dispatcher` and announcing committed changes on `events`. With `inline_indexing`
+    /// (no indexer follows the events) `create_index` builds before it answers.
     pub async fn bind(
         config: &RestConfig,
         catalog: Catalog,
         dispatcher: Dispatcher,
         events: Arc<dyn EventBus>,
+        inline_indexing: bool,
     ) -> Result<Self, ApiError> {
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|source| ApiError::Listen { address: config.listen.to_string(), source })?;
-        let state = state::AppState { catalog: Arc::new(catalog), dispatcher: Arc::new(dispatcher), events };
+        let state =
+            state::AppState { catalog: Arc::new(catalog), dispatcher: Arc::new(dispatcher), events, inline_indexing };
         let max_body_bytes = usize::try_from(config.max_body_bytes).unwrap_or(usize::MAX);
         Ok(Self {
             listener,

@@ -15,10 +15,11 @@ use crate::error::ApiError;
 
 /// The protocol version this server fully supports, sent as `phalanx-version`.
 ///
-/// 0.2.0 means several query vectors in one request answered with a `query_index`
-/// column. 0.3.0 (structured full-text search) and later are not implemented yet, so
-/// clients keep to the features below them.
-pub const PHALANX_VERSION: &str = "0.2.0";
+/// 0.2.0: several query vectors in one request, answered with a `query_index` column.
+/// 0.3.0: full-text queries in lance's structured form (`{"query": {"match": …}}`).
+/// 0.4.0 (multipart writes) and later are not implemented, so clients keep to the
+/// features below them.
+pub const PHALANX_VERSION: &str = "0.3.0";
 /// Response header naming the capability version.
 pub static PHALANX_VERSION_HEADER: HeaderName = HeaderName::from_static("phalanx-version");
 /// Response header carrying the table version that served a request.

@@ -2,8 +2,11 @@
 
 mod data;
 mod indexes;
+mod namespaces;
 mod query;
+mod schema;
 mod tables;
+mod versions;
 
 use std::time::Instant;
 
@@ -29,45 +32,87 @@ const TABLE_OPERATIONS: &[&str] = &[
     "create",
     "describe",
     "drop",
+    "stats",
     "insert",
+    "merge_insert",
     "query",
+    "explain_plan",
+    "analyze_plan",
     "count_rows",
     "delete",
     "update",
+    "add_columns",
+    "alter_columns",
+    "drop_columns",
+    "update_field_metadata",
     "version/list",
+    "restore",
+    "tags/list",
+    "tags/version",
+    "tags/create",
+    "tags/update",
+    "tags/delete",
     "create_index",
     "index/list",
     "index/{name}/stats",
+    "index/{name}/drop",
 ];
 
 /// Builds the router for `state`, accepting bodies up to `max_body_bytes`.
 pub fn router(state: AppState, max_body_bytes: usize) -> Router {
-    let table_routes: [(&str, MethodRouter<AppState>); 12] = [
+    let table_routes: [(&str, MethodRouter<AppState>); 27] = [
         ("create", post(tables::create_table)),
         ("describe", post(tables::describe_table)),
         ("drop", post(tables::drop_table)),
+        ("stats", post(tables::table_stats)),
         ("insert", post(data::insert)),
+        ("merge_insert", post(data::merge_insert)),
         ("query", post(query::query)),
+        ("explain_plan", post(query::explain_plan)),
+        ("analyze_plan", post(query::analyze_plan)),
         ("count_rows", post(data::count_rows)),
         ("delete", post(data::delete_rows)),
         ("update", post(data::update_rows)),
-        ("version/list", post(tables::list_versions)),
+        ("add_columns", post(schema::add_columns)),
+        ("alter_columns", post(schema::alter_columns)),
+        ("drop_columns", post(schema::drop_columns)),
+        ("update_field_metadata", post(schema::update_field_metadata)),
+        ("version/list", post(versions::list_versions)),
+        ("restore", post(versions::restore)),
+        ("tags/list", post(versions::list_tags)),
+        ("tags/version", post(versions::tag_version)),
+        ("tags/create", post(versions::create_tag)),
+        ("tags/update", post(versions::update_tag)),
+        ("tags/delete", post(versions::delete_tag)),
         ("create_index", post(indexes::create_index)),
         ("index/list", post(indexes::list_indices)),
         ("index/{name}/stats", post(indexes::index_stats)),
+        ("index/{name}/drop", post(indexes::drop_index)),
+    ];
+    // Namespace operations, `/v1/namespace/{id}/{operation}` (GET for `list`).
+    let namespace_routes: [(&str, MethodRouter<AppState>); 4] = [
+        ("list", get(namespaces::list_namespaces)),
+        ("create", post(namespaces::create_namespace)),
+        ("describe", post(namespaces::describe_namespace)),
+        ("drop", post(namespaces::drop_namespace)),
     ];
     let mut router = Router::new()
         .route("/health", get(|| async { "ok" }))
         .route("/metrics", get(metrics_handler))
         .route("/v1/table", get(tables::list_tables))
         .route("/v1/table/", get(tables::list_tables))
-        .route("/v1/namespace/{namespace}/table/list", get(tables::list_namespace_tables))
-        .route("/v1/namespace/{namespace}/table/list/", get(tables::list_namespace_tables));
+        .route("/v1/namespace/{id}/table/list", get(tables::list_namespace_tables))
+        .route("/v1/namespace/{id}/table/list/", get(tables::list_namespace_tables));
     for (operation, handler) in table_routes {
         debug_assert!(TABLE_OPERATIONS.contains(&operation));
         router = router
             .route(&format!("/v1/table/{{id}}/{operation}"), handler.clone())
             .route(&format!("/v1/table/{{id}}/{operation}/"), handler);
+    }
+    for (operation, handler) in namespace_routes {
+        router = router
+            .route(&format!("/v1/namespace/{{id}}/{operation}"), handler.clone())
+            .route(&format!("/v1/namespace/{{id}}/{operation}/"), handler);
     }
     router
         .route_layer(middleware::from_fn(record_request))

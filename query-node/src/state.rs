@@ -17,6 +17,8 @@ pub struct AppState {
     pub dispatcher: Arc<Dispatcher>,
     /// Where committed changes are announced (the indexer fleet listens).
     pub events: Arc<dyn EventBus>,
+    /// Build requested indexes before answering (no indexer follows the events).
+    pub inline_indexing: bool,
 }
 
 impl AppState {

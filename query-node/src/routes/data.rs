@@ -1,12 +1,13 @@
-//! Table-level write and count routes: insert, delete, update, count_rows. Every write
-//! announces its commit on the event bus.
+//! Table-level write and count routes: insert, merge_insert, delete, update, count_rows.
+//! Every write announces its commit on the event bus.
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Query, State};
+use axum::extract::{Query, RawQuery, State};
 use axum::response::Response;
 use lancefleet_common::events::ChangeKind;
 use lancefleet_engine::InsertMode;
+use lancefleet_engine::merge_insert::MergeInsertSpec;
 use serde::Deserialize;
 
 use crate::arrow_body::decode_stream;
@@ -45,6 +46,59 @@ pub async fn insert(
     let kind = if mode == InsertMode::Append { ChangeKind::Append } else { ChangeKind::Overwrite };
     state.announce(&id, version, kind, rows as u64).await;
     Ok(with_table_version(version, Json(serde_json::json!({ "version": version }))))
+}
+
+/// Parses the query string of `merge_insert`: `on` repeated once per key column, the
+/// clause flags, their optional conditions.
+fn merge_insert_spec(query: &str) -> Result<MergeInsertSpec, ApiError> {
+    let mut spec = MergeInsertSpec { use_index: true, ..Default::default() };
+    for (key, value) in url::form_urlencoded::parse(query.as_bytes()) {
+        let flag = || match value.as_ref() {
+            "true" => Ok(true),
+            "false" => Ok(false),
+            other => Err(ApiError::bad_request(format!("merge_insert parameter {key} must be true or false, got '{other}'"))),
+        };
+        match key.as_ref() {
+            "on" => spec.on.push(value.to_string()),
+            "when_matched_update_all" => spec.when_matched_update_all = flag()?,
+            "when_matched_update_all_filt" => spec.when_matched_update_all_filter = Some(value.to_string()),
+            "when_not_matched_insert_all" => spec.when_not_matched_insert_all = flag()?,
+            "when_not_matched_by_source_delete" => spec.when_not_matched_by_source_delete = flag()?,
+            "when_not_matched_by_source_delete_filt" => {
+                spec.when_not_matched_by_source_delete_filter = Some(value.to_string());
+            }
+            "use_index" => spec.use_index = flag()?,
+            // Real-time-write hints of newer clients; every write here is a plain commit.
+            "use_lsm" | "use_rte" => {}
+            "branch" => return Err(ApiError::NotImplemented("branches are not supported yet".into())),
+            other => return Err(ApiError::bad_request(format!("unknown merge_insert parameter '{other}'"))),
+        }
+    }
+    Ok(spec)
+}
+
+/// `POST /v1/table/{id}/merge_insert/?on=…&when_…` with an Arrow IPC stream of the source rows.
+pub async fn merge_insert(
+    State(state): State<AppState>,
+    TablePath(id): TablePath,
+    RawQuery(query): RawQuery,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let spec = merge_insert_spec(query.as_deref().unwrap_or_default())?;
+    let upload = decode_stream(body).await?;
+    let (outcome, dataset) = state.catalog.merge_insert(&id, &spec, upload.schema, upload.batches).await?;
+    let version = dataset.version().version;
+    tracing::info!(table = %id, version, ?outcome, "rows merged");
+    let touched = outcome.inserted + outcome.updated + outcome.deleted;
+    state.announce(&id, version, ChangeKind::MergeInsert, touched).await;
+    let body = serde_json::json!({
+        "version": version,
+        "num_inserted_rows": outcome.inserted,
+        "num_updated_rows": outcome.updated,
+        "num_deleted_rows": outcome.deleted,
+        "num_attempts": outcome.attempts,
+    });
+    Ok(with_table_version(version, Json(body)))
 }
 
 /// Body of `count_rows`.
@@ -114,4 +168,24 @@ pub async fn update_rows(
     tracing::info!(table = %id, version, updated, "rows updated");
     state.announce(&id, version, ChangeKind::Update, updated).await;
     Ok(with_table_version(version, Json(serde_json::json!({ "rows_updated": updated, "version": version }))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merge_insert_parameters_as_the_client_sends_them() {
+        let spec = merge_insert_spec(
+            "on=a&on=b&when_matched_update_all=true&when_matched_update_all_filt=target.%60x%60+%3E+0\
+             &when_not_matched_insert_all=false&when_not_matched_by_source_delete=true&use_index=false",
+        )
+        .expect("valid");
+        assert_eq!(spec.on, vec!["a", "b"]);
+        assert!(spec.when_matched_update_all && spec.when_not_matched_by_source_delete);
+        assert!(!spec.when_not_matched_insert_all && !spec.use_index);
+        assert_eq!(spec.when_matched_update_all_filter.as_deref(), Some("target.`x` > 0"));
+        assert!(merge_insert_spec("on=a&when_matched_update_all=yes").is_err());
+        assert!(merge_insert_spec("on=a&surprise=1").is_err());
+    }
 }

@@ -1,5 +1,6 @@
 //! Index routes: `create_index` (recorded as a request the indexer fleet builds; the call
-//! returns at once, as LanceDB Cloud's does), `index/list` and `index/{name}/stats`.
+//! returns at once, as LanceDB Cloud's does; built before answering where no indexer
+//! runs), `index/list`, `index/{name}/stats` and `index/{name}/drop`.
 
 use std::collections::HashMap;
 
@@ -26,6 +27,13 @@ pub async fn create_index(
     let request: serde_json::Value = json_body(&body)?;
     let dataset = state.catalog.open_table(&id, Freshness::default().read(None)).await?;
     let spec = IndexSpec::resolve(&request, &arrow_schema::Schema::from(dataset.schema()))?;
+    if state.inline_indexing {
+        let built = state.catalog.build_index(&id, &spec).await?;
+        let version = built.version().version;
+        tracing::info!(table = %id, index = %spec.name, kind = spec.kind.as_str(), version, "index built");
+        state.announce(&id, version, ChangeKind::IndexBuilt, 0).await;
+        return Ok(with_table_version(version, Json(serde_json::json!({}))));
+    }
     let version = dataset.version().version;
     let event = TableEvent::now(id.to_string(), version, ChangeKind::IndexRequested, 0);
     let index = IndexRequest { name: spec.name.clone(), spec: spec.request().clone(), requested_at_ms: now_ms() };
@@ -101,4 +109,18 @@ pub async fn index_stats(
         "num_indices": index.segments,
     });
     Ok(with_table_version(version, Json(stats)))
+}
+
+/// `POST /v1/table/{id}/index/{name}/drop/`; 404 when there is no such index.
+pub async fn drop_index(
+    State(state): State<AppState>,
+    TablePath(id): TablePath,
+    Path(params): Path<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let name = params.get("name").map(String::as_str).unwrap_or_default();
+    let dataset = state.catalog.drop_index(&id, name).await?;
+    let version = dataset.version().version;
+    tracing::info!(table = %id, index = name, version, "index dropped");
+    state.announce(&id, version, ChangeKind::IndexDropped, 0).await;
+    Ok(with_table_version(version, Json(serde_json::json!({}))))
 }

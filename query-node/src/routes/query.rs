@@ -1,12 +1,16 @@
-//! `POST /v1/table/{id}/query/`: vector search and filtered scans, answered as an Arrow IPC file.
+//! `POST /v1/table/{id}/query/`: vector search, full-text search and filtered scans,
+//! answered as an Arrow IPC file; `explain_plan` and `analyze_plan` of the same queries.
 
 use std::time::Duration;
 
+use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use lancefleet_engine::{TableQuery, plan_query};
+use lancefleet_engine::{TableQuery, TableId, plan_query};
+use lance::Dataset;
+use serde::Deserialize;
 
 use crate::arrow_body::{ARROW_FILE_CONTENT_TYPE, encode_file};
 use crate::dispatch::Pinned;
@@ -27,11 +31,7 @@ pub async fn query(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let query: TableQuery = json_body(&body)?;
-    query.validate()?;
-    let read = freshness.read(query.version);
-    let dataset = state.catalog.open_table(&id, read).await?;
-    let uri = state.catalog.table_uri(&id);
-    let plan = plan_query(&dataset, &query).await?;
+    let (dataset, uri, plan) = pinned_plan(&state, &id, freshness, &query).await?;
     let run = state.dispatcher.query(Pinned { dataset: &dataset, uri: &uri }, &plan);
     let output = match request_timeout(&headers)? {
         Some(limit) => tokio::time::timeout(limit, run).await.map_err(|_elapsed| {
@@ -45,6 +45,57 @@ pub async fn query(
     let mut response = bytes.into_response();
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(ARROW_FILE_CONTENT_TYPE));
     Ok(with_table_version(dataset.version().version, response))
+}
+
+/// Body of `explain_plan`.
+#[derive(Debug, Default, Deserialize)]
+pub struct ExplainRequest {
+    #[serde(default)]
+    verbose: bool,
+    #[serde(default)]
+    query: TableQuery,
+}
+
+/// Pins the version `query` reads and compiles it.
+async fn pinned_plan(
+    state: &AppState,
+    id: &TableId,
+    freshness: Freshness,
+    query: &TableQuery,
+) -> Result<(Dataset, String, lancefleet_engine::QueryPlan), ApiError> {
+    query.validate()?;
+    let dataset = state.catalog.open_table(id, freshness.read(query.version)).await?;
+    let uri = state.catalog.table_uri(id);
+    let plan = plan_query(&dataset, query).await?;
+    Ok((dataset, uri, plan))
+}
+
+/// `POST /v1/table/{id}/explain_plan/`: the distributed plan as a JSON string.
+pub async fn explain_plan(
+    State(state): State<AppState>,
+    TablePath(id): TablePath,
+    freshness: Freshness,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let request: ExplainRequest = json_body(&body)?;
+    let (dataset, uri, plan) = pinned_plan(&state, &id, freshness, &request.query).await?;
+    let text = state.dispatcher.explain(Pinned { dataset: &dataset, uri: &uri }, &plan, request.verbose).await?;
+    Ok(with_table_version(dataset.version().version, Json(text)))
+}
+
+/// `POST /v1/table/{id}/analyze_plan/`: runs the query and answers how every executor's
+/// share went, as a JSON string.
+pub async fn analyze_plan(
+    State(state): State<AppState>,
+    TablePath(id): TablePath,
+    freshness: Freshness,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let query: TableQuery = json_body(&body)?;
+    let (dataset, uri, plan) = pinned_plan(&state, &id, freshness, &query).await?;
+    let pinned = Pinned { dataset: &dataset, uri: &uri };
+    let text = state.dispatcher.analyze(pinned, &plan, &state.catalog).await?;
+    Ok(with_table_version(dataset.version().version, Json(text)))
 }
 
 fn request_timeout(headers: &HeaderMap) -> Result<Option<Duration>, ApiError> {

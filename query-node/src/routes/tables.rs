@@ -56,21 +56,23 @@ async fn list_in(
     params: ListParams,
 ) -> Result<Json<ListTablesResponse>, ApiError> {
     let names = state.catalog.list_tables(namespace).await?;
-    Ok(Json(page(names, params)))
+    let (tables, page_token) = page(names, params);
+    Ok(Json(ListTablesResponse { tables, page_token }))
 }
 
-/// Cuts one page out of the sorted names. The token is the last name of the page, so the
-/// first request may pass any table name as its token, as LanceDB clients do.
-fn page(names: Vec<String>, params: ListParams) -> ListTablesResponse {
+/// Cuts one page out of the sorted names; returns it and the next page's token. The token
+/// is the last name of the page, so the first request may pass any name as its token, as
+/// LanceDB clients do.
+pub fn page(names: Vec<String>, params: ListParams) -> (Vec<String>, Option<String>) {
     let after = params.page_token.filter(|token| !token.is_empty());
     let mut remaining = names.into_iter().filter(|name| after.as_ref().is_none_or(|after| name > after)).peekable();
     let limit = params.limit.filter(|limit| *limit > 0).unwrap_or(usize::MAX);
-    let tables = remaining.by_ref().take(limit).collect::<Vec<_>>();
-    let page_token = match (remaining.peek(), tables.last()) {
+    let names = remaining.by_ref().take(limit).collect::<Vec<_>>();
+    let page_token = match (remaining.peek(), names.last()) {
         (Some(_), Some(last)) => Some(last.clone()),
         _ => None,
     };
-    ListTablesResponse { tables, page_token }
+    (names, page_token)
 }
 
 /// Query string of `create`.
@@ -132,26 +134,15 @@ pub async fn describe_table(
     Ok(with_table_version(version, Json(description)))
 }
 
-/// `POST /v1/table/{id}/version/list/`: every version still on storage, oldest first.
-pub async fn list_versions(
+/// `POST /v1/table/{id}/stats/`: size, rows and fragment layout of the latest version.
+pub async fn table_stats(
     State(state): State<AppState>,
     TablePath(id): TablePath,
     freshness: Freshness,
 ) -> Result<Response, ApiError> {
-    let read = freshness.read(None);
-    let dataset = state.catalog.open_table(&id, read).await?;
-    let versions = dataset.versions().await.map_err(EngineError::from)?;
-    let versions = versions
-        .iter()
-        .map(|version| {
-            serde_json::json!({
-                "version": version.version,
-                "timestamp": version.timestamp.to_rfc3339(),
-                "metadata": version.metadata,
-            })
-        })
-        .collect::<Vec<_>>();
-    Ok(with_table_version(dataset.version().version, Json(serde_json::json!({ "versions": versions }))))
+    let dataset = state.catalog.open_table(&id, freshness.read(None)).await?;
+    let stats = lancefleet_engine::stats::table_stats(&dataset).await?;
+    Ok(with_table_version(dataset.version().version, Json(stats)))
 }
 
 /// `POST /v1/table/{id}/drop/`.
@@ -178,9 +169,9 @@ mod tests {
         let mut seen = Vec::new();
         let mut token = None;
         loop {
-            let response = page(names(7), ListParams { limit: Some(3), page_token: token.clone() });
-            seen.extend(response.tables.clone());
-            match response.page_token {
+            let (tables, next) = page(names(7), ListParams { limit: Some(3), page_token: token.clone() });
+            seen.extend(tables);
+            match next {
                 Some(next) => token = Some(next),
                 None => break,
             }
@@ -190,17 +181,17 @@ mod tests {
 
     #[test]
     fn a_table_name_works_as_the_first_token() {
-        let response = page(names(5), ListParams { limit: None, page_token: Some("t01".into()) });
-        assert_eq!(response.tables, vec!["t02", "t03", "t04"]);
-        assert_eq!(response.page_token, None);
+        let (tables, next) = page(names(5), ListParams { limit: None, page_token: Some("t01".into()) });
+        assert_eq!(tables, vec!["t02", "t03", "t04"]);
+        assert_eq!(next, None);
     }
 
     #[test]
     fn no_limit_returns_everything_without_a_token() {
-        let response = page(names(4), ListParams::default());
-        assert_eq!(response.tables.len(), 4);
-        assert_eq!(response.page_token, None);
-        let exact = page(names(4), ListParams { limit: Some(4), page_token: None });
-        assert_eq!(exact.page_token, None, "no token when nothing follows");
+        let (tables, next) = page(names(4), ListParams::default());
+        assert_eq!(tables.len(), 4);
+        assert_eq!(next, None);
+        let (_, exact) = page(names(4), ListParams { limit: Some(4), page_token: None });
+        assert_eq!(exact, None, "no token when nothing follows");
     }
 }

@@ -1,0 +1,121 @@
+//! Schema evolution routes: add, alter and drop columns, update field metadata. Each
+//! answers with the version it committed and announces it.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, header};
+use axum::response::Response;
+use lance::Dataset;
+use lancefleet_common::events::ChangeKind;
+use lancefleet_engine::TableId;
+use lancefleet_engine::schema_change::{Alteration, FieldMetadataUpdate, NewColumns};
+use serde::Deserialize;
+
+use crate::arrow_body::decode_stream;
+use crate::error::ApiError;
+use crate::protocol::{TablePath, json_body, with_table_version};
+use crate::state::AppState;
+
+/// Content type of an Arrow IPC stream body.
+const ARROW_STREAM_CONTENT_TYPE: &str = "application/vnd.apache.arrow.stream";
+
+/// One column of `add_columns` in its SQL form.
+#[derive(Debug, Deserialize)]
+pub struct NewColumn {
+    name: String,
+    expression: String,
+}
+
+/// JSON body of `add_columns`.
+#[derive(Debug, Default, Deserialize)]
+pub struct AddColumnsRequest {
+    #[serde(default)]
+    new_columns: Vec<NewColumn>,
+}
+
+/// Answers a schema change with its version, after announcing it.
+async fn changed(state: &AppState, id: &TableId, what: &str, dataset: Dataset) -> Response {
+    let version = dataset.version().version;
+    tracing::info!(table = %id, version, what, "schema changed");
+    state.announce(id, version, ChangeKind::SchemaChange, 0).await;
+    with_table_version(version, Json(serde_json::json!({ "version": version })))
+}
+
+/// `POST /v1/table/{id}/add_columns/`: SQL expressions (JSON), or all-null columns (an
+/// Arrow IPC stream holding only the new fields' schema).
+pub async fn add_columns(
+    State(state): State<AppState>,
+    TablePath(id): TablePath,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let arrow = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with(ARROW_STREAM_CONTENT_TYPE));
+    let columns = if arrow {
+        NewColumns::AllNulls(decode_stream(body).await?.schema)
+    } else {
+        let request: AddColumnsRequest = json_body(&body)?;
+        NewColumns::Expressions(
+            request.new_columns.into_iter().map(|column| (column.name, column.expression)).collect(),
+        )
+    };
+    let dataset = state.catalog.add_columns(&id, columns).await?;
+    Ok(changed(&state, &id, "add_columns", dataset).await)
+}
+
+/// Body of `alter_columns`.
+#[derive(Debug, Default, Deserialize)]
+pub struct AlterColumnsRequest {
+    #[serde(default)]
+    alterations: Vec<Alteration>,
+}
+
+/// `POST /v1/table/{id}/alter_columns/`: rename, change nullability, cast.
+pub async fn alter_columns(
+    State(state): State<AppState>,
+    TablePath(id): TablePath,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let request: AlterColumnsRequest = json_body(&body)?;
+    let dataset = state.catalog.alter_columns(&id, &request.alterations).await?;
+    Ok(changed(&state, &id, "alter_columns", dataset).await)
+}
+
+/// Body of `drop_columns`.
+#[derive(Debug, Default, Deserialize)]
+pub struct DropColumnsRequest {
+    #[serde(default)]
+    columns: Vec<String>,
+}
+
+/// `POST /v1/table/{id}/drop_columns/`.
+pub async fn drop_columns(
+    State(state): State<AppState>,
+    TablePath(id): TablePath,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let request: DropColumnsRequest = json_body(&body)?;
+    let dataset = state.catalog.drop_columns(&id, &request.columns).await?;
+    Ok(changed(&state, &id, "drop_columns", dataset).await)
+}
+
+/// Body of `update_field_metadata`.
+#[derive(Debug, Default, Deserialize)]
+pub struct UpdateFieldMetadataRequest {
+    #[serde(default)]
+    updates: Vec<FieldMetadataUpdate>,
+}
+
+/// `POST /v1/table/{id}/update_field_metadata/`.
+pub async fn update_field_metadata(
+    State(state): State<AppState>,
+    TablePath(id): TablePath,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let request: UpdateFieldMetadataRequest = json_body(&body)?;
+    let dataset = state.catalog.update_field_metadata(&id, &request.updates).await?;
+    Ok(changed(&state, &id, "update_field_metadata", dataset).await)
+}
