@@ -18,6 +18,7 @@ from lancedb.query import BooleanQuery, BoostQuery, MatchQuery, MultiMatchQuery,
 from lf_helpers import (
     BIN_BYTES,
     DIM,
+    arrow_stream_bytes,
     assert_tables_equal,
     connect_remote,
     hamming,
@@ -99,7 +100,7 @@ def test_merge_insert_matches_oss(remote_db, oss_db, table_name, kind):
     assert_tables_equal(scan(remote), scan(oss))
 
 
-def test_merge_insert_on_two_keys_and_bad_keys(remote_db, oss_db, table_name):
+def test_merge_insert_on_two_keys_and_bad_inputs(server, remote_db, oss_db, table_name):
     data = make_data(50).append_column("part", pa.array([i % 2 for i in range(50)], pa.int64()))
     remote, oss = both(remote_db, oss_db, table_name, data)
     source = data.slice(10, 20)
@@ -114,6 +115,16 @@ def test_merge_insert_on_two_keys_and_bad_keys(remote_db, oss_db, table_name):
     # A source without the key column.
     with pytest.raises(Exception, match="not a column of the new data"):
         remote.merge_insert("part").when_matched_update_all().execute(source.drop_columns(["part"]))
+    # Data whose vectors have the wrong size (sent raw: the client would cast and refuse itself).
+    wrong = make_data(5, dim=DIM + 1).append_column("part", pa.array([0] * 5, pa.int64()))
+    status, _, text = raw_request(
+        server.url,
+        "POST",
+        f"/v1/table/{table_name}/merge_insert/?on=id&when_matched_update_all=true&when_not_matched_insert_all=true",
+        arrow_stream_bytes(wrong),
+        {"content-type": "application/vnd.apache.arrow.stream"},
+    )
+    assert 400 <= status < 500, (status, text)
     assert (remote.version, remote.count_rows()) == (version, rows), "refused merges change nothing"
 
 
