@@ -162,7 +162,9 @@ async fn serve_query_node(config: NodeConfig, role: &'static str) -> Result<(), 
     });
     let inline_indexing = client.is_none() && indexer.is_none();
     if inline_indexing {
-        tracing::warn!("no etcd and no embedded indexer: indexes are built inline by create_index; tables are not compacted");
+        tracing::warn!(
+            "no etcd and no embedded indexer: indexes are built inline by create_index; tables are not compacted"
+        );
     }
     let weak_reads = Duration::from_secs(config.rest.weak_read_consistency_interval_seconds);
     let catalog = catalog.with_weak_reads(weak_reads);

@@ -56,7 +56,10 @@ fn column<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a ArrayRef> {
 fn ranked_order(batch: &RecordBatch, rank: &str, descending: bool) -> Result<UInt32Array> {
     let ascending = SortOptions { descending: false, nulls_first: false };
     let keys = [
-        SortColumn { values: column(batch, rank)?.clone(), options: Some(SortOptions { descending, nulls_first: false }) },
+        SortColumn {
+            values: column(batch, rank)?.clone(),
+            options: Some(SortOptions { descending, nulls_first: false }),
+        },
         SortColumn { values: column(batch, ROW_ID_COLUMN)?.clone(), options: Some(ascending) },
     ];
     Ok(lexsort_to_indices(&keys, None)?)

@@ -80,7 +80,8 @@ impl MergeInsertSpec {
         };
         let when_not_matched =
             if self.when_not_matched_insert_all { WhenNotMatched::InsertAll } else { WhenNotMatched::DoNothing };
-        let by_source = match (&self.when_not_matched_by_source_delete, &self.when_not_matched_by_source_delete_filter) {
+        let by_source = match (&self.when_not_matched_by_source_delete, &self.when_not_matched_by_source_delete_filter)
+        {
             (false, _) => WhenNotMatchedBySource::Keep,
             (true, None) => WhenNotMatchedBySource::Delete,
             (true, Some(condition)) => WhenNotMatchedBySource::delete_if(&dataset, condition)?,
@@ -136,7 +137,8 @@ mod tests {
     fn keys_must_exist_on_both_sides() {
         let table = Schema::new(vec![Field::new("id", DataType::Int64, false), Field::new("x", DataType::Utf8, true)]);
         let source = Schema::new(vec![Field::new("id", DataType::Int64, false)]);
-        let spec = |on: &[&str]| MergeInsertSpec { on: on.iter().map(|key| key.to_string()).collect(), ..Default::default() };
+        let spec =
+            |on: &[&str]| MergeInsertSpec { on: on.iter().map(|key| key.to_string()).collect(), ..Default::default() };
         assert!(spec(&["id"]).validate(&table, &source).is_ok());
         assert!(spec(&[]).validate(&table, &source).is_err());
         assert!(spec(&["nope"]).validate(&table, &source).is_err());

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use crate::catalog::{Catalog, read_dir_or_empty};
 use crate::error::{EngineError, Result};
-use crate::table_id::Namespace;
+use crate::table_id::{Namespace, TABLE_SUFFIX};
 
 /// The object inside a namespace's directory that makes it one and holds its properties.
 const MARKER: &str = ".lancefleet-namespace.json";
@@ -39,8 +39,9 @@ impl Catalog {
         }
         let (store, path) = self.namespace_store(namespace).await?;
         match store.read_one_all(&path.clone().join(MARKER)).await {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map_err(|error| EngineError::internal(format!("namespace '{namespace}' has a corrupt marker: {error}"))),
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|error| {
+                EngineError::internal(format!("namespace '{namespace}' has a corrupt marker: {error}"))
+            }),
             Err(lance::Error::NotFound { .. }) => Err(EngineError::NamespaceNotFound { name: namespace.to_string() }),
             Err(error) => Err(error.into()),
         }
@@ -77,9 +78,15 @@ impl Catalog {
         let (store, path) = self.namespace_store(namespace).await?;
         let mut names = Vec::new();
         for entry in read_dir_or_empty(&store, path).await? {
+            if entry == MARKER || entry.ends_with(TABLE_SUFFIX) {
+                continue;
+            }
             let Ok(child) = namespace.child(&entry) else { continue };
-            if !entry.ends_with(crate::table_id::TABLE_SUFFIX) && self.describe_namespace(&child).await.is_ok() {
-                names.push(entry);
+            match self.describe_namespace(&child).await {
+                Ok(_) => names.push(entry),
+                // A directory without a marker is not a namespace.
+                Err(EngineError::NamespaceNotFound { .. }) => {}
+                Err(error) => return Err(error),
             }
         }
         names.sort();

@@ -92,7 +92,7 @@ pub async fn plan_query(dataset: &Dataset, query: &TableQuery) -> Result<QueryPl
             projection,
             ..Default::default()
         };
-        return Ok(split_or_whole(part, splits, MergeOrder::Score, query, offset, limit));
+        return Ok(split_or_whole(vec![part], splits, MergeOrder::Score, query, offset, limit));
     }
     let vectors = &query.vector.0;
     let Some(first) = vectors.first() else {
@@ -138,37 +138,40 @@ pub async fn plan_query(dataset: &Dataset, query: &TableQuery) -> Result<QueryPl
             projection: projection.clone(),
             ..Default::default()
         })
-        .collect::<Vec<_>>();
-    let mut plans = parts.into_iter().map(|part| split_or_whole(part, splits, MergeOrder::Distance, query, offset, limit));
-    let mut plan = plans.next().ok_or_else(|| EngineError::internal("a vector search without vectors"))?;
-    plan.parts.extend(plans.flat_map(|other| other.parts));
-    plan.query_index = query_index;
-    Ok(plan)
+        .collect();
+    let plan = split_or_whole(parts, splits, MergeOrder::Distance, query, offset, limit);
+    Ok(QueryPlan { query_index, ..plan })
 }
 
-/// The plan of one search `part`: when it `splits`, every executor returns its own top
-/// `offset + limit` with the merge key `_rowid`, merged in `order`; otherwise one executor
-/// runs the client's search as it is.
+/// The plan of search `parts` (one per query vector): when they `split`, every executor
+/// returns its own top `offset + limit` with the merge key `_rowid`, merged in `order`;
+/// otherwise one executor runs the client's search as it is.
 fn split_or_whole(
-    mut part: FragmentQuery,
+    parts: Vec<FragmentQuery>,
     splits: bool,
     order: MergeOrder,
     query: &TableQuery,
     offset: u64,
     limit: Option<u64>,
 ) -> QueryPlan {
-    let merge = if splits {
-        part.limit = limit.map(|limit| limit.saturating_add(offset));
-        part.offset = 0;
-        part.with_row_id = true;
-        Merge { order, offset, limit, drop_row_id: !query.with_row_id, drop_row_address: false }
+    let (part_limit, part_offset, with_row_id, merge) = if splits {
+        let merge = Merge { order, offset, limit, drop_row_id: !query.with_row_id, drop_row_address: false };
+        (limit.map(|limit| limit.saturating_add(offset)), 0, true, merge)
     } else {
-        part.limit = limit;
-        part.offset = offset;
-        part.with_row_id = query.with_row_id;
-        Merge { order: MergeOrder::AsReturned, offset: 0, limit: None, drop_row_id: false, drop_row_address: false }
+        let merge = Merge {
+            order: MergeOrder::AsReturned,
+            offset: 0,
+            limit: None,
+            drop_row_id: false,
+            drop_row_address: false,
+        };
+        (limit, offset, query.with_row_id, merge)
     };
-    QueryPlan { parts: vec![part], splits, merge, query_index: false }
+    let parts = parts
+        .into_iter()
+        .map(|part| FragmentQuery { limit: part_limit, offset: part_offset, with_row_id, ..part })
+        .collect();
+    QueryPlan { parts, splits, merge, query_index: false }
 }
 
 fn nearest_query(

@@ -105,7 +105,10 @@ impl Cluster {
             .map(|fragment| (*fragment, view.placement.preference_list(uri, *fragment)))
             .collect::<HashMap<_, _>>();
         let assignment = assign(fragments, &lists, &self.current_suspects()?);
-        Ok(assignment.into_iter().map(|(node, placed)| (node, placed.into_iter().map(|(id, _)| id).collect())).collect())
+        Ok(assignment
+            .into_iter()
+            .map(|(node, placed)| (node, placed.into_iter().map(|(id, _)| id).collect()))
+            .collect())
     }
 
     /// Runs `query` like [`Self::scatter_query`] with each executor answering how its run

@@ -56,7 +56,9 @@ fn merge_insert_spec(query: &str) -> Result<MergeInsertSpec, ApiError> {
         let flag = || match value.as_ref() {
             "true" => Ok(true),
             "false" => Ok(false),
-            other => Err(ApiError::bad_request(format!("merge_insert parameter {key} must be true or false, got '{other}'"))),
+            other => {
+                Err(ApiError::bad_request(format!("merge_insert parameter {key} must be true or false, got '{other}'")))
+            }
         };
         match key.as_ref() {
             "on" => spec.on.push(value.to_string()),

@@ -8,8 +8,8 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use lancefleet_engine::{TableQuery, TableId, plan_query};
 use lance::Dataset;
+use lancefleet_engine::{TableId, TableQuery, plan_query};
 use serde::Deserialize;
 
 use crate::arrow_body::{ARROW_FILE_CONTENT_TYPE, encode_file};

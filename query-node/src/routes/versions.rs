@@ -6,8 +6,8 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::response::Response;
-use lancefleet_common::events::ChangeKind;
 use lance::dataset::refs::TagContents;
+use lancefleet_common::events::ChangeKind;
 use lancefleet_engine::EngineError;
 use serde::Deserialize;
 
