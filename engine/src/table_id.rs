@@ -2,7 +2,9 @@
 //!
 //! The REST API names a table by its namespace components and name joined with `$`
 //! (`ns1$ns2$table`); the root namespace is the single character `$`. On storage a table
-//! lives at `{root}/{ns1}/{ns2}/{table}.lance`, the layout LanceDB OSS uses, so every
+//! lives at `{root}/{ns1}/{ns2}/{table}.lance`: a root-namespace table where LanceDB OSS
+//! keeps it (`{root}/{table}.lance`); namespaced tables in directories of their own (LanceDB
+//! OSS's directory namespace keeps those elsewhere, see `docs/table-api.md`). Every
 //! component is checked against LanceDB's own rules: `[A-Za-z0-9._-]`, not empty, not `.`
 //! or `..`. That leaves no room for path separators or traversal.
 
