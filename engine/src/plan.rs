@@ -15,9 +15,16 @@
 //!
 //! A post-filtered search (`prefilter: false` with a filter) filters the *global* top-k,
 //! which no split reproduces; it runs on one executor over the whole version.
+//!
+//! Lance scores the rows no full-text index covers yet with statistics of the index plus
+//! the uncovered rows it scans. So that those statistics are the whole tail's, as in one
+//! process, a full-text search keeps every uncovered fragment on one executor.
+
+use std::collections::BTreeSet;
 
 use arrow_schema::Schema;
 use lance::Dataset;
+use lance::index::DatasetIndexExt;
 use lancefleet_proto::v1::{FragmentQuery, NearestQuery, OutputColumn, Projection as WireProjection, VectorKind};
 
 use crate::error::{EngineError, Result};
@@ -71,6 +78,8 @@ pub struct QueryPlan {
     pub merge: Merge,
     /// Prepend the Int32 `query_index` column (several query vectors).
     pub query_index: bool,
+    /// Fragments one executor must read together (those no full-text index covers).
+    pub colocate: Vec<u64>,
 }
 
 /// Compiles `query` against the schema and size of `dataset` (the pinned version).
@@ -92,7 +101,8 @@ pub async fn plan_query(dataset: &Dataset, query: &TableQuery) -> Result<QueryPl
             projection,
             ..Default::default()
         };
-        return Ok(split_or_whole(vec![part], splits, MergeOrder::Score, query, offset, limit));
+        let plan = split_or_whole(vec![part], splits, MergeOrder::Score, query, offset, limit);
+        return Ok(QueryPlan { colocate: fragments_without_full_text_index(dataset).await?, ..plan });
     }
     let vectors = &query.vector.0;
     let Some(first) = vectors.first() else {
@@ -106,7 +116,7 @@ pub async fn plan_query(dataset: &Dataset, query: &TableQuery) -> Result<QueryPl
             ..Default::default()
         };
         let merge = Merge { order: MergeOrder::Manifest, offset, limit, drop_row_id: false, drop_row_address: true };
-        return Ok(QueryPlan { parts: vec![scan], splits: true, merge, query_index: false });
+        return Ok(QueryPlan { parts: vec![scan], splits: true, merge, query_index: false, colocate: Vec::new() });
     };
 
     let schema = Schema::from(dataset.schema());
@@ -171,7 +181,35 @@ fn split_or_whole(
         .into_iter()
         .map(|part| FragmentQuery { limit: part_limit, offset: part_offset, with_row_id, ..part })
         .collect();
-    QueryPlan { parts, splits, merge, query_index: false }
+    QueryPlan { parts, splits, merge, query_index: false, colocate: Vec::new() }
+}
+
+/// The fragments of `dataset` that some full-text index does not cover (every fragment
+/// when there is none: a flat full-text search needs all rows for its statistics).
+async fn fragments_without_full_text_index(dataset: &Dataset) -> Result<Vec<u64>> {
+    let mut covered_by_all: Option<BTreeSet<u32>> = None;
+    for description in dataset.describe_indices(None).await? {
+        if !description.index_type().eq_ignore_ascii_case("inverted") {
+            continue;
+        }
+        let covered = description
+            .metadata()
+            .iter()
+            .filter_map(|segment| segment.fragment_bitmap.as_ref())
+            .flat_map(|bitmap| bitmap.iter())
+            .collect::<BTreeSet<u32>>();
+        covered_by_all = Some(match covered_by_all {
+            Some(previous) => previous.intersection(&covered).copied().collect(),
+            None => covered,
+        });
+    }
+    let covered = covered_by_all.unwrap_or_default();
+    Ok(dataset
+        .fragments()
+        .iter()
+        .map(|fragment| fragment.id)
+        .filter(|id| !u32::try_from(*id).is_ok_and(|id| covered.contains(&id)))
+        .collect())
 }
 
 fn nearest_query(

@@ -35,6 +35,30 @@ pub struct Pinned<'a> {
     pub uri: &'a str,
 }
 
+/// The fragments one scatter reads and how they may be divided among executors.
+#[derive(Debug, Clone, Copy)]
+pub struct Spread<'a> {
+    /// The pinned version's fragments, in manifest order.
+    pub fragments: &'a [u64],
+    /// One executor reads the whole version (a part that does not split); it is placed
+    /// where the first fragment lives.
+    pub whole_table: bool,
+    /// Fragments that must be read by one executor together.
+    pub colocate: &'a [u64],
+}
+
+impl<'a> Spread<'a> {
+    /// How `plan` spreads over `fragments`.
+    fn of(plan: &'a QueryPlan, fragments: &'a [u64]) -> Self {
+        Self { fragments, whole_table: !plan.splits, colocate: &plan.colocate }
+    }
+
+    /// The fragments placement places: all, or the first for a whole-table part.
+    fn placed(&self) -> &'a [u64] {
+        if self.whole_table { &self.fragments[..self.fragments.len().min(1)] } else { self.fragments }
+    }
+}
+
 impl Pinned<'_> {
     fn fragment_ids(&self) -> Vec<u64> {
         self.dataset.fragments().iter().map(|fragment| fragment.id).collect()
@@ -65,7 +89,7 @@ impl Dispatcher {
         let partials = match self {
             // An empty version has no fragments to place; lance still knows its schema.
             Self::Cluster(cluster) if !fragments.is_empty() => {
-                cluster.scatter_query(pinned, fragments, !plan.splits, part).await?
+                cluster.scatter_query(pinned, Spread::of(plan, fragments), part).await?
             }
             Self::Cluster(_) | Self::Local => vec![execute_collect(pinned.dataset, Scope::WholeTable, part).await?],
         };

@@ -21,7 +21,7 @@ use lancefleet_proto::{ErrorCode, ErrorStatus};
 use tokio::sync::watch;
 use tonic::transport::{Channel, Endpoint};
 
-use super::Pinned;
+use super::{Pinned, Spread};
 use crate::error::ApiError;
 use crate::metrics::METRICS;
 
@@ -96,15 +96,12 @@ impl Cluster {
         }
     }
 
-    /// Which executor each of `fragments` of the table at `uri` would go to now, by
-    /// executor (first choices, unless suspected).
-    pub fn placement(&self, uri: &str, fragments: &[u64]) -> Result<BTreeMap<Arc<str>, Vec<u64>>, ApiError> {
+    /// Which executor each fragment of `spread` over the table at `uri` would go to now,
+    /// by executor (first choices, unless suspected).
+    pub fn placement(&self, uri: &str, spread: Spread<'_>) -> Result<BTreeMap<Arc<str>, Vec<u64>>, ApiError> {
         let view = self.current()?;
-        let lists = fragments
-            .iter()
-            .map(|fragment| (*fragment, view.placement.preference_list(uri, *fragment)))
-            .collect::<HashMap<_, _>>();
-        let assignment = assign(fragments, &lists, &self.current_suspects()?);
+        let lists = preference_lists(&view.placement, uri, spread);
+        let assignment = assign(spread.placed(), &lists, &self.current_suspects()?);
         Ok(assignment
             .into_iter()
             .map(|(node, placed)| (node, placed.into_iter().map(|(id, _)| id).collect()))
@@ -116,13 +113,11 @@ impl Cluster {
     pub async fn scatter_analyze(
         &self,
         pinned: Pinned<'_>,
-        fragments: &[u64],
-        whole_table: bool,
+        spread: Spread<'_>,
         query: &FragmentQuery,
     ) -> Result<Vec<(Arc<str>, Vec<u64>, AnalyzeReply)>, ApiError> {
-        let template = self.template(pinned, whole_table, query);
-        let placed = if whole_table { &fragments[..1] } else { fragments };
-        self.scatter(pinned.uri, placed, &template, |(node, mut client, fragment)| async move {
+        let template = self.template(pinned, spread.whole_table, query);
+        self.scatter(pinned.uri, spread, &template, |(node, mut client, fragment)| async move {
             let ids = fragment.fragment_ids.clone();
             let reply = client.analyze(fragment).await.map_err(|status| ErrorStatus::from_grpc(&status))?;
             Ok((node, ids, reply.into_inner()))
@@ -130,19 +125,16 @@ impl Cluster {
         .await
     }
 
-    /// Runs `query` over `fragments` of `pinned` (or over the whole version on one executor
-    /// when `whole_table`) and returns every executor's partial result.
+    /// Runs `query` over the fragments of `spread` of `pinned` and returns every
+    /// executor's partial result.
     pub async fn scatter_query(
         &self,
         pinned: Pinned<'_>,
-        fragments: &[u64],
-        whole_table: bool,
+        spread: Spread<'_>,
         query: &FragmentQuery,
     ) -> Result<Vec<QueryOutput>, ApiError> {
-        let template = self.template(pinned, whole_table, query);
-        // A whole-table fragment goes where the first fragment lives.
-        let placed = if whole_table { &fragments[..1] } else { fragments };
-        self.scatter(pinned.uri, placed, &template, |(_, mut client, fragment)| async move {
+        let template = self.template(pinned, spread.whole_table, query);
+        self.scatter(pinned.uri, spread, &template, |(_, mut client, fragment)| async move {
             let response = client.execute(fragment).await.map_err(|status| ErrorStatus::from_grpc(&status))?;
             let flight = response.into_inner().map_err(|status| FlightError::Tonic(Box::new(status)));
             let mut stream = FlightRecordBatchStream::new_from_flight_data(flight);
@@ -168,7 +160,8 @@ impl Cluster {
     ) -> Result<Vec<u64>, ApiError> {
         let query = FragmentQuery { filter: filter.map(str::to_string), ..Default::default() };
         let template = self.template(pinned, false, &query);
-        self.scatter(pinned.uri, fragments, &template, |(_, mut client, fragment)| async move {
+        let spread = Spread { fragments, whole_table: false, colocate: &[] };
+        self.scatter(pinned.uri, spread, &template, |(_, mut client, fragment)| async move {
             let reply = client.count(fragment).await.map_err(|status| ErrorStatus::from_grpc(&status))?;
             Ok(reply.into_inner().rows)
         })
@@ -180,7 +173,7 @@ impl Cluster {
     async fn scatter<T, F, Fut>(
         &self,
         table_uri: &str,
-        fragments: &[u64],
+        spread: Spread<'_>,
         template: &PlanFragment,
         call: F,
     ) -> Result<Vec<T>, ApiError>
@@ -189,10 +182,8 @@ impl Cluster {
         Fut: Future<Output = Result<T, ErrorStatus>>,
     {
         let view = self.current()?;
-        let lists = fragments
-            .iter()
-            .map(|fragment| (*fragment, view.placement.preference_list(table_uri, *fragment)))
-            .collect::<HashMap<_, _>>();
+        let fragments = spread.placed();
+        let lists = preference_lists(&view.placement, table_uri, spread);
         if lists.values().any(Vec::is_empty) {
             return Err(ApiError::Executor {
                 node: "-".into(),
@@ -344,6 +335,24 @@ fn assign(fragments: &[u64], lists: &HashMap<u64, Vec<Arc<str>>>, suspects: &Has
     assignment
 }
 
+/// The preference list of every fragment `spread` places; fragments to colocate all take
+/// the first one's, so they go to one executor (and move together on a retry).
+fn preference_lists(placement: &Placement, uri: &str, spread: Spread<'_>) -> HashMap<u64, Vec<Arc<str>>> {
+    let colocated = spread.colocate.iter().copied().collect::<HashSet<_>>();
+    let shared = spread.colocate.first().map(|anchor| placement.preference_list(uri, *anchor));
+    spread
+        .placed()
+        .iter()
+        .map(|fragment| {
+            let list = match &shared {
+                Some(list) if colocated.contains(fragment) => list.clone(),
+                _ => placement.preference_list(uri, *fragment),
+            };
+            (*fragment, list)
+        })
+        .collect()
+}
+
 /// Moves the fragments of `failed` executors to the next executor of each fragment's
 /// preference list that has not failed. Fails with the executor whose fragment has no
 /// such next executor.
@@ -408,6 +417,33 @@ mod tests {
 
         let everyone = HashSet::from([node("a"), node("b"), node("c")]);
         assert_eq!(assign(&[2], &lists(), &everyone)[&node("b")], vec![(2, 0)], "first choice when all are suspected");
+    }
+
+    #[test]
+    fn colocated_fragments_share_one_preference_list() {
+        let placement = Placement::new(["a", "b", "c"], 64, 2);
+        let fragments = (0..40).collect::<Vec<u64>>();
+        let colocate = [7, 11, 23, 31];
+        let lists = preference_lists(
+            &placement,
+            "t",
+            Spread { fragments: &fragments, whole_table: false, colocate: &colocate },
+        );
+        assert_eq!(lists.len(), 40);
+        for fragment in colocate {
+            assert_eq!(lists[&fragment], placement.preference_list("t", 7));
+        }
+        assert_eq!(lists[&5], placement.preference_list("t", 5), "the others keep their own");
+        let spread_out =
+            (0..40).map(|fragment| placement.preference_list("t", fragment)[0].clone()).collect::<HashSet<_>>();
+        assert!(spread_out.len() > 1, "the ring spreads the other fragments");
+        let whole =
+            preference_lists(&placement, "t", Spread { fragments: &fragments, whole_table: true, colocate: &[] });
+        assert_eq!(
+            whole.keys().copied().collect::<Vec<_>>(),
+            vec![0],
+            "a whole-table part is placed by its first fragment"
+        );
     }
 
     #[test]

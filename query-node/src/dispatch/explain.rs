@@ -9,7 +9,7 @@ use lancefleet_engine::execute::{analyze, explain};
 use lancefleet_engine::plan::MergeOrder;
 use lancefleet_engine::{Catalog, QueryPlan, Scope};
 
-use super::{Dispatcher, Pinned};
+use super::{Dispatcher, Pinned, Spread};
 use crate::error::ApiError;
 
 impl Dispatcher {
@@ -20,8 +20,7 @@ impl Dispatcher {
         for (index, part) in plan.parts.iter().enumerate() {
             let placed = match self {
                 Self::Cluster(cluster) if !fragments.is_empty() => {
-                    let placed = if plan.splits { &fragments[..] } else { &fragments[..1] };
-                    cluster.placement(pinned.uri, placed)?.into_iter().collect::<Vec<_>>()
+                    cluster.placement(pinned.uri, Spread::of(plan, &fragments))?.into_iter().collect::<Vec<_>>()
                 }
                 Self::Cluster(_) | Self::Local => Vec::new(),
             };
@@ -48,7 +47,7 @@ impl Dispatcher {
         for (index, part) in plan.parts.iter().enumerate() {
             match self {
                 Self::Cluster(cluster) if !fragments.is_empty() => {
-                    let runs = cluster.scatter_analyze(pinned, &fragments, !plan.splits, part).await?;
+                    let runs = cluster.scatter_analyze(pinned, Spread::of(plan, &fragments), part).await?;
                     let _ = writeln!(text, "Part {index}: {}", where_part_runs(self, plan, runs.len()));
                     for (node, ids, run) in runs {
                         let scope = if plan.splits { format!("fragments {ids:?}") } else { "the whole version".into() };
@@ -103,6 +102,13 @@ fn header(pinned: Pinned<'_>, plan: &QueryPlan, fragments: usize) -> String {
     );
     if plan.parts.len() > 1 {
         text.push_str("Parts run concurrently, one per query vector.\n");
+    }
+    if !plan.colocate.is_empty() {
+        let _ = writeln!(
+            text,
+            "Fragments {:?} (not covered by every full-text index) are searched together, by one executor",
+            plan.colocate
+        );
     }
     text
 }
