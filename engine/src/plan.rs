@@ -8,8 +8,8 @@
 //!   the merged top-k of a flat search equals a single-process search row for row;
 //! - full-text search with a prefilter: every executor returns its top `offset + limit` by
 //!   (`_score` desc, `_rowid`). Lance scores indexed rows with BM25 statistics of the whole
-//!   index, not of the executor's fragments, so scores compare across executors (rows of
-//!   fragments the index does not cover yet are scored against the executor's share);
+//!   index, not of the executor's fragments, so scores compare across executors (for the
+//!   rows the index does not cover yet, see below);
 //! - filtered scans: every executor returns its first `offset + limit` rows in manifest
 //!   order with `_rowaddr`; the merge restores manifest order.
 //!
