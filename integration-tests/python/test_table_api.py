@@ -11,6 +11,7 @@ from datetime import timedelta
 import lancedb
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 from lancedb.index import FTS, BTree, Bitmap, HnswPq, HnswSq, IvfFlat, IvfPq, IvfSq, LabelList
 from lancedb.query import BooleanQuery, BoostQuery, MatchQuery, MultiMatchQuery, Occur, PhraseQuery
@@ -408,7 +409,7 @@ def assert_fts_equal(remote: pa.Table, oss: pa.Table):
     np.testing.assert_allclose(r["_score"].to_numpy(), o["_score"].to_numpy(), rtol=1e-5)
     # Rows above the lowest returned score are the same rows (ties at the cut may differ).
     cut = o["_score"].to_numpy().min() if o.num_rows else 0
-    above = lambda t: sorted(t.filter(pa.compute.greater(t["_score"], cut))["id"].to_pylist())  # noqa: E731
+    above = lambda t: sorted(t.filter(pc.greater(t["_score"], cut))["id"].to_pylist())  # noqa: E731
     assert above(r) == above(o)
 
 
