@@ -14,6 +14,7 @@ use lance::Dataset;
 use lance::dataset::index::DatasetIndexRemapperOptions;
 use lance::dataset::optimize::{CompactionOptions, commit_compaction, plan_compaction};
 use lance::index::DatasetIndexExt;
+use lance::table::format::IndexMetadata;
 use lance_index::optimize::OptimizeOptions;
 
 use crate::error::{EngineError, Result};
@@ -159,11 +160,7 @@ async fn indexes_over(dataset: &Dataset, fragments: &[FragmentRows]) -> Result<V
             .and_then(|id| schema.field_by_id(*id))
             .map(|field| field.name.clone())
             .unwrap_or_default();
-        let covered = segments
-            .iter()
-            .filter_map(|segment| segment.fragment_bitmap.as_ref())
-            .flat_map(|bitmap| bitmap.iter())
-            .collect::<BTreeSet<u32>>();
+        let covered = covered_fragments(segments);
         let (mut indexed_rows, mut unindexed_rows) = (0, 0);
         for fragment in fragments {
             if u32::try_from(fragment.id).is_ok_and(|id| covered.contains(&id)) {
@@ -185,6 +182,15 @@ async fn indexes_over(dataset: &Dataset, fragments: &[FragmentRows]) -> Result<V
         });
     }
     Ok(facts)
+}
+
+/// The fragments the segments of one index cover.
+pub(crate) fn covered_fragments(segments: &[IndexMetadata]) -> BTreeSet<u32> {
+    segments
+        .iter()
+        .filter_map(|segment| segment.fragment_bitmap.as_ref())
+        .flat_map(|bitmap| bitmap.iter())
+        .collect()
 }
 
 /// What a compaction did.

@@ -28,6 +28,7 @@ use lance::index::DatasetIndexExt;
 use lancefleet_proto::v1::{FragmentQuery, NearestQuery, OutputColumn, Projection as WireProjection, VectorKind};
 
 use crate::error::{EngineError, Result};
+use crate::maintenance::covered_fragments;
 use crate::query::{Projection, TableQuery};
 use crate::vector_column::{VectorColumn, resolve_vector_column};
 
@@ -192,12 +193,7 @@ async fn fragments_without_full_text_index(dataset: &Dataset) -> Result<Vec<u64>
         if !description.index_type().eq_ignore_ascii_case("inverted") {
             continue;
         }
-        let covered = description
-            .metadata()
-            .iter()
-            .filter_map(|segment| segment.fragment_bitmap.as_ref())
-            .flat_map(|bitmap| bitmap.iter())
-            .collect::<BTreeSet<u32>>();
+        let covered = covered_fragments(description.metadata());
         covered_by_all = Some(match covered_by_all {
             Some(previous) => previous.intersection(&covered).copied().collect(),
             None => covered,
