@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Instant;
 
 use arrow_array::{ArrayRef, FixedSizeListArray, Float32Array, UInt8Array};
 use arrow_schema::{DataType, Field};
@@ -16,8 +17,9 @@ use lance::io::RecordBatchStream;
 use lance_index::scalar::FullTextSearchQuery;
 use lance_index::scalar::inverted::query::FtsQuery;
 use lance_linalg::distance::DistanceType;
-use lancefleet_proto::v1::{FragmentQuery, NearestQuery, VectorKind};
+use lancefleet_proto::v1::{AnalyzeReply, FragmentQuery, NearestQuery, VectorKind};
 
+use crate::catalog::Catalog;
 use crate::error::{EngineError, Result};
 use crate::merge::{DISTANCE_COLUMN, SCORE_COLUMN};
 use crate::output::QueryOutput;
@@ -45,10 +47,27 @@ pub async fn execute_collect(dataset: &Dataset, scope: Scope<'_>, query: &Fragme
     Ok(QueryOutput { schema, batches })
 }
 
-/// Runs `query` over `scope` and returns lance's analyzed plan (operators with their
-/// rows, timings and I/O) instead of the rows.
-pub async fn analyze(dataset: &Dataset, scope: Scope<'_>, query: &FragmentQuery) -> Result<String> {
-    Ok(build_scanner(dataset, scope, query)?.analyze_plan().await?)
+/// Runs `query` over `scope` and answers how the run went instead of the rows: lance's
+/// analyzed plan (operators with their rows, timings and I/O), the wall time, and the chunk
+/// reads `catalog`'s object cache answered and fetched meanwhile (process-wide counters, so
+/// concurrent queries count too).
+pub async fn analyze(
+    catalog: &Catalog,
+    dataset: &Dataset,
+    scope: Scope<'_>,
+    query: &FragmentQuery,
+) -> Result<AnalyzeReply> {
+    let (hits_before, misses_before) = catalog.cache_reads();
+    let started = Instant::now();
+    let plan = build_scanner(dataset, scope, query)?.analyze_plan().await?;
+    let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    let (hits, misses) = catalog.cache_reads();
+    Ok(AnalyzeReply {
+        plan,
+        elapsed_ms,
+        cache_hits: hits.saturating_sub(hits_before),
+        cache_misses: misses.saturating_sub(misses_before),
+    })
 }
 
 /// Lance's physical plan of `query` over `scope`, without running it.

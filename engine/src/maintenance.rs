@@ -186,11 +186,7 @@ async fn indexes_over(dataset: &Dataset, fragments: &[FragmentRows]) -> Result<V
 
 /// The fragments the segments of one index cover.
 pub(crate) fn covered_fragments(segments: &[IndexMetadata]) -> BTreeSet<u32> {
-    segments
-        .iter()
-        .filter_map(|segment| segment.fragment_bitmap.as_ref())
-        .flat_map(|bitmap| bitmap.iter())
-        .collect()
+    segments.iter().filter_map(|segment| segment.fragment_bitmap.as_ref()).flat_map(|bitmap| bitmap.iter()).collect()
 }
 
 /// What a compaction did.

@@ -113,20 +113,10 @@ impl PlanExecutor for ExecutorService {
     async fn analyze(&self, request: Request<PlanFragment>) -> Result<Response<AnalyzeReply>, Status> {
         let plan = request.into_inner();
         METRICS.fragments.with_label_values(&["analyze"]).inc();
-        let (hits_before, misses_before) = self.catalog.cache_reads();
-        let started = Instant::now();
         let run = async {
             let dataset = self.dataset(&plan).await?;
-            Ok::<_, ExecutorError>(analyze(&dataset, scope(&plan)?, query(&plan)?).await?)
+            Ok::<_, ExecutorError>(analyze(&self.catalog, &dataset, scope(&plan)?, query(&plan)?).await?)
         };
-        let analyzed = run.await.map_err(ExecutorError::into_grpc)?;
-        let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        let (hits, misses) = self.catalog.cache_reads();
-        Ok(Response::new(AnalyzeReply {
-            plan: analyzed,
-            elapsed_ms,
-            cache_hits: hits.saturating_sub(hits_before),
-            cache_misses: misses.saturating_sub(misses_before),
-        }))
+        Ok(Response::new(run.await.map_err(ExecutorError::into_grpc)?))
     }
 }

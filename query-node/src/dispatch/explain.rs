@@ -3,11 +3,11 @@
 //! analyzed run, with timings and cache reads) of the fragment query on each.
 
 use std::fmt::Write;
-use std::time::Instant;
 
 use lancefleet_engine::execute::{analyze, explain};
 use lancefleet_engine::plan::MergeOrder;
 use lancefleet_engine::{Catalog, QueryPlan, Scope};
+use lancefleet_proto::v1::AnalyzeReply;
 
 use super::{Dispatcher, Pinned, Spread};
 use crate::error::ApiError;
@@ -51,30 +51,12 @@ impl Dispatcher {
                     let _ = writeln!(text, "Part {index}: {}", where_part_runs(self, plan, runs.len()));
                     for (node, ids, run) in runs {
                         let scope = if plan.splits { format!("fragments {ids:?}") } else { "the whole version".into() };
-                        let _ = writeln!(
-                            text,
-                            "  executor {node}: {scope}; {} ms; cache: {} chunk reads hit, {} fetched\n{}",
-                            run.elapsed_ms,
-                            run.cache_hits,
-                            run.cache_misses,
-                            indent(&run.plan, 4)
-                        );
+                        let _ = writeln!(text, "  executor {node}: {scope}; {}", describe_run(&run));
                     }
                 }
                 Self::Cluster(_) | Self::Local => {
-                    let (hits_before, misses_before) = catalog.cache_reads();
-                    let started = Instant::now();
-                    let analyzed = analyze(pinned.dataset, Scope::WholeTable, part).await?;
-                    let (hits, misses) = catalog.cache_reads();
-                    let _ = writeln!(
-                        text,
-                        "Part {index}: {}; {} ms; cache: {} chunk reads hit, {} fetched\n{}",
-                        where_part_runs(self, plan, 1),
-                        started.elapsed().as_millis(),
-                        hits.saturating_sub(hits_before),
-                        misses.saturating_sub(misses_before),
-                        indent(&analyzed, 4)
-                    );
+                    let run = analyze(catalog, pinned.dataset, Scope::WholeTable, part).await?;
+                    let _ = writeln!(text, "Part {index}: {}; {}", where_part_runs(self, plan, 1), describe_run(&run));
                 }
             }
         }
@@ -119,6 +101,17 @@ fn where_part_runs(dispatcher: &Dispatcher, plan: &QueryPlan, executors: usize) 
         (Dispatcher::Cluster(_), true) => format!("split by fragment over {executors} executor(s)"),
         (Dispatcher::Cluster(_), false) => "on one executor over the whole version (a post-filtered search)".into(),
     }
+}
+
+/// One analyzed run: time, cache reads, then lance's analyzed plan indented below.
+fn describe_run(run: &AnalyzeReply) -> String {
+    format!(
+        "{} ms; cache: {} chunk reads hit, {} fetched\n{}",
+        run.elapsed_ms,
+        run.cache_hits,
+        run.cache_misses,
+        indent(&run.plan, 4)
+    )
 }
 
 fn indent(text: &str, spaces: usize) -> String {
