@@ -16,6 +16,8 @@ use crate::error::ApiError;
 
 /// Content type of an Arrow IPC file (query responses).
 pub const ARROW_FILE_CONTENT_TYPE: &str = "application/vnd.apache.arrow.file";
+/// Content type of an Arrow IPC stream (uploads).
+pub const ARROW_STREAM_CONTENT_TYPE: &str = "application/vnd.apache.arrow.stream";
 
 /// A fully decoded upload: its schema and every batch.
 #[derive(Debug, Clone)]

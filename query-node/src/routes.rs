@@ -27,68 +27,42 @@ use crate::metrics::METRICS;
 use crate::protocol::{PHALANX_VERSION, PHALANX_VERSION_HEADER};
 use crate::state::AppState;
 
-/// Table operations reachable as `/v1/table/{id}/{operation}/`.
-const TABLE_OPERATIONS: &[&str] = &[
-    "create",
-    "describe",
-    "drop",
-    "stats",
-    "insert",
-    "merge_insert",
-    "query",
-    "explain_plan",
-    "analyze_plan",
-    "count_rows",
-    "delete",
-    "update",
-    "add_columns",
-    "alter_columns",
-    "drop_columns",
-    "update_field_metadata",
-    "version/list",
-    "restore",
-    "tags/list",
-    "tags/version",
-    "tags/create",
-    "tags/update",
-    "tags/delete",
-    "create_index",
-    "index/list",
-    "index/{name}/stats",
-    "index/{name}/drop",
+/// A route's handler, built when the router is.
+type Handler = fn() -> MethodRouter<AppState>;
+
+/// Table operations reachable as `/v1/table/{id}/{operation}/` (and without the slash).
+const TABLE_ROUTES: &[(&str, Handler)] = &[
+    ("create", || post(tables::create_table)),
+    ("describe", || post(tables::describe_table)),
+    ("drop", || post(tables::drop_table)),
+    ("stats", || post(tables::table_stats)),
+    ("insert", || post(data::insert)),
+    ("merge_insert", || post(data::merge_insert)),
+    ("query", || post(query::query)),
+    ("explain_plan", || post(query::explain_plan)),
+    ("analyze_plan", || post(query::analyze_plan)),
+    ("count_rows", || post(data::count_rows)),
+    ("delete", || post(data::delete_rows)),
+    ("update", || post(data::update_rows)),
+    ("add_columns", || post(schema::add_columns)),
+    ("alter_columns", || post(schema::alter_columns)),
+    ("drop_columns", || post(schema::drop_columns)),
+    ("update_field_metadata", || post(schema::update_field_metadata)),
+    ("version/list", || post(versions::list_versions)),
+    ("restore", || post(versions::restore)),
+    ("tags/list", || post(versions::list_tags)),
+    ("tags/version", || post(versions::tag_version)),
+    ("tags/create", || post(versions::create_tag)),
+    ("tags/update", || post(versions::update_tag)),
+    ("tags/delete", || post(versions::delete_tag)),
+    ("create_index", || post(indexes::create_index)),
+    ("index/list", || post(indexes::list_indices)),
+    ("index/{name}/stats", || post(indexes::index_stats)),
+    ("index/{name}/drop", || post(indexes::drop_index)),
 ];
 
 /// Builds the router for `state`, accepting bodies up to `max_body_bytes`.
 pub fn router(state: AppState, max_body_bytes: usize) -> Router {
-    let table_routes: [(&str, MethodRouter<AppState>); 27] = [
-        ("create", post(tables::create_table)),
-        ("describe", post(tables::describe_table)),
-        ("drop", post(tables::drop_table)),
-        ("stats", post(tables::table_stats)),
-        ("insert", post(data::insert)),
-        ("merge_insert", post(data::merge_insert)),
-        ("query", post(query::query)),
-        ("explain_plan", post(query::explain_plan)),
-        ("analyze_plan", post(query::analyze_plan)),
-        ("count_rows", post(data::count_rows)),
-        ("delete", post(data::delete_rows)),
-        ("update", post(data::update_rows)),
-        ("add_columns", post(schema::add_columns)),
-        ("alter_columns", post(schema::alter_columns)),
-        ("drop_columns", post(schema::drop_columns)),
-        ("update_field_metadata", post(schema::update_field_metadata)),
-        ("version/list", post(versions::list_versions)),
-        ("restore", post(versions::restore)),
-        ("tags/list", post(versions::list_tags)),
-        ("tags/version", post(versions::tag_version)),
-        ("tags/create", post(versions::create_tag)),
-        ("tags/update", post(versions::update_tag)),
-        ("tags/delete", post(versions::delete_tag)),
-        ("create_index", post(indexes::create_index)),
-        ("index/list", post(indexes::list_indices)),
-        ("index/{name}/stats", post(indexes::index_stats)),
-        ("index/{name}/drop", post(indexes::drop_index)),
-    ];
     // Namespace operations, `/v1/namespace/{id}/{operation}` (GET for `list`).
     let namespace_routes: [(&str, MethodRouter<AppState>); 4] = [
         ("list", get(namespaces::list_namespaces)),
@@ -103,8 +77,8 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/v1/table/", get(tables::list_tables))
         .route("/v1/namespace/{id}/table/list", get(tables::list_namespace_tables))
         .route("/v1/namespace/{id}/table/list/", get(tables::list_namespace_tables));
-    for (operation, handler) in table_routes {
-        debug_assert!(TABLE_OPERATIONS.contains(&operation));
+    for (operation, handler) in TABLE_ROUTES {
+        let handler = handler();
         router = router
             .route(&format!("/v1/table/{{id}}/{operation}"), handler.clone())
             .route(&format!("/v1/table/{{id}}/{operation}/"), handler);
@@ -165,7 +139,7 @@ async fn unknown_route(method: Method, uri: Uri) -> ApiError {
 /// The table id of `/v1/table/{id}/{operation}/` when `{id}` contains `/`.
 fn table_id_with_slash(path: &str) -> Option<&str> {
     let rest = path.strip_prefix("/v1/table/")?.trim_end_matches('/');
-    TABLE_OPERATIONS.iter().find_map(|operation| {
+    TABLE_ROUTES.iter().find_map(|(operation, _)| {
         let id = rest.strip_suffix(operation)?.strip_suffix('/')?;
         id.contains('/').then_some(id)
     })

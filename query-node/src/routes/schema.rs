@@ -12,13 +12,10 @@ use lancefleet_engine::TableId;
 use lancefleet_engine::schema_change::{Alteration, FieldMetadataUpdate, NewColumns};
 use serde::Deserialize;
 
-use crate::arrow_body::decode_stream;
+use crate::arrow_body::{ARROW_STREAM_CONTENT_TYPE, decode_stream};
 use crate::error::ApiError;
 use crate::protocol::{TablePath, json_body, with_table_version};
 use crate::state::AppState;
-
-/// Content type of an Arrow IPC stream body.
-const ARROW_STREAM_CONTENT_TYPE: &str = "application/vnd.apache.arrow.stream";
 
 /// One column of `add_columns` in its SQL form.
 #[derive(Debug, Deserialize)]
