@@ -71,8 +71,8 @@ fn data_type_from_json(value: &serde_json::Value) -> Result<DataType> {
 }
 
 impl Catalog {
-    /// Runs one schema change on the latest version and records the version it commits.
-    async fn change_schema(&self, id: &TableId, what: &str, columns: &[&str]) -> Result<Dataset> {
+    /// The latest version, for a schema change `what` of `columns` (refused when it names none).
+    async fn latest_for_schema_change(&self, id: &TableId, what: &str, columns: &[&str]) -> Result<Dataset> {
         if columns.is_empty() {
             return Err(EngineError::invalid_input(format!("{what} needs at least one column")));
         }
@@ -91,7 +91,7 @@ impl Catalog {
             ),
         };
         let names = names.iter().map(String::as_str).collect::<Vec<_>>();
-        let mut dataset = self.change_schema(id, "add_columns", &names).await?;
+        let mut dataset = self.latest_for_schema_change(id, "add_columns", &names).await?;
         dataset.add_columns(transform, None, None).await?;
         Ok(self.committed(id, dataset).await)
     }
@@ -100,7 +100,7 @@ impl Catalog {
     pub async fn alter_columns(&self, id: &TableId, alterations: &[Alteration]) -> Result<Dataset> {
         let paths = alterations.iter().map(|alteration| alteration.path.as_str()).collect::<Vec<_>>();
         let alterations = alterations.iter().map(Alteration::to_lance).collect::<Result<Vec<_>>>()?;
-        let mut dataset = self.change_schema(id, "alter_columns", &paths).await?;
+        let mut dataset = self.latest_for_schema_change(id, "alter_columns", &paths).await?;
         dataset.alter_columns(&alterations).await?;
         Ok(self.committed(id, dataset).await)
     }
@@ -108,7 +108,7 @@ impl Catalog {
     /// Drops columns (metadata only; compaction reclaims the data); returns the new version.
     pub async fn drop_columns(&self, id: &TableId, columns: &[String]) -> Result<Dataset> {
         let columns = columns.iter().map(String::as_str).collect::<Vec<_>>();
-        let mut dataset = self.change_schema(id, "drop_columns", &columns).await?;
+        let mut dataset = self.latest_for_schema_change(id, "drop_columns", &columns).await?;
         dataset.drop_columns(&columns).await?;
         Ok(self.committed(id, dataset).await)
     }
@@ -116,7 +116,7 @@ impl Catalog {
     /// Sets, removes or replaces field metadata; returns the new version.
     pub async fn update_field_metadata(&self, id: &TableId, updates: &[FieldMetadataUpdate]) -> Result<Dataset> {
         let paths = updates.iter().map(|update| update.path.as_str()).collect::<Vec<_>>();
-        let mut dataset = self.change_schema(id, "update_field_metadata", &paths).await?;
+        let mut dataset = self.latest_for_schema_change(id, "update_field_metadata", &paths).await?;
         let mut builder = dataset.update_field_metadata();
         for update in updates {
             let entries = update.metadata.iter().map(|(key, value)| (key.clone(), value.clone()));
