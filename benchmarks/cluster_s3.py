@@ -175,7 +175,7 @@ def main() -> None:
             rest = free_port()
             node_env = {**env, "LANCEFLEET_REST__WEAK_READ_CONSISTENCY_INTERVAL_SECONDS": str(weak_seconds)}
             processes.append(subprocess.Popen(
-                [args.bin, "query-node", "--data-dir", f"s3://{BUCKET}", "--rest-listen", f"127.0.0.1:{rest}",
+                [args.bin, "query-node", "--data-dir", f"s3://{BUCKET}", "--rest-listen", f"127.0.0.1:{rest}", "--flight-listen", "127.0.0.1:0",
                  "--log-level", "warn", *endpoints], env=node_env, stdin=subprocess.DEVNULL,
             ))
             wait_port(rest)

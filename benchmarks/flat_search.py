@@ -74,7 +74,7 @@ def main() -> None:
 
     port = free_port()
     server = subprocess.Popen(
-        [args.bin, "standalone", "--data-dir", str(root), "--rest-listen", f"127.0.0.1:{port}", "--log-level", "warn"],
+        [args.bin, "standalone", "--data-dir", str(root), "--rest-listen", f"127.0.0.1:{port}", "--flight-listen", "127.0.0.1:0", "--log-level", "warn"],
         stdin=subprocess.DEVNULL,
     )
     try:

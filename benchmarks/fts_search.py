@@ -80,7 +80,7 @@ def start(binary: str, data: Path, log: Path, executors: int) -> tuple[str, list
         endpoints += ["--executor", f"pe-{index}=http://127.0.0.1:{port}"]
     port = free_port()
     processes.append(subprocess.Popen(
-        [binary, "standalone", "--data-dir", str(data), "--rest-listen", f"127.0.0.1:{port}", *endpoints],
+        [binary, "standalone", "--data-dir", str(data), "--rest-listen", f"127.0.0.1:{port}", "--flight-listen", "127.0.0.1:0", *endpoints],
         stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "LANCEFLEET_INDEXER__EMBEDDED": "false", "NO_COLOR": "1"},
     ))
     url = f"http://127.0.0.1:{port}"

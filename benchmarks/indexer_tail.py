@@ -65,7 +65,7 @@ class Server:
         }
         with open(log, "ab") as out:
             self.proc = subprocess.Popen(
-                [binary, "standalone", "--data-dir", str(data), "--rest-listen", f"127.0.0.1:{self.port}"],
+                [binary, "standalone", "--data-dir", str(data), "--rest-listen", f"127.0.0.1:{self.port}", "--flight-listen", "127.0.0.1:0"],
                 stdout=out, stderr=subprocess.STDOUT, env=env,
             )
         self.url = f"http://127.0.0.1:{self.port}"

@@ -85,6 +85,9 @@ struct QueryNodeArgs {
     /// Address of the REST API [config: rest.listen, default 127.0.0.1:8080].
     #[arg(long)]
     rest_listen: Option<String>,
+    /// Address of Arrow Flight and Flight SQL [config: flight.listen, default 127.0.0.1:10025].
+    #[arg(long)]
+    flight_listen: Option<String>,
     /// A plan executor as ID=ADDRESS, e.g. pe-1=http://127.0.0.1:7070; repeat for each
     /// (replaces `cluster.executors`).
     #[arg(long = "executor", value_name = "ID=ADDRESS")]
@@ -163,7 +166,11 @@ impl CommonArgs {
 
 impl QueryNodeArgs {
     fn load(&self) -> Result<NodeConfig, ExitCode> {
-        let mut config = self.common.load(&[("rest.listen", &self.rest_listen), ("control.node_id", &self.node_id)])?;
+        let mut config = self.common.load(&[
+            ("rest.listen", &self.rest_listen),
+            ("flight.listen", &self.flight_listen),
+            ("control.node_id", &self.node_id),
+        ])?;
         if !self.executors.is_empty() {
             config.cluster.executors = self.executors.clone();
         }

@@ -169,20 +169,23 @@ async fn serve_query_node(config: NodeConfig, role: &'static str) -> Result<(), 
     let weak_reads = Duration::from_secs(config.rest.weak_read_consistency_interval_seconds);
     let catalog = catalog.with_weak_reads(weak_reads);
     let storage_root = catalog.root().uri().to_string();
-    let node = QueryNode::bind(&config.rest, catalog, dispatcher, events, inline_indexing).await?;
+    let node = QueryNode::bind(&config, catalog, dispatcher, events, inline_indexing).await?;
     let rest = node.local_addr()?;
+    let flight = node.flight_addr()?.map_or_else(|| "off".to_string(), |address| address.to_string());
     let node_id = config.control.node_id_or_default(role, rest.port());
     let record = NodeRecord::new(node_id, Role::QueryNode, format!("http://{rest}"), 0);
     let registration = register(client.as_ref(), &config, record).await;
     tracing::info!(
         role,
         %rest,
+        flight,
+        authentication = if config.auth.api_keys.is_empty() { "off" } else { "api keys" },
         storage_root,
         executors = config.cluster.executors.len(),
         etcd = config.control.uses_etcd(),
         weak_read_consistency_interval_seconds = config.rest.weak_read_consistency_interval_seconds,
         version = env!("CARGO_PKG_VERSION"),
-        "lancefleet is serving the LanceDB REST API"
+        "lancefleet is serving the LanceDB REST API, Arrow Flight and Flight SQL"
     );
     node.serve(shutdown).await?;
     if let Some(indexer) = indexer

@@ -24,7 +24,8 @@ pub const ENV_PREFIX: &str = "LANCEFLEET_";
 
 /// Top-level sections; environment variables outside them (such as `LANCEFLEET_CONFIG`
 /// itself) are not configuration keys.
-const SECTIONS: &[&str] = &["storage", "rest", "log", "cluster", "executor", "cache", "control", "indexer"];
+const SECTIONS: &[&str] =
+    &["storage", "rest", "flight", "auth", "log", "cluster", "executor", "cache", "control", "indexer"];
 
 /// Configuration of every role; each reads the sections it needs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -34,6 +35,10 @@ pub struct NodeConfig {
     pub storage: StorageConfig,
     /// The LanceDB-compatible REST endpoint (query nodes, standalone).
     pub rest: RestConfig,
+    /// The Arrow Flight and Flight SQL endpoint (query nodes, standalone).
+    pub flight: FlightConfig,
+    /// Who may call the REST and Flight endpoints.
+    pub auth: AuthConfig,
     /// Logging.
     pub log: LogConfig,
     /// The plan executors queries are spread over (query nodes, standalone).
@@ -331,6 +336,36 @@ impl Default for RestConfig {
     }
 }
 
+/// The Arrow Flight and Flight SQL endpoint (`[flight]`): SQL over every table, bulk
+/// ingest (`DoPut`) and queries (`DoGet`) as Arrow streams.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FlightConfig {
+    /// Whether query nodes serve Flight at all. Default: true.
+    pub enabled: bool,
+    /// Address to listen on; 10025 as in LanceDB's documentation. Default: `127.0.0.1:10025`.
+    pub listen: SocketAddr,
+    /// Largest accepted gRPC message (one Arrow batch of a `DoPut`), in bytes. Default: 64 MiB.
+    pub max_message_bytes: u64,
+}
+
+impl Default for FlightConfig {
+    fn default() -> Self {
+        Self { enabled: true, listen: SocketAddr::from(([127, 0, 0, 1], 10025)), max_message_bytes: 64 << 20 }
+    }
+}
+
+/// Authentication of REST and Flight requests (`[auth]`). Clients present a key as
+/// `x-api-key: KEY` (the LanceDB clients) or `authorization: Bearer KEY` (Flight clients,
+/// also the token a Flight handshake hands out).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// The keys that are accepted. Empty accepts every request, with or without a key:
+    /// a local standalone server. Default: empty.
+    pub api_keys: Vec<String>,
+}
+
 /// A configuration that could not be read or does not validate.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -390,6 +425,8 @@ mod tests {
             assert_eq!(config.rest.listen, "127.0.0.1:8080".parse().expect("addr"));
             assert_eq!(config.log.level, "info,lance::dataset_events=warn");
             assert_eq!(config.rest.weak_read_consistency_interval_seconds, 0, "reads are strong by default");
+            assert_eq!(config.flight.listen, "127.0.0.1:10025".parse().expect("addr"));
+            assert!(config.flight.enabled && config.auth.api_keys.is_empty());
             assert!(!config.control.uses_etcd(), "no etcd unless configured");
             assert_eq!(config.control.lease_ttl_seconds, 10);
             assert_eq!(config.executor.advertised(), "http://127.0.0.1:7070");

@@ -17,7 +17,9 @@ use arrow_array::{RecordBatch, RecordBatchIterator};
 use arrow_schema::SchemaRef;
 use lance::Dataset;
 use lance::dataset::builder::DatasetBuilder;
-use lance::dataset::{ReadParams, UpdateBuilder, WriteDestination, WriteMode, WriteParams};
+use lance::dataset::{InsertBuilder, ReadParams, UpdateBuilder, WriteDestination, WriteMode, WriteParams};
+use lance::deps::datafusion::execution::SendableRecordBatchStream;
+use lance::deps::datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use lance::index::DatasetIndexExt;
 use lance::io::{ObjectStore, ObjectStoreParams, StorageOptionsAccessor, WrappingObjectStore};
 use lance::session::Session;
@@ -48,6 +50,8 @@ pub enum InsertMode {
     Append,
     /// Replace all rows (a new version).
     Overwrite,
+    /// Make a new table of the rows; an existing table is an error.
+    Create,
 }
 
 /// Which version of a table a read may see.
@@ -273,7 +277,8 @@ impl Catalog {
         }
     }
 
-    /// Appends rows to, or overwrites, an existing table; returns the new version.
+    /// Appends rows to, or overwrites, an existing table (or creates one, see
+    /// [`InsertMode`]); returns the new version.
     pub async fn insert(
         &self,
         id: &TableId,
@@ -281,14 +286,42 @@ impl Catalog {
         batches: Vec<RecordBatch>,
         mode: InsertMode,
     ) -> Result<Dataset> {
-        let dataset = Arc::new(self.load(id, None).await?);
-        let write_mode = match mode {
-            InsertMode::Append => WriteMode::Append,
-            InsertMode::Overwrite => WriteMode::Overwrite,
+        let stream = RecordBatchStreamAdapter::new(schema, futures::stream::iter(batches.into_iter().map(Ok)));
+        self.insert_stream(id, Box::pin(stream), mode).await
+    }
+
+    /// Like [`Self::insert`], but writes the rows as `stream` yields them, never holding the
+    /// whole upload. The commit comes after the last batch: a stream that fails midway, or
+    /// rows whose schema the table does not have, leave the table at its version.
+    pub async fn insert_stream(
+        &self,
+        id: &TableId,
+        stream: SendableRecordBatchStream,
+        mode: InsertMode,
+    ) -> Result<Dataset> {
+        let written = match mode {
+            InsertMode::Create => {
+                let uri = self.table_uri(id);
+                let params = self.write_params(WriteMode::Create);
+                InsertBuilder::new(uri.as_str()).with_params(&params).execute_stream(stream).await.map_err(|error| {
+                    match error {
+                        lance::Error::DatasetAlreadyExists { .. } => {
+                            EngineError::TableAlreadyExists { name: id.to_string() }
+                        }
+                        error => error.into(),
+                    }
+                })?
+            }
+            InsertMode::Append | InsertMode::Overwrite => {
+                let dataset = Arc::new(self.load(id, None).await?);
+                let write_mode = if mode == InsertMode::Append { WriteMode::Append } else { WriteMode::Overwrite };
+                let params = self.write_params(write_mode);
+                InsertBuilder::new(WriteDestination::Dataset(dataset))
+                    .with_params(&params)
+                    .execute_stream(stream)
+                    .await?
+            }
         };
-        let reader = RecordBatchIterator::new(batches.into_iter().map(Ok), schema);
-        let destination = WriteDestination::Dataset(dataset);
-        let written = Dataset::write(reader, destination, Some(self.write_params(write_mode))).await?;
         Ok(self.committed(id, written).await)
     }
 

@@ -97,6 +97,12 @@ impl fmt::Display for Namespace {
 }
 
 impl TableId {
+    /// The table `name` in `namespace`, validated.
+    pub fn new(namespace: Namespace, name: &str) -> Result<Self> {
+        validate_component(name, MAX_TABLE_NAME_LEN, "table name").map_err(|reason| invalid(name, reason))?;
+        Ok(Self { namespace, name: name.to_string() })
+    }
+
     /// Parses a REST table id (`name` or `ns1$ns2$name`).
     pub fn parse(id: &str) -> Result<Self> {
         let mut components = id.split(ID_DELIMITER).map(str::to_string).collect::<Vec<_>>();

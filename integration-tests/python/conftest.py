@@ -2,7 +2,8 @@
 
 The real `lancefleet` binary is started as
 
-    $LANCEFLEET_BIN standalone --data-dir <tmp>/data --rest-listen 127.0.0.1:<port>
+    $LANCEFLEET_BIN standalone --data-dir <tmp>/data --rest-listen 127.0.0.1:<port> \
+        --flight-listen 127.0.0.1:<port>
 
 (default binary: $CARGO_TARGET_DIR/debug/lancefleet, CARGO_TARGET_DIR defaulting to
 ~/.cache/lancefleet-target) and driven with the official `lancedb` client, differentially
@@ -158,6 +159,7 @@ class LanceFleetServer:
         self.log_path = self.root / "server.log"
         self.proc: subprocess.Popen | None = None
         self.port: int | None = None
+        self.flight_port: int | None = None
         self.executors = [
             PlanExecutor(self.root, self.data_dir, f"pe-{index}", self.env) for index in range(executors)
         ]
@@ -167,6 +169,11 @@ class LanceFleetServer:
         if SELFTEST_OSS:
             return f"oss://{self.data_dir}"
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def flight_url(self) -> str:
+        """Arrow Flight and Flight SQL (`grpc://`)."""
+        return f"grpc://127.0.0.1:{self.flight_port}"
 
     def log_tail(self, n: int = 80) -> str:
         try:
@@ -190,7 +197,7 @@ class LanceFleetServer:
             executor.start()
         last_err = ""
         for _attempt in range(3):  # the free port can be stolen between probe and bind
-            self.port = free_port()
+            self.port, self.flight_port = free_port(), free_port()
             log = open(self.log_path, "ab")
             cmd = [
                 binary,
@@ -199,6 +206,8 @@ class LanceFleetServer:
                 str(self.data_dir),
                 "--rest-listen",
                 f"127.0.0.1:{self.port}",
+                "--flight-listen",
+                f"127.0.0.1:{self.flight_port}",
             ]
             for executor in self.executors:
                 cmd += ["--executor", executor.endpoint]

@@ -20,6 +20,7 @@ impl ErrorCode {
     pub fn http_status(self) -> u16 {
         match self {
             ErrorCode::InvalidArgument | ErrorCode::AlreadyExists => 400,
+            ErrorCode::Unauthenticated => 401,
             ErrorCode::NotFound => 404,
             ErrorCode::Conflict => 409,
             ErrorCode::NotSupported => 501,
@@ -39,6 +40,7 @@ impl ErrorCode {
             | ErrorCode::AlreadyExists
             | ErrorCode::Timeout
             | ErrorCode::NotSupported
+            | ErrorCode::Unauthenticated
             | ErrorCode::Internal => RetryHint::NonRetryable,
         }
     }
@@ -55,10 +57,9 @@ impl ErrorStatus {
         ErrorCode::try_from(self.code).unwrap_or(ErrorCode::Internal)
     }
 
-    /// The gRPC status that carries this error: a matching gRPC code for generic clients,
-    /// and this message, encoded, in the status details for LanceFleet peers.
-    pub fn into_grpc(self) -> tonic::Status {
-        let code = match self.error_code() {
+    /// The gRPC code generic clients see for this error.
+    pub fn grpc_code(&self) -> tonic::Code {
+        match self.error_code() {
             ErrorCode::InvalidArgument => tonic::Code::InvalidArgument,
             ErrorCode::NotFound => tonic::Code::NotFound,
             ErrorCode::AlreadyExists => tonic::Code::AlreadyExists,
@@ -66,10 +67,17 @@ impl ErrorStatus {
             ErrorCode::Unavailable => tonic::Code::Unavailable,
             ErrorCode::Timeout => tonic::Code::DeadlineExceeded,
             ErrorCode::NotSupported => tonic::Code::Unimplemented,
+            ErrorCode::Unauthenticated => tonic::Code::Unauthenticated,
             ErrorCode::Unspecified | ErrorCode::Internal => tonic::Code::Internal,
-        };
+        }
+    }
+
+    /// The gRPC status that carries this error between LanceFleet nodes: the matching
+    /// gRPC code, and this message, encoded, in the status details. (Outside clients get
+    /// a plain status instead: their gRPC libraries read details as `google.rpc.Status`.)
+    pub fn into_grpc(self) -> tonic::Status {
         let details = prost::Message::encode_to_vec(&self);
-        tonic::Status::with_details(code, self.message, details.into())
+        tonic::Status::with_details(self.grpc_code(), self.message, details.into())
     }
 
     /// The error a gRPC status carries: the `ErrorStatus` in its details when a LanceFleet

@@ -2,6 +2,9 @@
 
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use std::sync::Arc;
+
+use datafusion::error::DataFusionError;
 use lancefleet_common::ServiceError;
 use lancefleet_engine::EngineError;
 use lancefleet_proto::ErrorCode;
@@ -27,6 +30,9 @@ pub enum ApiError {
     /// A result could not be encoded as Arrow.
     #[error("cannot encode the result as Arrow: {0}")]
     Encode(#[from] arrow_schema::ArrowError),
+    /// Flight metadata could not be built or encoded.
+    #[error("Arrow Flight encoding failed: {0}")]
+    Flight(#[from] arrow_flight::error::FlightError),
     /// A blocking task (Arrow encoding or decoding) panicked or was cancelled.
     #[error("background task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
@@ -41,6 +47,12 @@ pub enum ApiError {
     /// The event bus refused a request that depends on it (an index request).
     #[error("event bus unavailable: {0}")]
     Events(#[from] lancefleet_common::events::BusError),
+    /// The request carries no valid API key.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// DataFusion refused a SQL statement (syntax, unknown column or function, bad types).
+    #[error("{0}")]
+    Sql(String),
     /// The requested index does not exist.
     #[error("{0}")]
     IndexNotFound(String),
@@ -71,15 +83,19 @@ impl ServiceError for ApiError {
     fn error_code(&self) -> ErrorCode {
         match self {
             Self::Engine(error) => error.error_code(),
-            Self::BadRequest(_) => ErrorCode::InvalidArgument,
+            Self::BadRequest(_) | Self::Sql(_) => ErrorCode::InvalidArgument,
+            Self::Unauthenticated(_) => ErrorCode::Unauthenticated,
             Self::NotImplemented(_) => ErrorCode::NotSupported,
             Self::RouteNotFound(_) | Self::IndexNotFound(_) => ErrorCode::NotFound,
             Self::Events(_) => ErrorCode::Unavailable,
             Self::Timeout(_) => ErrorCode::Timeout,
             Self::Executor { status, .. } => status.error_code(),
-            Self::Encode(_) | Self::Task(_) | Self::Listen { .. } | Self::Config(_) | Self::Internal(_) => {
-                ErrorCode::Internal
-            }
+            Self::Encode(_)
+            | Self::Flight(_)
+            | Self::Task(_)
+            | Self::Listen { .. }
+            | Self::Config(_)
+            | Self::Internal(_) => ErrorCode::Internal,
         }
     }
 
@@ -89,6 +105,7 @@ impl ServiceError for ApiError {
             Self::Executor { status, .. } if status.error_code() != ErrorCode::Internal => status.message.clone(),
             Self::Executor { .. }
             | Self::Encode(_)
+            | Self::Flight(_)
             | Self::Task(_)
             | Self::Listen { .. }
             | Self::Config(_)
@@ -98,15 +115,84 @@ impl ServiceError for ApiError {
     }
 }
 
+impl From<DataFusionError> for ApiError {
+    /// Keeps the typed error a table provider or search function wrapped (a missing
+    /// table stays a 404); DataFusion's own planning errors are the statement's fault,
+    /// its execution errors are not.
+    fn from(error: DataFusionError) -> Self {
+        let error = match error {
+            DataFusionError::External(external) => match external.downcast::<ApiError>() {
+                Ok(api) => return *api,
+                Err(external) => match external.downcast::<EngineError>() {
+                    Ok(engine) => return Self::Engine(*engine),
+                    Err(external) => DataFusionError::External(external),
+                },
+            },
+            DataFusionError::Context(_, inner) => return Self::from(*inner),
+            DataFusionError::Shared(shared) => match Arc::try_unwrap(shared) {
+                Ok(inner) => return Self::from(inner),
+                Err(shared) => DataFusionError::Shared(shared),
+            },
+            other => other,
+        };
+        match error {
+            DataFusionError::SQL(..)
+            | DataFusionError::Plan(_)
+            | DataFusionError::SchemaError(..)
+            | DataFusionError::Configuration(_) => Self::Sql(error.strip_backtrace()),
+            DataFusionError::NotImplemented(_) => Self::NotImplemented(error.strip_backtrace()),
+            DataFusionError::ArrowError(ref arrow, _) if is_arrow_input_error(arrow) => {
+                Self::Sql(error.strip_backtrace())
+            }
+            DataFusionError::ExecutionJoin(join) => Self::Internal(join.to_string()),
+            other => Self::Internal(other.strip_backtrace()),
+        }
+    }
+}
+
+/// Arrow errors that a statement's values cause (a cast that fails, a division by zero).
+fn is_arrow_input_error(error: &arrow_schema::ArrowError) -> bool {
+    use arrow_schema::ArrowError;
+    matches!(
+        error,
+        ArrowError::CastError(_)
+            | ArrowError::DivideByZero
+            | ArrowError::ArithmeticOverflow(_)
+            | ArrowError::ParseError(_)
+    )
+}
+
+impl From<ApiError> for DataFusionError {
+    /// Wraps `error` so that it comes back typed on the other side of DataFusion.
+    fn from(error: ApiError) -> Self {
+        DataFusionError::External(Box::new(error))
+    }
+}
+
+impl From<ApiError> for tonic::Status {
+    /// The gRPC status a Flight client gets for `error`, logged like a REST error.
+    fn from(error: ApiError) -> Self {
+        log_failure(&error);
+        let status = error.to_status();
+        tonic::Status::new(status.grpc_code(), status.message)
+    }
+}
+
+/// Logs a failed request once: faults as errors, refusals as information.
+fn log_failure(error: &ApiError) {
+    let code = error.error_code();
+    if matches!(code, ErrorCode::Internal | ErrorCode::Unspecified) {
+        tracing::error!(%error, code = code.as_str_name(), "request failed");
+    } else {
+        tracing::info!(%error, code = code.as_str_name(), "request rejected");
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let code = self.error_code();
         let status = StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        if matches!(code, ErrorCode::Internal | ErrorCode::Unspecified) {
-            tracing::error!(error = %self, code = code.as_str_name(), "request failed");
-        } else {
-            tracing::info!(error = %self, code = code.as_str_name(), "request rejected");
-        }
+        log_failure(&self);
         let mut response = (status, self.client_message()).into_response();
         response.headers_mut().insert("x-lancefleet-error-code", HeaderValue::from_static(code.as_str_name()));
         response
@@ -124,6 +210,17 @@ mod tests {
         let exists = ApiError::from(EngineError::TableAlreadyExists { name: "t".into() }).into_response();
         assert_eq!(exists.status(), StatusCode::BAD_REQUEST);
         assert_eq!(ApiError::bad_request("malformed").into_response().status(), StatusCode::BAD_REQUEST);
+    }
+
+    #[test]
+    fn typed_errors_survive_datafusion() {
+        let missing = ApiError::from(EngineError::TableNotFound { name: "t".into() });
+        let wrapped = DataFusionError::Context("planning".into(), Box::new(DataFusionError::from(missing)));
+        assert_eq!(ApiError::from(wrapped).error_code(), ErrorCode::NotFound);
+        let plan = ApiError::from(DataFusionError::Plan("no column x".into()));
+        assert_eq!(plan.error_code(), ErrorCode::InvalidArgument);
+        let status = tonic::Status::from(ApiError::Unauthenticated("no key".into()));
+        assert_eq!(status.code(), tonic::Code::Unauthenticated);
     }
 
     #[test]

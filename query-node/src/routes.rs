@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{DefaultBodyLimit, MatchedPath};
+use axum::extract::{DefaultBodyLimit, MatchedPath, State};
 use axum::http::{HeaderValue, Method, Request, Uri};
 use axum::middleware::{self, Next};
 use axum::response::Response;
@@ -89,6 +89,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
             .route(&format!("/v1/namespace/{{id}}/{operation}/"), handler);
     }
     router
+        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .route_layer(middleware::from_fn(record_request))
         .fallback(unknown_route)
         .layer(DefaultBodyLimit::max(max_body_bytes))
@@ -114,6 +115,14 @@ async fn record_request(request: Request<Body>, next: Next) -> Response {
     METRICS.request_seconds.with_label_values(&[route.as_str()]).observe(started.elapsed().as_secs_f64());
     METRICS.requests.with_label_values(&[route.as_str(), response.status().as_str()]).inc();
     response
+}
+
+/// Refuses a `/v1` request without a valid API key; `/health` and `/metrics` stay open.
+async fn authenticate(State(state): State<AppState>, request: Request<Body>, next: Next) -> Result<Response, ApiError> {
+    if request.uri().path().starts_with("/v1/") {
+        state.auth.check(request.headers())?;
+    }
+    Ok(next.run(request).await)
 }
 
 /// One span per request (failures are logged once, by [`ApiError`]), carrying the client's `x-request-id` so a failure in the log can

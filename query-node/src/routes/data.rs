@@ -5,6 +5,7 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Query, RawQuery, State};
 use axum::response::Response;
+use lance::deps::datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use lancefleet_common::events::ChangeKind;
 use lancefleet_engine::InsertMode;
 use lancefleet_engine::merge_insert::MergeInsertSpec;
@@ -39,12 +40,10 @@ pub async fn insert(
         other => return Err(ApiError::bad_request(format!("unknown insert mode '{other}'; use append or overwrite"))),
     };
     let upload = decode_stream(body).await?;
-    let rows = upload.batches.iter().map(|batch| batch.num_rows()).sum::<usize>();
-    let dataset = state.catalog.insert(&id, upload.schema, upload.batches, mode).await?;
+    let rows = futures::stream::iter(upload.batches.into_iter().map(Ok));
+    let stream = Box::pin(RecordBatchStreamAdapter::new(upload.schema, rows));
+    let (dataset, _rows) = state.write_stream(&id, stream, mode).await?;
     let version = dataset.version().version;
-    tracing::info!(table = %id, version, rows, ?mode, "rows inserted");
-    let kind = if mode == InsertMode::Append { ChangeKind::Append } else { ChangeKind::Overwrite };
-    state.announce(&id, version, kind, rows as u64).await;
     Ok(with_table_version(version, Json(serde_json::json!({ "version": version }))))
 }
 

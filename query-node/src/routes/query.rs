@@ -8,12 +8,10 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use lance::Dataset;
-use lancefleet_engine::{TableId, TableQuery, plan_query};
+use lancefleet_engine::TableQuery;
 use serde::Deserialize;
 
 use crate::arrow_body::{ARROW_FILE_CONTENT_TYPE, encode_file};
-use crate::dispatch::Pinned;
 use crate::error::ApiError;
 use crate::protocol::{Freshness, TablePath, json_body, with_table_version};
 use crate::state::AppState;
@@ -31,9 +29,8 @@ pub async fn query(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let query: TableQuery = json_body(&body)?;
-    let (dataset, uri, plan) = pinned_plan(&state, &id, freshness, &query).await?;
-    let run = state.dispatcher.query(Pinned { dataset: &dataset, uri: &uri }, &plan);
-    let output = match request_timeout(&headers)? {
+    let run = state.run_query(&id, freshness.read(query.version), &query);
+    let (dataset, output) = match request_timeout(&headers)? {
         Some(limit) => tokio::time::timeout(limit, run).await.map_err(|_elapsed| {
             ApiError::Timeout(format!("the query did not finish within {} ms", limit.as_millis()))
         })??,
@@ -56,20 +53,6 @@ pub struct ExplainRequest {
     query: TableQuery,
 }
 
-/// Pins the version `query` reads and compiles it.
-async fn pinned_plan(
-    state: &AppState,
-    id: &TableId,
-    freshness: Freshness,
-    query: &TableQuery,
-) -> Result<(Dataset, String, lancefleet_engine::QueryPlan), ApiError> {
-    query.validate()?;
-    let dataset = state.catalog.open_table(id, freshness.read(query.version)).await?;
-    let uri = state.catalog.table_uri(id);
-    let plan = plan_query(&dataset, query).await?;
-    Ok((dataset, uri, plan))
-}
-
 /// `POST /v1/table/{id}/explain_plan/`: the distributed plan as a JSON string.
 pub async fn explain_plan(
     State(state): State<AppState>,
@@ -78,9 +61,9 @@ pub async fn explain_plan(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let request: ExplainRequest = json_body(&body)?;
-    let (dataset, uri, plan) = pinned_plan(&state, &id, freshness, &request.query).await?;
-    let text = state.dispatcher.explain(Pinned { dataset: &dataset, uri: &uri }, &plan, request.verbose).await?;
-    Ok(with_table_version(dataset.version().version, Json(text)))
+    let pinned = state.pinned_plan(&id, freshness.read(request.query.version), &request.query).await?;
+    let text = state.dispatcher.explain(pinned.pinned(), &pinned.plan, request.verbose).await?;
+    Ok(with_table_version(pinned.dataset.version().version, Json(text)))
 }
 
 /// `POST /v1/table/{id}/analyze_plan/`: runs the query and answers how every executor's
@@ -92,10 +75,9 @@ pub async fn analyze_plan(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let query: TableQuery = json_body(&body)?;
-    let (dataset, uri, plan) = pinned_plan(&state, &id, freshness, &query).await?;
-    let pinned = Pinned { dataset: &dataset, uri: &uri };
-    let text = state.dispatcher.analyze(pinned, &plan, &state.catalog).await?;
-    Ok(with_table_version(dataset.version().version, Json(text)))
+    let pinned = state.pinned_plan(&id, freshness.read(query.version), &query).await?;
+    let text = state.dispatcher.analyze(pinned.pinned(), &pinned.plan, &state.catalog).await?;
+    Ok(with_table_version(pinned.dataset.version().version, Json(text)))
 }
 
 fn request_timeout(headers: &HeaderMap) -> Result<Option<Duration>, ApiError> {
