@@ -13,10 +13,7 @@ read), interleaved. Not a test: numbers go into the issue notes.
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
-import socket
-import subprocess
 import time
 from pathlib import Path
 
@@ -24,16 +21,11 @@ import lance
 import lancedb
 import numpy as np
 import pyarrow as pa
-import requests
+
+from servers import start
 
 TABLE = "docs"
 FRAGMENTS = 8
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def vocabulary(size: int) -> list[str]:
@@ -53,39 +45,6 @@ def documents(rows: int, words: list[str], seed: int) -> pa.Table:
         texts.append(" ".join(words[i] for i in picks[at : at + length]))
         at += length
     return pa.table({"id": pa.array(np.arange(rows), pa.int64()), "text": pa.array(texts)})
-
-
-def wait_healthy(url: str, proc: subprocess.Popen) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{url} exited")
-        try:
-            if requests.get(f"{url}/health", timeout=1).ok:
-                return
-        except requests.RequestException:
-            time.sleep(0.1)
-    raise RuntimeError(f"{url} did not start")
-
-
-def start(binary: str, data: Path, log: Path, executors: int) -> tuple[str, list[subprocess.Popen]]:
-    processes, endpoints = [], []
-    out = open(log, "ab")
-    for index in range(executors):
-        port = free_port()
-        processes.append(subprocess.Popen(
-            [binary, "plan-executor", "--data-dir", str(data), "--node-id", f"pe-{index}",
-             "--listen", f"127.0.0.1:{port}"], stdout=out, stderr=subprocess.STDOUT,
-        ))
-        endpoints += ["--executor", f"pe-{index}=http://127.0.0.1:{port}"]
-    port = free_port()
-    processes.append(subprocess.Popen(
-        [binary, "standalone", "--data-dir", str(data), "--rest-listen", f"127.0.0.1:{port}", "--flight-listen", "127.0.0.1:0", *endpoints],
-        stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "LANCEFLEET_INDEXER__EMBEDDED": "false", "NO_COLOR": "1"},
-    ))
-    url = f"http://127.0.0.1:{port}"
-    wait_healthy(url, processes[-1])
-    return url, processes
 
 
 def timings(table, uri: str, queries: list[str], k: int) -> tuple[list[float], list[float], int]:
@@ -127,9 +86,9 @@ def main() -> None:
     ]
 
     for executors in (0, args.executors):
-        url, processes = start(args.bin, data, args.work / "server.log", executors)
+        servers = start(args.bin, data, args.work / "server.log", executors)
         try:
-            table = lancedb.connect("db://bench", api_key="k", host_override=url).open_table(TABLE)
+            table = lancedb.connect("db://bench", api_key="k", host_override=servers.url).open_table(TABLE)
             timings(table, uri, queries[:10], 10)
             for k in (10, 100):
                 rest, local, mismatches = timings(table, uri, queries, k)
@@ -142,9 +101,7 @@ def main() -> None:
                     flush=True,
                 )
         finally:
-            for process in processes:
-                process.terminate()
-                process.wait(timeout=60)
+            servers.stop()
 
 
 if __name__ == "__main__":

@@ -77,7 +77,7 @@ def connect_remote(url: str, **kw):
 
     if url.startswith("oss://"):  # LANCEFLEET_SELFTEST_OSS=1: "remote" is a second OSS dir
         return lancedb.connect(url[len("oss://") :], **kw)
-    return lancedb.connect("db://mydb", api_key="test-key", host_override=url, **kw)
+    return lancedb.connect("db://mydb", host_override=url, **{"api_key": "test-key", **kw})
 
 
 # --------------------------------------------------------------------------- data

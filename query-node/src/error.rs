@@ -1,9 +1,9 @@
 //! The query node's error enum and its HTTP rendering.
 
-use axum::http::{HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
 use std::sync::Arc;
 
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
 use datafusion::error::DataFusionError;
 use lancefleet_common::ServiceError;
 use lancefleet_engine::EngineError;
@@ -128,7 +128,8 @@ impl From<DataFusionError> for ApiError {
                     Err(external) => DataFusionError::External(external),
                 },
             },
-            DataFusionError::Context(_, inner) => return Self::from(*inner),
+            DataFusionError::Context(_, inner) | DataFusionError::Diagnostic(_, inner) => return Self::from(*inner),
+            DataFusionError::Collection(mut errors) if !errors.is_empty() => return Self::from(errors.swap_remove(0)),
             DataFusionError::Shared(shared) => match Arc::try_unwrap(shared) {
                 Ok(inner) => return Self::from(inner),
                 Err(shared) => DataFusionError::Shared(shared),
@@ -219,6 +220,11 @@ mod tests {
         assert_eq!(ApiError::from(wrapped).error_code(), ErrorCode::NotFound);
         let plan = ApiError::from(DataFusionError::Plan("no column x".into()));
         assert_eq!(plan.error_code(), ErrorCode::InvalidArgument);
+        let diagnosed = DataFusionError::Diagnostic(
+            Box::new(datafusion::common::Diagnostic::new_error("no column x", None)),
+            Box::new(DataFusionError::Plan("no column x".into())),
+        );
+        assert_eq!(ApiError::from(diagnosed).error_code(), ErrorCode::InvalidArgument);
         let status = tonic::Status::from(ApiError::Unauthenticated("no key".into()));
         assert_eq!(status.code(), tonic::Code::Unauthenticated);
     }

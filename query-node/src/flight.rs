@@ -8,9 +8,10 @@
 mod data;
 mod sql_service;
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arrow_flight::flight_descriptor::DescriptorType;
 use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
@@ -26,6 +27,7 @@ use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::error::ApiError;
+use crate::metrics::METRICS;
 use crate::state::AppState;
 
 /// A stream of answers of one Flight call.
@@ -62,7 +64,10 @@ impl FlightEndpoint {
             .max_encoding_message_size(self.max_message_bytes);
         let stop_accepting = shutdown.clone();
         let incoming = TcpIncoming::from(self.listener).with_nodelay(Some(true));
+        // Uploads of many megabytes per batch: HTTP/2's default 64 KiB flow-control window
+        // would make the client wait for a window update every 64 KiB.
         let server = tonic::transport::Server::builder()
+            .http2_adaptive_window(Some(true))
             .add_service(service)
             .serve_with_incoming_shutdown(incoming, async move { stop_accepting.wait().await });
         let server = tokio::spawn(server);
@@ -91,6 +96,20 @@ impl FlightFront {
     }
 }
 
+/// Runs one Flight call, counting it by method and answer code and timing it until its
+/// answer starts.
+async fn recorded<T>(method: &'static str, call: impl Future<Output = Result<T, Status>>) -> Result<T, Status> {
+    let started = Instant::now();
+    let answer = call.await;
+    let code = match &answer {
+        Ok(_) => tonic::Code::Ok,
+        Err(status) => status.code(),
+    };
+    METRICS.flight_requests.with_label_values(&[method, &format!("{code:?}")]).inc();
+    METRICS.flight_request_seconds.with_label_values(&[method]).observe(started.elapsed().as_secs_f64());
+    answer
+}
+
 /// Whether `descriptor` names a table (`[table]` or `[table, mode]`) rather than carrying
 /// a Flight SQL command.
 fn is_table_path(descriptor: &FlightDescriptor) -> bool {
@@ -111,66 +130,93 @@ impl FlightService for FlightFront {
         &self,
         request: Request<Streaming<HandshakeRequest>>,
     ) -> Result<Response<Self::HandshakeStream>, Status> {
-        self.sql.handshake(request).await
+        recorded("Handshake", async move { self.sql.handshake(request).await }).await
     }
 
     async fn list_flights(&self, request: Request<Criteria>) -> Result<Response<Self::ListFlightsStream>, Status> {
-        self.authorize(&request)?;
-        let flights = data::list_flights(&self.state).await?;
-        Ok(Response::new(futures::stream::iter(flights.into_iter().map(Ok)).boxed()))
+        recorded("ListFlights", async move {
+            self.authorize(&request)?;
+            let flights = data::list_flights(&self.state).await?;
+            Ok(Response::new(futures::stream::iter(flights.into_iter().map(Ok)).boxed()))
+        })
+        .await
     }
 
     async fn get_flight_info(&self, request: Request<FlightDescriptor>) -> Result<Response<FlightInfo>, Status> {
-        self.authorize(&request)?;
-        if is_table_path(request.get_ref()) {
-            return Ok(Response::new(data::flight_info(&self.state, request.into_inner()).await?));
-        }
-        FlightService::get_flight_info(&self.sql, request).await
+        recorded("GetFlightInfo", async move {
+            self.authorize(&request)?;
+            if is_table_path(request.get_ref()) {
+                return Ok(Response::new(data::flight_info(&self.state, request.into_inner()).await?));
+            }
+            FlightService::get_flight_info(&self.sql, request).await
+        })
+        .await
     }
 
     async fn poll_flight_info(&self, request: Request<FlightDescriptor>) -> Result<Response<PollInfo>, Status> {
-        self.authorize(&request)?;
-        Err(Status::unimplemented("PollFlightInfo is not supported: queries answer at once; use GetFlightInfo"))
+        recorded("PollFlightInfo", async move {
+            self.authorize(&request)?;
+            Err(Status::unimplemented("PollFlightInfo is not supported: queries answer at once; use GetFlightInfo"))
+        })
+        .await
     }
 
     async fn get_schema(&self, request: Request<FlightDescriptor>) -> Result<Response<SchemaResult>, Status> {
-        self.authorize(&request)?;
-        if is_table_path(request.get_ref()) {
-            return Ok(Response::new(data::table_schema(&self.state, request.get_ref()).await?));
-        }
-        FlightService::get_schema(&self.sql, request).await
+        recorded("GetSchema", async move {
+            self.authorize(&request)?;
+            if is_table_path(request.get_ref()) {
+                return Ok(Response::new(data::table_schema(&self.state, request.get_ref()).await?));
+            }
+            FlightService::get_schema(&self.sql, request).await
+        })
+        .await
     }
 
     async fn do_get(&self, request: Request<Ticket>) -> Result<Response<Self::DoGetStream>, Status> {
-        self.authorize(&request)?;
-        if data::is_json_ticket(request.get_ref()) {
-            return Ok(Response::new(data::do_get(&self.state, request.get_ref()).await?));
-        }
-        FlightService::do_get(&self.sql, request).await
+        recorded("DoGet", async move {
+            self.authorize(&request)?;
+            if data::is_json_ticket(request.get_ref()) {
+                return Ok(Response::new(data::do_get(&self.state, request.get_ref()).await?));
+            }
+            FlightService::do_get(&self.sql, request).await
+        })
+        .await
     }
 
     /// Flight SQL reads the first message to dispatch on its command; table paths come
     /// back to the data plane through its fallback.
     async fn do_put(&self, request: Request<Streaming<FlightData>>) -> Result<Response<Self::DoPutStream>, Status> {
-        self.authorize(&request)?;
-        FlightService::do_put(&self.sql, request).await
+        recorded("DoPut", async move {
+            self.authorize(&request)?;
+            FlightService::do_put(&self.sql, request).await
+        })
+        .await
     }
 
     async fn do_exchange(
         &self,
         request: Request<Streaming<FlightData>>,
     ) -> Result<Response<Self::DoExchangeStream>, Status> {
-        self.authorize(&request)?;
-        Err(Status::unimplemented("DoExchange is not supported"))
+        recorded("DoExchange", async move {
+            self.authorize(&request)?;
+            Err(Status::unimplemented("DoExchange is not supported"))
+        })
+        .await
     }
 
     async fn do_action(&self, request: Request<Action>) -> Result<Response<Self::DoActionStream>, Status> {
-        self.authorize(&request)?;
-        FlightService::do_action(&self.sql, request).await
+        recorded("DoAction", async move {
+            self.authorize(&request)?;
+            FlightService::do_action(&self.sql, request).await
+        })
+        .await
     }
 
     async fn list_actions(&self, request: Request<Empty>) -> Result<Response<Self::ListActionsStream>, Status> {
-        self.authorize(&request)?;
-        FlightService::list_actions(&self.sql, request).await
+        recorded("ListActions", async move {
+            self.authorize(&request)?;
+            FlightService::list_actions(&self.sql, request).await
+        })
+        .await
     }
 }

@@ -64,10 +64,8 @@ impl QueryNode {
             inline_indexing,
             auth: Arc::new(auth::Authenticator::new(&config.auth.api_keys)),
         };
-        let flight = match config.flight.enabled {
-            true => Some(FlightEndpoint::bind(&config.flight, state.clone()).await?),
-            false => None,
-        };
+        let flight =
+            if config.flight.enabled { Some(FlightEndpoint::bind(&config.flight, state.clone()).await?) } else { None };
         let max_body_bytes = usize::try_from(rest.max_body_bytes).unwrap_or(usize::MAX);
         Ok(Self {
             listener,

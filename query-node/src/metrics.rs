@@ -14,6 +14,12 @@ pub struct QueryNodeMetrics {
     pub requests: IntCounterVec,
     /// `lancefleet_rest_request_duration_seconds{route}`.
     pub request_seconds: HistogramVec,
+    /// `lancefleet_flight_requests_total{method, code}`: Arrow Flight and Flight SQL calls
+    /// by gRPC method and the gRPC code they were answered with (`Ok` once a stream starts).
+    pub flight_requests: IntCounterVec,
+    /// `lancefleet_flight_request_duration_seconds{method}`: until the answer (or its
+    /// stream) starts: planning for SQL, the whole write for `DoPut`.
+    pub flight_request_seconds: HistogramVec,
     /// `lancefleet_query_fragments_total{choice}`: fragments answered by their `first`
     /// choice of executor or by an `other` one (placement affinity).
     pub fragments: IntCounterVec,
@@ -43,6 +49,20 @@ pub static METRICS: LazyLock<QueryNodeMetrics> = LazyLock::new(|| {
             &["route"]
         )
         .expect("register lancefleet_rest_request_duration_seconds"),
+        flight_requests: register_int_counter_vec!(
+            Opts::new("lancefleet_flight_requests_total", "Arrow Flight and Flight SQL calls by method and gRPC code."),
+            &["method", "code"]
+        )
+        .expect("register lancefleet_flight_requests_total"),
+        flight_request_seconds: register_histogram_vec!(
+            HistogramOpts::new(
+                "lancefleet_flight_request_duration_seconds",
+                "Arrow Flight and Flight SQL latency until the answer starts, by method."
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["method"]
+        )
+        .expect("register lancefleet_flight_request_duration_seconds"),
         fragments: register_int_counter_vec!(
             Opts::new(
                 "lancefleet_query_fragments_total",

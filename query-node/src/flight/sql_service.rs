@@ -24,7 +24,8 @@ use arrow_ipc::reader::StreamReader;
 use arrow_ipc::writer::{IpcWriteOptions, StreamWriter};
 use arrow_schema::{Field, Schema};
 use base64::Engine;
-use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::alphabet::STANDARD;
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use datafusion::common::{ParamValues, ScalarValue};
 use futures::{StreamExt, TryStreamExt};
 use lancefleet_engine::{EngineError, InsertMode, Namespace, ReadVersion, TableId};
@@ -85,12 +86,6 @@ impl FlightSql {
         Ok(Self { engine: SqlEngine::new(state.clone()), state, info: sql_info()? })
     }
 
-    /// A flight whose one endpoint is `ticket`, on this server.
-    fn flight(schema: &Schema, descriptor: FlightDescriptor, ticket: Vec<u8>) -> Result<FlightInfo, ApiError> {
-        let endpoint = FlightEndpoint::new().with_ticket(Ticket::new(ticket));
-        Ok(FlightInfo::new().try_with_schema(schema)?.with_descriptor(descriptor).with_endpoint(endpoint))
-    }
-
     /// Plans the statement of `handle` and streams its answer.
     async fn run(&self, handle: &PreparedHandle) -> Result<Answers<arrow_flight::FlightData>, ApiError> {
         let frame = self.engine.plan(&handle.sql, handle.parameter_values()?).await?;
@@ -105,9 +100,7 @@ impl FlightSql {
         let frame = self.engine.plan(&handle.sql, handle.parameter_values()?).await?;
         Ok(frame.schema().as_arrow().clone())
     }
-}
 
-impl FlightSql {
     /// Bulk ingest of `flight` into the table `command` names: the rows written.
     async fn ingest(&self, command: CommandStatementIngest, flight: PeekableFlightDataStream) -> Result<i64, ApiError> {
         if command.temporary || command.transaction_id.is_some() {
@@ -136,6 +129,18 @@ impl FlightSql {
         let (_, rows) = data::write_flight(&self.state, &id, mode, flight).await?;
         Ok(i64::try_from(rows).unwrap_or(i64::MAX))
     }
+}
+
+/// The flight of a Flight SQL command answered by one `DoGet` on this server: its answer
+/// schema, and `ticket` (the command itself, or a statement handle).
+fn command_flight(
+    schema: &Schema,
+    request: Request<FlightDescriptor>,
+    ticket: &impl ProstMessageExt,
+) -> Result<Response<FlightInfo>, Status> {
+    let endpoint = FlightEndpoint::new().with_ticket(Ticket::new(ticket.as_any().encode_to_vec()));
+    let info = FlightInfo::new().try_with_schema(schema).map_err(ApiError::from)?;
+    Ok(Response::new(info.with_descriptor(request.into_inner()).with_endpoint(endpoint)))
 }
 
 /// One batch as a Flight answer.
@@ -172,19 +177,26 @@ fn sql_info() -> Result<SqlInfoData, ApiError> {
     Ok(builder.build()?)
 }
 
+/// Base64 with or without padding: Go clients (ADBC) send basic credentials unpadded.
+const BASE64: GeneralPurpose = GeneralPurpose::new(
+    &STANDARD,
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
+
 /// The credential a handshake carries: a bearer token or API key as such, or the
-/// password of HTTP basic authentication (`user:KEY`).
+/// password of HTTP basic authentication (`user:KEY`), in any `authorization` value.
 fn handshake_key(metadata: &tonic::metadata::MetadataMap) -> Option<String> {
-    if let Some(key) = presented_key(metadata.as_ref()) {
+    if let Some(key) = presented_key(metadata.as_ref()).filter(|key| !key.is_empty()) {
         return Some(key.to_string());
     }
-    let authorization = metadata.get("authorization")?.to_str().ok()?;
-    let (scheme, encoded) = authorization.trim().split_once(' ')?;
-    if !scheme.eq_ignore_ascii_case("basic") {
-        return None;
-    }
-    let decoded = String::from_utf8(BASE64.decode(encoded.trim()).ok()?).ok()?;
-    decoded.split_once(':').map(|(_user, password)| password.to_string())
+    metadata.get_all("authorization").iter().find_map(|value| {
+        let (scheme, encoded) = value.to_str().ok()?.trim().split_once(' ')?;
+        if !scheme.eq_ignore_ascii_case("basic") {
+            return None;
+        }
+        let decoded = String::from_utf8(BASE64.decode(encoded.trim()).ok()?).ok()?;
+        decoded.split_once(':').map(|(_user, password)| password.to_string())
+    })
 }
 
 #[tonic::async_trait]
@@ -222,7 +234,7 @@ impl FlightSqlService for FlightSql {
         let handle = PreparedHandle { sql: query.query, parameters: Vec::new() };
         let schema = self.answer_schema(&handle).await?;
         let ticket = TicketStatementQuery { statement_handle: handle.encode_to_vec().into() };
-        Ok(Response::new(Self::flight(&schema, request.into_inner(), ticket.as_any().encode_to_vec())?))
+        command_flight(&schema, request, &ticket)
     }
 
     async fn do_get_statement(
@@ -311,8 +323,7 @@ impl FlightSqlService for FlightSql {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let handle = PreparedHandle::decode_handle(&query.prepared_statement_handle)?;
-        let schema = self.answer_schema(&handle).await?;
-        Ok(Response::new(Self::flight(&schema, request.into_inner(), query.as_any().encode_to_vec())?))
+        command_flight(&self.answer_schema(&handle).await?, request, &query)
     }
 
     async fn do_get_prepared_statement(
@@ -329,8 +340,7 @@ impl FlightSqlService for FlightSql {
         query: CommandGetCatalogs,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let schema = query.clone().into_builder().schema();
-        Ok(Response::new(Self::flight(&schema, request.into_inner(), query.as_any().encode_to_vec())?))
+        command_flight(&query.into_builder().schema(), request, &query)
     }
 
     async fn do_get_catalogs(
@@ -348,8 +358,7 @@ impl FlightSqlService for FlightSql {
         query: CommandGetDbSchemas,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let schema = query.clone().into_builder().schema();
-        Ok(Response::new(Self::flight(&schema, request.into_inner(), query.as_any().encode_to_vec())?))
+        command_flight(&query.clone().into_builder().schema(), request, &query)
     }
 
     async fn do_get_schemas(
@@ -369,8 +378,7 @@ impl FlightSqlService for FlightSql {
         query: CommandGetTables,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let schema = query.clone().into_builder().schema();
-        Ok(Response::new(Self::flight(&schema, request.into_inner(), query.as_any().encode_to_vec())?))
+        command_flight(&query.clone().into_builder().schema(), request, &query)
     }
 
     async fn do_get_tables(
@@ -403,8 +411,7 @@ impl FlightSqlService for FlightSql {
         query: CommandGetTableTypes,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let schema = query.clone().into_builder().schema();
-        Ok(Response::new(Self::flight(&schema, request.into_inner(), query.as_any().encode_to_vec())?))
+        command_flight(&query.into_builder().schema(), request, &query)
     }
 
     async fn do_get_table_types(
@@ -422,8 +429,7 @@ impl FlightSqlService for FlightSql {
         query: CommandGetSqlInfo,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let schema = query.clone().into_builder(&self.info).schema();
-        Ok(Response::new(Self::flight(&schema, request.into_inner(), query.as_any().encode_to_vec())?))
+        command_flight(&query.clone().into_builder(&self.info).schema(), request, &query)
     }
 
     async fn do_get_sql_info(
@@ -479,4 +485,38 @@ impl FlightSqlService for FlightSql {
     }
 
     async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    #[test]
+    fn handshakes_carry_keys_in_either_form() {
+        let mut metadata = tonic::metadata::MetadataMap::new();
+        metadata.insert("authorization", MetadataValue::from_static("Basic dTpzZWNyZXQ"));
+        assert_eq!(handshake_key(&metadata).as_deref(), Some("secret"), "unpadded, as Go sends it");
+        metadata.insert("authorization", MetadataValue::from_static("Basic dTpzZWNyZXQ="));
+        assert_eq!(handshake_key(&metadata).as_deref(), Some("secret"));
+        metadata.insert("authorization", MetadataValue::from_static("Bearer k"));
+        assert_eq!(handshake_key(&metadata).as_deref(), Some("k"));
+        assert_eq!(handshake_key(&tonic::metadata::MetadataMap::new()), None);
+    }
+
+    #[test]
+    fn prepared_handles_carry_their_parameters() {
+        let batch =
+            RecordBatch::try_from_iter([("a", Arc::new(arrow_array::Int64Array::from(vec![7])) as _)]).expect("batch");
+        let mut writer = StreamWriter::try_new(Vec::new(), &batch.schema()).expect("writer");
+        writer.write(&batch).expect("write");
+        let handle = PreparedHandle { sql: "SELECT $1".into(), parameters: writer.into_inner().expect("bytes") };
+        let decoded = PreparedHandle::decode_handle(&handle.encode_to_vec()).expect("decodes");
+        assert_eq!(decoded, handle);
+        let Some(ParamValues::List(values)) = decoded.parameter_values().expect("values") else { panic!("a list") };
+        assert_eq!(values.len(), 1);
+        assert_eq!(values[0].value, ScalarValue::Int64(Some(7)));
+        assert!(PreparedHandle::decode_handle(b"\xff\xff garbage").is_err());
+    }
 }

@@ -267,13 +267,15 @@ fn conform(schema: &SchemaRef, batch: &RecordBatch) -> Result<RecordBatch> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use datafusion::common::Column;
     use datafusion::prelude::{col, lit};
 
     #[test]
     fn portable_filters_become_lance_sql() {
-        let filter = col("x").gt(lit(5)).and(col("Name").like(lit("a%")));
-        assert_eq!(lance_filter(&filter).as_deref(), Some("((`x` > 5) AND (`Name` LIKE 'a%'))"));
-        let qualified = datafusion::prelude::Expr::Column(datafusion::common::Column::new(Some("t"), "x"));
+        let mixed_case = Expr::Column(Column::from_name("Name"));
+        let filter = col("x").gt(lit(5)).and(mixed_case.like(lit("a%")));
+        assert_eq!(lance_filter(&filter).as_deref(), Some("((`x` > 5) AND `Name` LIKE 'a%')"));
+        let qualified = Expr::Column(Column::new(Some("t"), "x"));
         assert_eq!(lance_filter(&qualified.is_null()).as_deref(), Some("`x` IS NULL"));
         assert!(lance_filter(&col("x").in_list(vec![lit(1), lit(2)], false)).is_some());
     }

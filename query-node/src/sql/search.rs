@@ -155,3 +155,25 @@ fn vector_argument(value: &ScalarValue) -> Result<Vec<f32>, ApiError> {
     }
     Ok(floats.values().to_vec())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::common::utils::SingleRowListArrayBuilder;
+
+    #[test]
+    fn vectors_come_as_lists_or_json() {
+        let floats = arrow_array::Float64Array::from(vec![1.0, -2.5]);
+        let list = ScalarValue::List(Arc::new(SingleRowListArrayBuilder::new(Arc::new(floats)).build_list_array()));
+        assert_eq!(vector_argument(&list).expect("list"), vec![1.0, -2.5]);
+        let ints = arrow_array::Int64Array::from(vec![3, 4]);
+        let list = ScalarValue::List(Arc::new(SingleRowListArrayBuilder::new(Arc::new(ints)).build_list_array()));
+        assert_eq!(vector_argument(&list).expect("integers are numbers"), vec![3.0, 4.0]);
+        assert_eq!(vector_argument(&ScalarValue::from("[0.5, 1]")).expect("json"), vec![0.5, 1.0]);
+        assert!(vector_argument(&ScalarValue::from("nope")).is_err());
+        assert!(vector_argument(&ScalarValue::Int64(Some(1))).is_err());
+        let strings = arrow_array::StringArray::from(vec!["a"]);
+        let list = ScalarValue::List(Arc::new(SingleRowListArrayBuilder::new(Arc::new(strings)).build_list_array()));
+        assert!(vector_argument(&list).is_err(), "strings are not numbers");
+    }
+}

@@ -1,0 +1,68 @@
+"""Starting LanceFleet for a benchmark: plan executors, then a standalone query node in
+front of them, all over one local data directory."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_healthy(url: str, proc: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{url} exited")
+        try:
+            if requests.get(f"{url}/health", timeout=1).ok:
+                return
+        except requests.RequestException:
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not start")
+
+
+@dataclass
+class Servers:
+    """A running query node (REST `url`, Flight `flight_url`) and its executors."""
+
+    url: str
+    flight_url: str
+    processes: list[subprocess.Popen] = field(default_factory=list)
+
+    def stop(self) -> None:
+        for process in self.processes:
+            process.terminate()
+            process.wait(timeout=60)
+
+
+def start(binary: str, data: Path, log: Path, executors: int) -> Servers:
+    """`standalone` over `data`, spreading queries over `executors` plan executors (0: in-process)."""
+    processes, endpoints = [], []
+    out = open(log, "ab")
+    for index in range(executors):
+        port = free_port()
+        processes.append(subprocess.Popen(
+            [binary, "plan-executor", "--data-dir", str(data), "--node-id", f"pe-{index}",
+             "--listen", f"127.0.0.1:{port}"], stdout=out, stderr=subprocess.STDOUT,
+        ))
+        endpoints += ["--executor", f"pe-{index}=http://127.0.0.1:{port}"]
+    port, flight_port = free_port(), free_port()
+    processes.append(subprocess.Popen(
+        [binary, "standalone", "--data-dir", str(data), "--rest-listen", f"127.0.0.1:{port}",
+         "--flight-listen", f"127.0.0.1:{flight_port}", *endpoints],
+        stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "LANCEFLEET_INDEXER__EMBEDDED": "false", "NO_COLOR": "1"},
+    ))
+    servers = Servers(f"http://127.0.0.1:{port}", f"grpc://127.0.0.1:{flight_port}", processes)
+    wait_healthy(servers.url, processes[-1])
+    return servers
