@@ -6,7 +6,8 @@ over a table on S3 (a local moto server), checked against lance in-process.
 - with an IVF_PQ index, recall@10 through the cluster is at least lance's own;
 - after a warm-up, repeated queries read no data or index file from S3 (GETs counted
   in moto's request log), all served by the executors' foyer caches;
-- an executor killed with SIGKILL while queries run fails no query and changes no result;
+- an executor killed with SIGKILL while queries run fails no query and changes no result,
+  and a Flight SQL scan while it is down gets its fragments from their next executors;
   restarted, it serves its fragments from its disk cache without touching S3.
 """
 
@@ -15,9 +16,11 @@ from __future__ import annotations
 import threading
 import time
 
+import adbc_driver_flightsql.dbapi as flight_sql
 import lance
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 import requests
 
@@ -211,6 +214,14 @@ def test_an_executor_killed_under_load_fails_no_query(cluster, moto, table_on_s3
         worker.join(timeout=120)
     assert not failures, failures[:3]
     assert answered > 0
+    # With the victim still down, a SQL scan's share of it goes to the next executors.
+    with flight_sql.connect(cluster.flight_url) as conn:
+        cursor = conn.cursor()
+        cursor.execute(f"SELECT count(*) AS n, sum(id) AS total FROM {TABLE} WHERE category = 3")
+        got = cursor.fetch_arrow_table().to_pylist()
+        cursor.close()
+    want = dataset.to_table(columns=["id"], filter="category = 3")
+    assert got == [{"n": want.num_rows, "total": pc.sum(want["id"]).as_py()}]
     # Restarted on the same address, it gets its fragments back once the query node stops
     # passing it over (10 s after its last failure) and serves them from its disk cache.
     victim.start()

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
+import time
 
 import adbc_driver_flightsql.dbapi as flight_sql
 import adbc_driver_manager
@@ -353,6 +356,30 @@ def test_bad_do_put_and_do_get_write_nothing(server, items):
             client.do_get(flight.Ticket(json.dumps(ticket))).read_all()
     with pytest.raises(pa.ArrowInvalid, match="not valid JSON"):
         client.do_get(flight.Ticket(b"{not json")).read_all()
+
+
+def test_client_dying_mid_put_commits_nothing(server, items):
+    stored = lance.dataset(str(server.data_dir / f"{items}.lance"))
+    version, rows = stored.version, stored.count_rows()
+    script = f"""
+import os, sys, pyarrow as pa, pyarrow.flight as flight
+rows = pa.ipc.open_stream(sys.stdin.buffer).read_all()
+writer, _ = flight.connect({server.flight_url!r}).do_put(flight.FlightDescriptor.for_path({items!r}), rows.schema)
+for batch in rows.to_batches(max_chunksize=300)[:3]:
+    writer.write_batch(batch)
+os._exit(3)
+"""
+    rows_to_send = with_groups(make_data(1200, seed=4))
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, rows_to_send.schema) as stream:
+        stream.write_table(rows_to_send)
+    dying = subprocess.run([sys.executable, "-c", script], input=sink.getvalue().to_pybytes(), timeout=120)
+    assert dying.returncode == 3
+    time.sleep(1)  # the server notices the reset stream and drops the write
+    stored = lance.dataset(str(server.data_dir / f"{items}.lance"))
+    assert (stored.version, stored.count_rows()) == (version, rows)
+    with sql_connect(server) as conn:
+        assert sql(conn, f'SELECT count(*) AS n FROM "{items}"')["n"].to_pylist() == [rows]
 
 
 def test_api_keys_guard_rest_and_flight(tmp_path):

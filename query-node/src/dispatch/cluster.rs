@@ -4,12 +4,15 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use arrow_array::RecordBatch;
 use arrow_flight::decode::FlightRecordBatchStream;
 use arrow_flight::error::FlightError;
 use futures::future::join_all;
+use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 use lancefleet_common::config::{ClusterConfig, ExecutorEndpoint};
 use lancefleet_common::membership::Membership;
@@ -30,6 +33,9 @@ const MAX_MESSAGE_BYTES: usize = 256 << 20;
 /// How long an executor that failed at the transport level is passed over as a first
 /// choice, so that queries stop paying for its failure before membership notices it.
 const SUSPECT_FOR: Duration = Duration::from_secs(10);
+
+/// The rows one executor streams back.
+pub type RowStream = BoxStream<'static, Result<RecordBatch, ApiError>>;
 
 /// One executor call: the executor's node id, its client and the plan fragment to send it.
 type FragmentCall = (Arc<str>, PlanExecutorClient<Channel>, PlanFragment);
@@ -134,10 +140,8 @@ impl Cluster {
         query: &FragmentQuery,
     ) -> Result<Vec<QueryOutput>, ApiError> {
         let template = self.template(pinned, spread.whole_table, query);
-        self.scatter(pinned.uri, spread, &template, |(_, mut client, fragment)| async move {
-            let response = client.execute(fragment).await.map_err(|status| ErrorStatus::from_grpc(&status))?;
-            let flight = response.into_inner().map_err(|status| FlightError::Tonic(Box::new(status)));
-            let mut stream = FlightRecordBatchStream::new_from_flight_data(flight);
+        self.scatter(pinned.uri, spread, &template, |(_, client, fragment)| async move {
+            let mut stream = execute(client, fragment).await?;
             let mut batches = Vec::new();
             while let Some(batch) = stream.next().await {
                 batches.push(batch.map_err(flight_error_status)?);
@@ -147,6 +151,33 @@ impl Cluster {
                 .cloned()
                 .ok_or_else(|| ErrorStatus::new(ErrorCode::Internal, "the executor's answer had no schema"))?;
             Ok(QueryOutput { schema, batches })
+        })
+        .await
+    }
+
+    /// Starts `query` over the fragments of `spread` of `pinned` and returns every
+    /// executor's rows as a stream once its first batch (or its end) has arrived. A failure
+    /// before that is retried on the fragments' next executors like [`Self::scatter_query`];
+    /// a failure later ends the stream with the error, since rows have been handed on.
+    pub async fn scatter_streams(
+        &self,
+        pinned: Pinned<'_>,
+        spread: Spread<'_>,
+        query: &FragmentQuery,
+    ) -> Result<Vec<RowStream>, ApiError> {
+        let template = self.template(pinned, spread.whole_table, query);
+        self.scatter(pinned.uri, spread, &template, |(node, client, fragment)| async move {
+            let mut rows = execute(client, fragment).await?.peekable();
+            if let Some(Err(_)) = Pin::new(&mut rows).peek().await
+                && let Some(Err(error)) = rows.next().await
+            {
+                return Err(flight_error_status(error));
+            }
+            let rows = rows.map_err(move |error| ApiError::Executor {
+                node: node.to_string(),
+                status: flight_error_status(error),
+            });
+            Ok(rows.boxed())
         })
         .await
     }
@@ -379,6 +410,16 @@ fn count_choices(assignment: &Assignment) {
     let first = assignment.values().flatten().filter(|(_, position)| *position == 0).count() as u64;
     METRICS.fragments.with_label_values(&["first"]).inc_by(first);
     METRICS.fragments.with_label_values(&["other"]).inc_by(total - first);
+}
+
+/// Sends `fragment` to an executor: its rows, decoded from Flight data as they arrive.
+async fn execute(
+    mut client: PlanExecutorClient<Channel>,
+    fragment: PlanFragment,
+) -> Result<FlightRecordBatchStream, ErrorStatus> {
+    let response = client.execute(fragment).await.map_err(|status| ErrorStatus::from_grpc(&status))?;
+    let flight = response.into_inner().map_err(|status| FlightError::Tonic(Box::new(status)));
+    Ok(FlightRecordBatchStream::new_from_flight_data(flight))
 }
 
 fn flight_error_status(error: FlightError) -> ErrorStatus {

@@ -77,14 +77,14 @@ where
 {
     let mut batches =
         FlightRecordBatchStream::new_from_flight_data(flight.map_err(|status| FlightError::Tonic(Box::new(status))));
-    let first = batches.next().await.transpose().map_err(|error| malformed(&error))?;
+    let first = batches.next().await.transpose().map_err(|error| stream_error(&error))?;
     let schema =
         batches.schema().cloned().ok_or_else(|| ApiError::bad_request("the DoPut stream carries no Arrow schema"))?;
     // The decoder's error, kept so that the client hears it rather than lance's wrapping.
     let decode_error: Arc<Mutex<Option<ApiError>>> = Arc::default();
     let seen = decode_error.clone();
     let rest = batches.map_err(move |error| {
-        let api = malformed(&error);
+        let api = stream_error(&error);
         let message = api.to_string();
         if let Ok(mut slot) = seen.lock() {
             slot.get_or_insert(api);
@@ -99,9 +99,14 @@ where
     }
 }
 
-/// A data stream the decoder could not read; a client's own status stays what it was.
-fn malformed(error: &FlightError) -> ApiError {
-    ApiError::bad_request(format!("malformed Arrow Flight data: {error}"))
+/// A data stream that broke off (the client went away) or that the decoder could not read.
+fn stream_error(error: &FlightError) -> ApiError {
+    match error {
+        FlightError::Tonic(status) => {
+            ApiError::bad_request(format!("the DoPut stream broke off: {}", status.message()))
+        }
+        other => ApiError::bad_request(format!("malformed Arrow Flight data: {other}")),
+    }
 }
 
 /// `DoPut` to a table path: one `PutResult` after the commit.

@@ -219,7 +219,8 @@ impl ExecutionPlan for ExecutorScanExec {
     }
 
     /// Sends partition `partition`'s fragments to their executor (with the dispatcher's
-    /// retry on the next replica) and yields the rows in the scan's schema.
+    /// retry on the next replica while no row has arrived) and streams the rows on, in
+    /// the scan's schema, as they come.
     fn execute(&self, partition: usize, _context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
         let (_, fragments) = self
             .shares
@@ -234,13 +235,8 @@ impl ExecutionPlan for ExecutorScanExec {
             };
             let pinned = Pinned { dataset: &dataset, uri: &uri };
             let spread = Spread { fragments: &fragments, whole_table: false, colocate: &[] };
-            let outputs = cluster.scatter_query(pinned, spread, &query).await?;
-            let batches = outputs
-                .into_iter()
-                .flat_map(|output| output.batches)
-                .map(|batch| conform(&schema, &batch))
-                .collect::<Result<Vec<_>>>()?;
-            Ok(futures::stream::iter(batches.into_iter().map(Ok)))
+            let streams = cluster.scatter_streams(pinned, spread, &query).await?;
+            Ok(futures::stream::iter(streams).flatten().map(move |batch| conform(&schema, &batch?)))
         })
         .try_flatten()
         .boxed();
