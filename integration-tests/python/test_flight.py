@@ -26,9 +26,6 @@ from lancedb.index import FTS
 from conftest import E2E_EXECUTORS, LanceFleetServer
 from lf_helpers import DIM, connect_remote, make_data, metric, parse_metrics, query_vectors
 
-pytestmark = pytest.mark.filterwarnings("ignore:Cannot disable autocommit")
-
-
 def sql_connect(server, **kwargs):
     return flight_sql.connect(server.flight_url, **kwargs)
 
