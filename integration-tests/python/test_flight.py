@@ -94,6 +94,8 @@ def test_select_where_order_limit_match_lance(server, items):
             want = lance_sql(server, items, statement.replace(f'"{items}"', "dataset"))
             assert got.column_names == want.column_names, statement
             assert_rows_close(got.to_pylist(), want.to_pylist())
+        # Constants folded by the optimizer keep the schema the flight announced.
+        assert sql(conn, "SELECT abs(-2) AS a, 'x' || 'y' AS b").to_pylist() == [{"a": 2, "b": "xy"}]
         # LIMIT without ORDER BY: that many rows, each a row of the table.
         some = sql(conn, f'SELECT id, score FROM "{items}" LIMIT 5')
         assert some.num_rows == 5

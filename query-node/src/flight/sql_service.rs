@@ -95,10 +95,12 @@ impl FlightSql {
         Ok(FlightDataEncoderBuilder::new().with_schema(schema).build(batches).map_err(Status::from).boxed())
     }
 
-    /// The answer schema of the statement of `handle`.
+    /// The answer schema of the statement of `handle`: the optimized physical plan's, which
+    /// is what its answer carries (the logical plan's may differ in nullability, e.g. for a
+    /// constant expression folded into a literal, and clients check the two agree).
     async fn answer_schema(&self, handle: &PreparedHandle) -> Result<Schema, ApiError> {
         let frame = self.engine.plan(&handle.sql, handle.parameter_values()?).await?;
-        Ok(frame.schema().as_arrow().clone())
+        Ok(frame.create_physical_plan().await?.schema().as_ref().clone())
     }
 
     /// Bulk ingest of `flight` into the table `command` names: the rows written.

@@ -26,6 +26,7 @@ use futures::{StreamExt, TryStreamExt};
 use lance::Dataset;
 use lance::datafusion::LanceTableProvider;
 use lancefleet_proto::v1::{FragmentQuery, OutputColumn, Projection};
+use lancefleet_proto::{ErrorCode, ErrorStatus};
 
 use crate::dispatch::{Dispatcher, Pinned, Spread};
 use crate::error::ApiError;
@@ -113,7 +114,8 @@ impl TableProvider for FleetTable {
         let spread = Spread { fragments: &fragments, whole_table: false, colocate: &[] };
         let shares = cluster.placement(&self.uri, spread)?.into_iter().collect::<Vec<_>>();
         if shares.is_empty() {
-            return Err(ApiError::Internal("no plan executor to place the scan on".into()).into());
+            let status = ErrorStatus::new(ErrorCode::Unavailable, "no plan executors are available");
+            return Err(ApiError::Executor { node: "-".into(), status }.into());
         }
         Ok(Arc::new(ExecutorScanExec::new(self, shares, query, schema)))
     }
