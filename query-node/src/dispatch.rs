@@ -48,6 +48,11 @@ pub struct Spread<'a> {
 }
 
 impl<'a> Spread<'a> {
+    /// Every fragment of `fragments` placed on its own first-choice executor.
+    pub fn split(fragments: &'a [u64]) -> Self {
+        Self { fragments, whole_table: false, colocate: &[] }
+    }
+
     /// How `plan` spreads over `fragments`.
     fn of(plan: &'a QueryPlan, fragments: &'a [u64]) -> Self {
         Self { fragments, whole_table: !plan.splits, colocate: &plan.colocate }
@@ -60,7 +65,8 @@ impl<'a> Spread<'a> {
 }
 
 impl Pinned<'_> {
-    fn fragment_ids(&self) -> Vec<u64> {
+    /// The ids of the pinned version's fragments, in manifest order.
+    pub fn fragment_ids(&self) -> Vec<u64> {
         self.dataset.fragments().iter().map(|fragment| fragment.id).collect()
     }
 }

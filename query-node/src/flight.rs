@@ -13,13 +13,15 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::time::{Duration, Instant};
 
+use arrow_flight::decode::FlightRecordBatchStream;
+use arrow_flight::error::FlightError;
 use arrow_flight::flight_descriptor::DescriptorType;
 use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
 use arrow_flight::{
     Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightInfo, HandshakeRequest, HandshakeResponse,
     PollInfo, PutResult, SchemaResult, Ticket,
 };
-use futures::{Stream, StreamExt};
+use futures::{Stream, StreamExt, TryStreamExt};
 use lancefleet_common::Shutdown;
 use lancefleet_common::config::FlightConfig;
 use tokio::net::TcpListener;
@@ -108,6 +110,14 @@ async fn recorded<T>(method: &'static str, call: impl Future<Output = Result<T, 
     METRICS.flight_requests.with_label_values(&[method, &format!("{code:?}")]).inc();
     METRICS.flight_request_seconds.with_label_values(&[method]).observe(started.elapsed().as_secs_f64());
     answer
+}
+
+/// The record batches of the Flight data a client streams, decoded as they arrive.
+fn decode_batches<S>(flight: S) -> FlightRecordBatchStream
+where
+    S: Stream<Item = Result<FlightData, Status>> + Send + 'static,
+{
+    FlightRecordBatchStream::new_from_flight_data(flight.map_err(|status| FlightError::Tonic(Box::new(status))))
 }
 
 /// Whether `descriptor` names a table (`[table]` or `[table, mode]`) rather than carrying

@@ -191,7 +191,7 @@ impl Cluster {
     ) -> Result<Vec<u64>, ApiError> {
         let query = FragmentQuery { filter: filter.map(str::to_string), ..Default::default() };
         let template = self.template(pinned, false, &query);
-        let spread = Spread { fragments, whole_table: false, colocate: &[] };
+        let spread = Spread::split(fragments);
         self.scatter(pinned.uri, spread, &template, |(_, mut client, fragment)| async move {
             let reply = client.count(fragment).await.map_err(|status| ErrorStatus::from_grpc(&status))?;
             Ok(reply.into_inner().rows)

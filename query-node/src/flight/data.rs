@@ -11,7 +11,6 @@
 
 use std::sync::{Arc, Mutex};
 
-use arrow_flight::decode::FlightRecordBatchStream;
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
 use arrow_flight::{
@@ -26,7 +25,7 @@ use lancefleet_engine::{InsertMode, ReadVersion, TableId, TableQuery};
 use serde_json::{Value, json};
 use tonic::Status;
 
-use super::Answers;
+use super::{Answers, decode_batches};
 use crate::error::ApiError;
 use crate::sql::all_namespaces;
 use crate::state::AppState;
@@ -75,8 +74,7 @@ pub async fn write_flight<S>(
 where
     S: Stream<Item = Result<FlightData, Status>> + Send + 'static,
 {
-    let mut batches =
-        FlightRecordBatchStream::new_from_flight_data(flight.map_err(|status| FlightError::Tonic(Box::new(status))));
+    let mut batches = decode_batches(flight);
     let first = batches.next().await.transpose().map_err(|error| stream_error(&error))?;
     let schema =
         batches.schema().cloned().ok_or_else(|| ApiError::bad_request("the DoPut stream carries no Arrow schema"))?;

@@ -5,7 +5,6 @@
 //! text and, once bound, the parameter row (Arrow IPC), so any query node can run it.
 
 use arrow_array::RecordBatch;
-use arrow_flight::decode::FlightRecordBatchStream;
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
 use arrow_flight::sql::metadata::{SqlInfoData, SqlInfoDataBuilder};
@@ -33,7 +32,7 @@ use prost::Message;
 use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::{Answers, data};
+use super::{Answers, data, decode_batches, is_table_path};
 use crate::auth::presented_key;
 use crate::error::ApiError;
 use crate::sql::{CATALOG_NAME, SqlEngine, all_namespaces, schema_name, schema_namespace};
@@ -293,8 +292,7 @@ impl FlightSqlService for FlightSql {
         request: Request<PeekableFlightDataStream>,
     ) -> Result<DoPutPreparedStatementResult, Status> {
         let mut handle = PreparedHandle::decode_handle(&query.prepared_statement_handle)?;
-        let flight = request.into_inner().map_err(|status| FlightError::Tonic(Box::new(status)));
-        let mut stream = FlightRecordBatchStream::new_from_flight_data(flight);
+        let mut stream = decode_batches(request.into_inner());
         let mut batches = Vec::new();
         while let Some(batch) = stream.next().await {
             batches.push(batch.map_err(|error| ApiError::bad_request(format!("malformed parameters: {error}")))?);
@@ -475,7 +473,7 @@ impl FlightSqlService for FlightSql {
             _ => None,
         };
         match descriptor {
-            Some(descriptor) if descriptor.r#type() == arrow_flight::flight_descriptor::DescriptorType::Path => {
+            Some(descriptor) if is_table_path(&descriptor) => {
                 Ok(Response::new(data::do_put(&self.state, &descriptor, stream).await?))
             }
             _ => Err(ApiError::bad_request(format!(

@@ -110,9 +110,8 @@ impl TableProvider for FleetTable {
             with_row_address: schema.fields().is_empty(),
             ..Default::default()
         };
-        let fragments = self.dataset.fragments().iter().map(|fragment| fragment.id).collect::<Vec<_>>();
-        let spread = Spread { fragments: &fragments, whole_table: false, colocate: &[] };
-        let shares = cluster.placement(&self.uri, spread)?.into_iter().collect::<Vec<_>>();
+        let fragments = Pinned { dataset: &self.dataset, uri: &self.uri }.fragment_ids();
+        let shares = cluster.placement(&self.uri, Spread::split(&fragments))?.into_iter().collect::<Vec<_>>();
         if shares.is_empty() {
             let status = ErrorStatus::new(ErrorCode::Unavailable, "no plan executors are available");
             return Err(ApiError::Executor { node: "-".into(), status }.into());
@@ -236,8 +235,7 @@ impl ExecutionPlan for ExecutorScanExec {
                 return Err(DataFusionError::Internal("an executor scan without executors".into()));
             };
             let pinned = Pinned { dataset: &dataset, uri: &uri };
-            let spread = Spread { fragments: &fragments, whole_table: false, colocate: &[] };
-            let streams = cluster.scatter_streams(pinned, spread, &query).await?;
+            let streams = cluster.scatter_streams(pinned, Spread::split(&fragments), &query).await?;
             Ok(futures::stream::iter(streams).flatten().map(move |batch| conform(&schema, &batch?)))
         })
         .try_flatten()
