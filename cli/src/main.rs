@@ -1,13 +1,15 @@
-//! `lancefleet`: the one binary of LanceFleet, one subcommand per role.
-
-mod roles;
+//! `lancefleet`: the one binary of LanceFleet. It parses the command line, reads the
+//! configuration, installs logging and the one shutdown signal (SIGINT/SIGTERM), and runs
+//! the role the subcommand names; every role's wiring lives in its crate (`run`).
+//! `standalone` composes the query node with the indexer it embeds.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use lancefleet_common::config::{ExecutorEndpoint, NodeConfig, Override};
+use lancefleet_common::config::{ExecutorEndpoint, NodeConfig, Override, Service};
 use lancefleet_common::telemetry::init_logging;
+use lancefleet_common::{NodeContext, Shutdown};
 
 /// LanceFleet: a distributed query cluster for vector and full-text search over Lance tables.
 #[derive(Debug, Parser)]
@@ -23,7 +25,7 @@ enum Command {
     /// (or an s3://, az://, gs:// root). With `--executor`s it sends fragments to them.
     Standalone(QueryNodeArgs),
     /// A stateless query node: the LanceDB REST API, spreading each query over the plan
-    /// executors given by `--executor` (or `[cluster] executors`).
+    /// executors given by `--executor` (or `[cluster] executors`, or etcd).
     QueryNode(QueryNodeArgs),
     /// A plan executor: runs the plan fragments query nodes send it over gRPC.
     PlanExecutor(PlanExecutorArgs),
@@ -33,23 +35,27 @@ enum Command {
     /// An indexer (run any number): follows table changes on etcd and compacts, indexes
     /// and cleans tables in the background; `--once` maintains every table once and exits.
     Indexer(IndexerArgs),
+    /// Configuration tools.
+    #[command(subcommand)]
+    Config(ConfigCommand),
 }
 
-/// Flags of `indexer`.
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Loads and validates the configuration exactly as ROLE would at start (defaults <
+    /// file < environment < flags): exits 0, or 2 with one line saying what is wrong.
+    Check(CheckArgs),
+}
+
+/// Flags of `config check`.
 #[derive(Debug, clap::Args)]
-struct IndexerArgs {
+struct CheckArgs {
+    /// The role whose start is checked: standalone, query-node, plan-executor,
+    /// control-plane, indexer or indexer-once.
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(Service::ALL.map(Service::as_str)))]
+    role: String,
     #[command(flatten)]
     common: CommonArgs,
-    /// Address of the /metrics endpoint [config: indexer.listen, default 127.0.0.1:8090].
-    #[arg(long)]
-    listen: Option<String>,
-    /// Stable id, the holder name of its table locks [config: control.node_id, default
-    /// $POD_NAME, else indexer-{host}-{port}].
-    #[arg(long)]
-    node_id: Option<String>,
-    /// Maintain every table once, then exit.
-    #[arg(long)]
-    once: bool,
 }
 
 /// Flags every role has. Each overrides the config file and the environment.
@@ -97,6 +103,29 @@ struct QueryNodeArgs {
     node_id: Option<String>,
 }
 
+/// Flags of `plan-executor`.
+#[derive(Debug, clap::Args)]
+struct PlanExecutorArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// gRPC address to listen on [config: executor.listen, default 127.0.0.1:7070].
+    #[arg(long)]
+    listen: Option<String>,
+    /// Stable node id, the placement key [config: executor.node_id, default $POD_NAME, else
+    /// plan-executor-{host}-{port}].
+    #[arg(long)]
+    node_id: Option<String>,
+    /// Directory of the disk tier of the object cache (local NVMe/SSD) [config: cache.disk_dir].
+    #[arg(long)]
+    cache_dir: Option<String>,
+    /// Address of the Prometheus /metrics endpoint [config: executor.metrics_listen, default 127.0.0.1:9464].
+    #[arg(long)]
+    metrics_listen: Option<String>,
+    /// gRPC address registered in etcd [config: executor.advertise_address, default http://{listen}].
+    #[arg(long)]
+    advertise_address: Option<String>,
+}
+
 /// Flags of `control-plane`.
 #[derive(Debug, clap::Args)]
 struct ControlPlaneArgs {
@@ -111,61 +140,47 @@ struct ControlPlaneArgs {
     node_id: Option<String>,
 }
 
-/// Flags of `plan-executor`.
+/// Flags of `indexer`.
 #[derive(Debug, clap::Args)]
-struct PlanExecutorArgs {
+struct IndexerArgs {
     #[command(flatten)]
     common: CommonArgs,
-    /// gRPC address to listen on [config: executor.listen, default 127.0.0.1:7070].
+    /// Address of the /metrics endpoint [config: indexer.listen, default 127.0.0.1:8090].
     #[arg(long)]
     listen: Option<String>,
-    /// Stable node id [config: executor.node_id].
+    /// Stable id, the holder name of its table locks [config: control.node_id, default
+    /// $POD_NAME, else indexer-{host}-{port}].
     #[arg(long)]
     node_id: Option<String>,
-    /// Directory of the disk tier of the object cache (local NVMe/SSD) [config: cache.disk_dir].
+    /// Maintain every table once, then exit.
     #[arg(long)]
-    cache_dir: Option<String>,
-    /// Address of the Prometheus /metrics endpoint [config: executor.metrics_listen, default 127.0.0.1:9464].
-    #[arg(long)]
-    metrics_listen: Option<String>,
-    /// gRPC address registered in etcd [config: executor.advertise_address, default http://{listen}].
-    #[arg(long)]
-    advertise_address: Option<String>,
+    once: bool,
 }
 
 impl CommonArgs {
-    fn overrides(&self) -> Vec<Override> {
+    /// The configuration these flags, with `extra` flag overrides, read from the layers.
+    fn load(&self, extra: &[(&'static str, &Option<String>)]) -> Result<NodeConfig, String> {
         let flags = [
             ("storage.root", &self.data_dir),
             ("log.level", &self.log_level),
             ("log.format", &self.log_format),
             ("control.cluster", &self.cluster),
         ];
-        flags.into_iter().filter_map(|(key, value)| value.clone().map(|value| (key, value))).collect()
-    }
-
-    /// Reads the configuration layers with `extra` flag overrides on top, and sets up logging.
-    fn load(&self, extra: &[(&'static str, &Option<String>)]) -> Result<NodeConfig, ExitCode> {
-        let mut overrides = self.overrides();
-        overrides.extend(extra.iter().filter_map(|(key, value)| value.as_ref().map(|value| (*key, value.clone()))));
-        let config = NodeConfig::load(self.config.as_deref(), &overrides).map_err(|error| {
-            eprintln!("lancefleet: {error}");
-            ExitCode::from(2)
-        })?;
-        let mut config = config;
+        let overrides = flags
+            .iter()
+            .chain(extra)
+            .filter_map(|(key, value)| value.as_ref().map(|value| (*key, value.clone())))
+            .collect::<Vec<Override>>();
+        let mut config = NodeConfig::load(self.config.as_deref(), &overrides).map_err(|error| error.to_string())?;
         if !self.etcd_endpoints.is_empty() {
             config.control.etcd_endpoints = self.etcd_endpoints.clone();
         }
-        init_logging(&config.log).map_err(|error| {
-            eprintln!("lancefleet: cannot set up logging: {error}");
-            ExitCode::from(2)
-        })?;
         Ok(config)
     }
 }
 
 impl QueryNodeArgs {
-    fn load(&self) -> Result<NodeConfig, ExitCode> {
+    fn load(&self) -> Result<NodeConfig, String> {
         let mut config = self.common.load(&[
             ("rest.listen", &self.rest_listen),
             ("flight.listen", &self.flight_listen),
@@ -178,32 +193,107 @@ impl QueryNodeArgs {
     }
 }
 
+impl Command {
+    /// The service this command runs and its configuration, validated for it.
+    fn configure(&self) -> Result<(Service, NodeConfig), String> {
+        let (service, config) = match self {
+            Self::Standalone(args) => (Service::Standalone, args.load()?),
+            Self::QueryNode(args) => (Service::QueryNode, args.load()?),
+            Self::PlanExecutor(args) => (
+                Service::PlanExecutor,
+                args.common.load(&[
+                    ("executor.listen", &args.listen),
+                    ("executor.node_id", &args.node_id),
+                    ("cache.disk_dir", &args.cache_dir),
+                    ("executor.metrics_listen", &args.metrics_listen),
+                    ("executor.advertise_address", &args.advertise_address),
+                ])?,
+            ),
+            Self::ControlPlane(args) => (
+                Service::ControlPlane,
+                args.common.load(&[("control.listen", &args.listen), ("control.node_id", &args.node_id)])?,
+            ),
+            Self::Indexer(args) => (
+                if args.once { Service::IndexerOnce } else { Service::Indexer },
+                args.common.load(&[("indexer.listen", &args.listen), ("control.node_id", &args.node_id)])?,
+            ),
+            Self::Config(ConfigCommand::Check(args)) => (args.role.parse()?, args.common.load(&[])?),
+        };
+        config.validate_for(service).map_err(|error| error.to_string())?;
+        Ok((service, config))
+    }
+}
+
 fn main() -> ExitCode {
-    let outcome = match Cli::parse().command {
-        Command::Standalone(args) => args.load().map(|config| run(roles::standalone(config))),
-        Command::QueryNode(args) => args.load().map(|config| run(roles::query_node(config))),
-        Command::PlanExecutor(args) => args
-            .common
-            .load(&[
-                ("executor.listen", &args.listen),
-                ("executor.node_id", &args.node_id),
-                ("cache.disk_dir", &args.cache_dir),
-                ("executor.metrics_listen", &args.metrics_listen),
-                ("executor.advertise_address", &args.advertise_address),
-            ])
-            .map(|config| run(roles::plan_executor(config))),
-        Command::ControlPlane(args) => args
-            .common
-            .load(&[("control.listen", &args.listen), ("control.node_id", &args.node_id)])
-            .map(|config| run(roles::control_plane(config))),
-        Command::Indexer(args) => {
-            args.common.load(&[("indexer.listen", &args.listen), ("control.node_id", &args.node_id)]).map(|config| {
-                limit_commit_retries(&config);
-                run(roles::indexer(config, args.once))
-            })
+    let command = Cli::parse().command;
+    let (service, config) = match command.configure() {
+        Ok(configured) => configured,
+        Err(error) => {
+            eprintln!("lancefleet: {error}");
+            return ExitCode::from(2);
         }
     };
-    outcome.unwrap_or_else(|code| code)
+    if let Command::Config(ConfigCommand::Check(_)) = command {
+        println!("lancefleet: the configuration is valid for {service}");
+        return ExitCode::SUCCESS;
+    }
+    if let Err(error) = init_logging(&config.log) {
+        eprintln!("lancefleet: cannot set up logging: {error}");
+        return ExitCode::from(2);
+    }
+    if matches!(service, Service::Indexer | Service::IndexerOnce) {
+        limit_commit_retries(&config);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("lancefleet: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(service, config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(%error, "lancefleet stopped with an error");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs `service` until SIGINT/SIGTERM and its orderly stop.
+async fn run(service: Service, config: NodeConfig) -> Result<(), Box<dyn std::error::Error>> {
+    let shutdown = Shutdown::new();
+    shutdown.trigger_on_signals();
+    match service {
+        Service::Standalone => standalone(config, shutdown).await?,
+        Service::QueryNode => lancefleet_query_node::run(config, shutdown).await?,
+        Service::PlanExecutor => lancefleet_plan_executor::run(config, shutdown).await?,
+        Service::ControlPlane => lancefleet_control_plane::run(config, shutdown).await?,
+        Service::Indexer => lancefleet_indexer::run(config, shutdown).await?,
+        Service::IndexerOnce => {
+            let failed = lancefleet_indexer::run_once(config, shutdown).await?;
+            tracing::info!(failed, "every table maintained once");
+            if failed > 0 {
+                return Err(format!("{failed} table(s) could not be maintained; see the log").into());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `standalone`: the query node (executing in-process unless it has executors) and the
+/// indexer it embeds, sharing one context, so one event bus.
+async fn standalone(config: NodeConfig, shutdown: Shutdown) -> Result<(), Box<dyn std::error::Error>> {
+    let context = NodeContext::connect(&config, shutdown).await?;
+    let indexer = lancefleet_indexer::start_embedded(&config, &context, Service::Standalone)?;
+    let node = lancefleet_query_node::start(config, &context, Service::Standalone).await?;
+    let served = node.wait().await;
+    if let Some(indexer) = indexer
+        && let Err(error) = indexer.await
+    {
+        tracing::warn!(%error, "the embedded indexer failed");
+    }
+    Ok(served?)
 }
 
 /// Sets lance's commit retry budget for an indexer process (lance reads it from the
@@ -215,24 +305,6 @@ fn limit_commit_retries(config: &NodeConfig) {
     const VARIABLE: &str = "LANCE_COMMIT_RETRY_TIMEOUT_SECS";
     if std::env::var_os(VARIABLE).is_none() {
         // SAFETY: called from `main` before the async runtime, or any other thread, exists.
-        unsafe { std::env::set_var(VARIABLE, config.indexer.commit_retry_timeout_seconds.to_string()) };
-    }
-}
-
-/// Runs a role on a multi-threaded runtime and turns its outcome into an exit code.
-fn run<E: std::fmt::Display>(role: impl std::future::Future<Output = Result<(), E>>) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("lancefleet: cannot start the async runtime: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(role) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            tracing::error!(%error, "lancefleet stopped with an error");
-            ExitCode::FAILURE
-        }
+        unsafe { std::env::set_var(VARIABLE, config.indexer.commit_retry_timeout.as_secs().to_string()) };
     }
 }

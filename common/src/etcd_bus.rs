@@ -240,7 +240,7 @@ impl EventBus for EtcdBus {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::etcd::tests::EtcdServer;
+    use crate::test_support::EtcdServer;
 
     async fn next(updates: &mut mpsc::Receiver<BusUpdate>) -> BusUpdate {
         tokio::time::timeout(Duration::from_secs(10), updates.recv()).await.expect("an update in time").expect("open")
@@ -248,7 +248,7 @@ mod tests {
 
     #[tokio::test]
     async fn events_replay_in_order_and_a_compacted_history_resyncs() {
-        let etcd = EtcdServer::start().await;
+        let Some(etcd) = EtcdServer::start().await else { return };
         let bus = EtcdBus::new(etcd.client().await, Keys::new("events"), Duration::from_secs(2));
         bus.publish(TableEvent::now("a", 1, ChangeKind::Create, 3)).await.expect("published");
         bus.publish(TableEvent::now("a", 2, ChangeKind::Append, 1)).await.expect("published");
@@ -296,7 +296,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_table_has_one_maintainer_until_it_unlocks_or_its_lease_expires() {
-        let etcd = EtcdServer::start().await;
+        let Some(etcd) = EtcdServer::start().await else { return };
         let keys = Keys::new("locks");
         let first = EtcdBus::new(etcd.client().await, keys.clone(), Duration::from_secs(2));
         let second = EtcdBus::new(etcd.client().await, keys, Duration::from_secs(2));

@@ -10,10 +10,14 @@ pub mod etcd_bus;
 pub mod events;
 pub mod membership;
 pub mod metrics;
+pub mod node;
 pub mod placement;
 pub mod shutdown;
 pub mod storage;
 pub mod telemetry;
+#[cfg(any(test, feature = "test-support"))]
+pub mod test_support;
 
 pub use error::ServiceError;
+pub use node::{NodeContext, Presence, StartError};
 pub use shutdown::Shutdown;

@@ -33,7 +33,11 @@ pub async fn metrics_handler() -> impl IntoResponse {
 
 /// Serves `/metrics` alone on `address` until `shutdown` (for nodes without a REST port).
 pub async fn serve_metrics(address: SocketAddr, shutdown: Shutdown) -> std::io::Result<()> {
-    let listener = TcpListener::bind(address).await?;
+    serve_metrics_on(TcpListener::bind(address).await?, shutdown).await
+}
+
+/// Serves `/metrics` alone on a bound `listener` until `shutdown`.
+pub async fn serve_metrics_on(listener: TcpListener, shutdown: Shutdown) -> std::io::Result<()> {
     tracing::info!(address = %listener.local_addr()?, "serving /metrics");
     let router = Router::new().route("/metrics", get(metrics_handler));
     axum::serve(listener, router).with_graceful_shutdown(async move { shutdown.wait().await }).await

@@ -35,6 +35,16 @@ impl Default for LogConfig {
     }
 }
 
+impl LogConfig {
+    /// Refuses a filter `tracing` cannot parse.
+    pub fn validate(&self) -> Result<(), crate::config::ConfigError> {
+        EnvFilter::try_new(&self.level).map(drop).map_err(|error| crate::config::ConfigError::Value {
+            key: "log.level".into(),
+            reason: format!("'{}' is not a tracing filter: {error}", self.level),
+        })
+    }
+}
+
 /// Installs the global subscriber. Call once, early in `main`.
 ///
 /// Returns an error if the filter does not parse or a subscriber is already installed.

@@ -1,7 +1,7 @@
 //! The control plane's error enum.
 
-use lancefleet_common::ServiceError;
 use lancefleet_common::etcd::EtcdError;
+use lancefleet_common::{ServiceError, StartError};
 use lancefleet_proto::ErrorCode;
 
 /// Everything that can stop a control-plane instance.
@@ -10,6 +10,9 @@ pub enum ControlPlaneError {
     /// etcd could not be reached or refused a request.
     #[error(transparent)]
     Etcd(#[from] EtcdError),
+    /// The instance could not start.
+    #[error(transparent)]
+    Start(#[from] StartError),
     /// The HTTP endpoint could not start or keep listening.
     #[error("cannot serve on {address}: {source}")]
     Listen {
@@ -24,7 +27,7 @@ impl ServiceError for ControlPlaneError {
     fn error_code(&self) -> ErrorCode {
         match self {
             Self::Etcd(_) => ErrorCode::Unavailable,
-            Self::Listen { .. } => ErrorCode::Internal,
+            Self::Start(_) | Self::Listen { .. } => ErrorCode::Internal,
         }
     }
 }

@@ -61,7 +61,7 @@ pub async fn campaign(candidate: Candidate) {
 impl Candidate {
     /// One term: wait to be elected, lead until the lease is lost or shutdown, resign.
     async fn term(&self) -> Result<(), EtcdError> {
-        let lease = Lease::grant(&self.client, Duration::from_secs(self.config.lease_ttl_seconds)).await?;
+        let lease = Lease::grant(&self.client, self.config.lease_ttl).await?;
         let mut election = self.client.clone();
         let elected = tokio::select! {
             elected = election.campaign(self.keys.election(), self.node_id.as_str(), lease.id()) => elected,
@@ -91,8 +91,8 @@ impl Candidate {
     async fn probe_executors(&self, lease: i64) {
         let mut tracker = HealthTracker::new(self.config.unhealthy_after_probes);
         let mut channels = HashMap::<String, Channel>::new();
-        let timeout = Duration::from_millis(self.config.probe_timeout_ms);
-        let mut ticks = tokio::time::interval(Duration::from_millis(self.config.probe_interval_ms));
+        let timeout = self.config.probe_timeout;
+        let mut ticks = tokio::time::interval(self.config.probe_interval);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticks.tick().await;

@@ -14,22 +14,22 @@ mod state;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
 use axum::routing::get;
-use lancefleet_common::Shutdown;
 use lancefleet_common::cluster_state::{NodeRecord, Role};
-use lancefleet_common::config::NodeConfig;
+use lancefleet_common::config::{NodeConfig, Service};
 use lancefleet_common::etcd::{self, EtcdMembership, Keys, Registration};
+use lancefleet_common::{Shutdown, StartError};
 use tokio::net::TcpListener;
 
 pub use error::ControlPlaneError;
 
-/// Runs a control-plane instance until `shutdown`: registers it, campaigns for leadership,
-/// probes executors while leading, and serves the cluster state. On shutdown it stops
-/// serving, resigns, and deregisters.
-pub async fn run(config: &NodeConfig, node_id: String, shutdown: Shutdown) -> Result<(), ControlPlaneError> {
+/// Runs the `control-plane` role until `shutdown`: registers the instance, campaigns for
+/// leadership, probes executors while leading, and serves the cluster state. On shutdown
+/// it stops serving, resigns, and deregisters.
+pub async fn run(config: NodeConfig, shutdown: Shutdown) -> Result<(), ControlPlaneError> {
+    config.validate_for(Service::ControlPlane).map_err(StartError::from)?;
     let control = &config.control;
     let listener = TcpListener::bind(control.listen)
         .await
@@ -37,9 +37,10 @@ pub async fn run(config: &NodeConfig, node_id: String, shutdown: Shutdown) -> Re
     let address = listener
         .local_addr()
         .map_err(|source| ControlPlaneError::Listen { address: control.listen.to_string(), source })?;
+    let node_id = config.node_id(Service::ControlPlane, address.port());
     let client = etcd::connect(control).await?;
     let keys = Keys::new(&control.cluster);
-    let ttl = Duration::from_secs(control.lease_ttl_seconds);
+    let ttl = control.lease_ttl;
     let record = NodeRecord::new(node_id.clone(), Role::ControlPlane, format!("http://{address}"), 0);
     let registration = Registration::start(client.clone(), &keys, record, ttl);
     let membership = EtcdMembership::follow(client.clone(), keys.clone(), shutdown.clone()).await;

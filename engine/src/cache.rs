@@ -132,11 +132,11 @@ impl ObjectCache {
     /// Builds the cache of `config`, recovering the disk tier's entries from a previous
     /// run. `None` when the cache is disabled.
     pub async fn open(config: &CacheConfig) -> Result<Option<Self>> {
-        if config.memory_bytes == 0 {
+        if !config.enabled() {
             return Ok(None);
         }
-        let chunk_bytes = config.chunk_bytes.clamp(64 << 10, 8 << 20);
-        let memory = usize::try_from(config.memory_bytes).unwrap_or(usize::MAX);
+        let chunk_bytes = config.chunk.bytes();
+        let memory = config.memory.as_usize();
         let builder = HybridCacheBuilder::new()
             .with_name("lancefleet_object_cache")
             .with_policy(HybridCachePolicy::WriteOnInsertion)
@@ -147,11 +147,9 @@ impl ObjectCache {
         let builder = match &config.disk_dir {
             Some(dir) => {
                 std::fs::create_dir_all(dir)?;
-                let device = FsDeviceBuilder::new(dir)
-                    .with_capacity(usize::try_from(config.disk_bytes).unwrap_or(usize::MAX))
-                    .build()
-                    .map_err(cache_error)?;
-                let block = usize::try_from(chunk_bytes * 4).unwrap_or(usize::MAX).max(16 << 20);
+                let device =
+                    FsDeviceBuilder::new(dir).with_capacity(config.disk.as_usize()).build().map_err(cache_error)?;
+                let block = config.disk_block().as_usize();
                 builder
                     .with_engine_config(BlockEngineConfig::new(device).with_block_size(block))
                     .with_recover_mode(RecoverMode::Quiet)
@@ -159,6 +157,9 @@ impl ObjectCache {
             None => builder,
         };
         let cache = builder.build().await.map_err(cache_error)?;
+        if let Some(dir) = &config.disk_dir {
+            tracing::info!(dir = %dir.display(), disk = %config.disk, memory = %config.memory, "object cache opened");
+        }
         Ok(Some(Self { cache, chunk_bytes, stats: CacheStats::new()? }))
     }
 
@@ -443,12 +444,14 @@ impl ObjectStore for CachingStore {
 mod tests {
     use std::path::PathBuf;
 
+    use lancefleet_common::config::ByteSize;
     use object_store::memory::InMemory;
 
     use super::*;
 
     async fn cache(chunk_bytes: u64, disk_dir: Option<PathBuf>) -> ObjectCache {
-        let config = CacheConfig { memory_bytes: 8 << 20, disk_dir, disk_bytes: 64 << 20, chunk_bytes };
+        let config =
+            CacheConfig { memory: ByteSize::mib(8), disk_dir, disk: ByteSize::mib(64), chunk: ByteSize(chunk_bytes) };
         ObjectCache::open(&config).await.expect("opens").expect("enabled")
     }
 

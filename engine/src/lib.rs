@@ -1,30 +1,29 @@
-//! LanceFleet's lance layer, shared by query nodes and plan executors: the table catalog,
-//! the query type clients send, its compilation into fragment queries, their execution with
-//! lance's scanner, and the merge of partial results.
+//! LanceFleet's lance layer, shared by query nodes, plan executors and indexers, by concern:
+//!
+//! - [`catalog`]: the tables under one storage root (open, pin, list, drop; namespaces,
+//!   stats, facts) and weak-read snapshots;
+//! - [`read`]: the read path: query, plan, fragment execution, exact merge;
+//! - [`write`]: the write path: creates, appends, deletes, updates, `merge_insert`,
+//!   schema changes, restores and tags;
+//! - [`maintenance`]: compaction, index builds and optimization, cleanup;
+//! - [`cache`]: the object cache (foyer, memory and disk) lance reads immutable objects
+//!   through;
+//! - [`table_id`]: table and namespace names and where they live.
 
 pub mod cache;
 pub mod catalog;
 pub mod error;
-pub mod execute;
-pub mod index_spec;
 pub mod maintenance;
-pub mod merge;
-pub mod merge_insert;
-pub mod namespaces;
-pub mod output;
-pub mod plan;
-pub mod query;
-pub mod schema_change;
-pub mod stats;
+pub mod read;
 pub mod table_id;
-pub mod vector_column;
-pub mod versions;
+pub mod write;
 
-pub use catalog::{Catalog, CreateMode, InsertMode, ReadVersion};
+pub use catalog::{Catalog, ReadVersion};
 pub use error::{EngineError, Result};
-pub use execute::Scope;
-pub use index_spec::{IndexKind, IndexSpec};
-pub use output::QueryOutput;
-pub use plan::{QueryPlan, plan_query};
-pub use query::TableQuery;
+pub use maintenance::index_spec::{IndexKind, IndexSpec};
+pub use read::execute::Scope;
+pub use read::output::QueryOutput;
+pub use read::plan::{QueryPlan, plan_query};
+pub use read::query::TableQuery;
 pub use table_id::{Namespace, TableId};
+pub use write::{CreateMode, InsertMode};

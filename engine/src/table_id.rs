@@ -24,13 +24,13 @@ pub const MAX_NAMESPACE_COMPONENT_LEN: usize = 64;
 pub const MAX_NAMESPACE_DEPTH: usize = 10;
 
 /// A validated namespace: zero components is the root.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Namespace {
     components: Vec<String>,
 }
 
 /// A validated table identifier.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct TableId {
     namespace: Namespace,
     name: String,

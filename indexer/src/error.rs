@@ -14,6 +14,9 @@ pub enum IndexerError {
     /// The event bus failed.
     #[error(transparent)]
     Bus(#[from] BusError),
+    /// The indexer could not start.
+    #[error(transparent)]
+    Start(#[from] lancefleet_common::StartError),
     /// The metrics endpoint could not start.
     #[error("cannot serve on {address}: {source}")]
     Listen {
@@ -29,7 +32,7 @@ impl ServiceError for IndexerError {
         match self {
             Self::Engine(error) => error.error_code(),
             Self::Bus(_) => ErrorCode::Unavailable,
-            Self::Listen { .. } => ErrorCode::Internal,
+            Self::Start(_) | Self::Listen { .. } => ErrorCode::Internal,
         }
     }
 }

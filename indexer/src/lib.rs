@@ -6,7 +6,7 @@
 //! a time ([`worker::Worker::turn`]), each under the table's lock on the event bus, so
 //! several indexers share the tables and never maintain one together. A table whose turn
 //! was cut short (a writer's conflicting commit, another indexer holding it, a failure) is
-//! due again after `retry_after_ms` (doubling on failures, up to five minutes); an idle
+//! due again after `retry_after` (doubling on failures, up to five minutes); an idle
 //! table is due again only when it changes, or when a table changed since its last cleanup
 //! may be cleaned again (once per retention period). With nothing due the indexer waits
 //! on the bus and uses no CPU.
@@ -20,11 +20,14 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use lancefleet_common::Shutdown;
-use lancefleet_common::config::IndexerConfig;
+use lancefleet_common::cluster_state::{NodeRecord, Role};
+use lancefleet_common::config::{IndexerConfig, NodeConfig, Service};
 use lancefleet_common::events::{BusUpdate, EventBus, TableEvent, now_ms};
+use lancefleet_common::storage::StorageRoot;
+use lancefleet_common::{NodeContext, Shutdown, StartError};
 use lancefleet_engine::{Catalog, Namespace};
-use tokio::task::JoinSet;
+use tokio::net::TcpListener;
+use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 
 pub use error::IndexerError;
@@ -72,6 +75,57 @@ impl Tracked {
     }
 }
 
+/// Runs the `indexer` role until `shutdown`: registers in etcd, serves `/metrics`, and
+/// maintains tables as their change events arrive; on shutdown, running turns get a grace
+/// period, then the node deregisters.
+pub async fn run(config: NodeConfig, shutdown: Shutdown) -> Result<(), IndexerError> {
+    config.validate_for(Service::Indexer).map_err(StartError::from)?;
+    let context = NodeContext::connect(&config, shutdown.clone()).await?;
+    let listen = config.indexer.listen;
+    let listener = TcpListener::bind(listen)
+        .await
+        .map_err(|source| IndexerError::Listen { address: listen.to_string(), source })?;
+    let address =
+        listener.local_addr().map_err(|source| IndexerError::Listen { address: listen.to_string(), source })?;
+    let indexer = Indexer::of(&config, &context, Service::Indexer)?;
+    let holder = indexer.worker.holder.clone();
+    let presence =
+        context.register(NodeRecord::new(holder.clone(), Role::Indexer, format!("http://{address}"), 0)).await;
+    let metrics = tokio::spawn(lancefleet_common::metrics::serve_metrics_on(listener, shutdown.clone()));
+    indexer.run(shutdown).await;
+    match metrics.await {
+        Ok(Err(source)) => tracing::warn!(%source, "the metrics endpoint failed"),
+        Err(error) => tracing::warn!(%error, "the metrics endpoint task failed"),
+        Ok(Ok(())) => {}
+    }
+    presence.leave().await;
+    tracing::info!(holder, "indexer stopped");
+    Ok(())
+}
+
+/// Maintains every table once, and every table with a pending change event (`indexer
+/// --once`); how many tables could not be maintained.
+pub async fn run_once(config: NodeConfig, shutdown: Shutdown) -> Result<usize, IndexerError> {
+    config.validate_for(Service::IndexerOnce).map_err(StartError::from)?;
+    let context = NodeContext::connect(&config, shutdown.clone()).await?;
+    Indexer::of(&config, &context, Service::IndexerOnce)?.run_once(shutdown).await
+}
+
+/// Starts the indexer a `service` process embeds (standalone, unless `indexer.embedded`
+/// is off) on `context`'s event bus; `None` when it embeds none. It stops on the
+/// context's shutdown signal.
+pub fn start_embedded(
+    config: &NodeConfig,
+    context: &NodeContext,
+    service: Service,
+) -> Result<Option<JoinHandle<()>>, IndexerError> {
+    if !config.embeds_indexer(service) {
+        return Ok(None);
+    }
+    let indexer = Indexer::of(config, context, service)?;
+    Ok(Some(tokio::spawn(indexer.run(context.shutdown().clone()))))
+}
+
 /// An indexer process's maintenance loop.
 #[derive(Debug)]
 pub struct Indexer {
@@ -83,6 +137,18 @@ impl Indexer {
     /// identified as `holder` in table locks.
     pub fn new(catalog: Catalog, bus: Arc<dyn EventBus>, config: IndexerConfig, holder: String) -> Self {
         Self { worker: Arc::new(Worker { catalog: Arc::new(catalog), bus, config, holder }) }
+    }
+
+    /// The indexer of a `service` process: the tables of `config`'s storage root, read
+    /// without the object cache (maintenance reads each byte of what it rewrites once),
+    /// following `context`'s event bus, holding table locks under the node's id.
+    fn of(config: &NodeConfig, context: &NodeContext, service: Service) -> Result<Self, IndexerError> {
+        let root = StorageRoot::resolve(&config.storage.root).map_err(StartError::from)?;
+        let catalog = Catalog::new(root, &config.storage.options, None);
+        let port =
+            if service == Service::Standalone { config.rest.listen.port() } else { config.indexer.listen.port() };
+        let holder = config.node_id(service, port);
+        Ok(Self::new(catalog, context.bus(), config.indexer.clone(), holder))
     }
 
     /// Maintains every table of the root namespace once, then tables as their changes
@@ -106,7 +172,7 @@ impl Indexer {
         let mut running = HashMap::new();
         let mut failures: HashMap<String, u32> = HashMap::new();
         let mut turns = JoinSet::new();
-        let concurrency = self.worker.config.concurrent_tables.max(1);
+        let concurrency = self.worker.config.concurrent_tables;
         tracing::info!(holder = %self.worker.holder, concurrency, "indexer is following table changes");
         loop {
             let now = Instant::now();
@@ -170,7 +236,7 @@ impl Indexer {
         table: String,
         end: Result<TurnEnd, IndexerError>,
     ) {
-        let retry = Duration::from_millis(self.worker.config.retry_after_ms);
+        let retry = self.worker.config.retry_after;
         let later = |delay: Duration| Due { at: Instant::now() + delay, since_ms: None };
         match end {
             Ok(TurnEnd::Idle) => {
@@ -210,7 +276,7 @@ impl Indexer {
         }
         tables.sort();
         tables.dedup();
-        let retry = Duration::from_millis(self.worker.config.retry_after_ms);
+        let retry = self.worker.config.retry_after;
         let mut failed = 0;
         for table in tables {
             for attempt in 1..=5 {

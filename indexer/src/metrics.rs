@@ -6,7 +6,7 @@
 use std::sync::LazyLock;
 
 use lancefleet_common::metrics::LATENCY_BUCKETS;
-use lancefleet_engine::maintenance::TableFacts;
+use lancefleet_engine::catalog::facts::TableFacts;
 use prometheus::{
     GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, register_gauge_vec,
     register_histogram_vec, register_int_counter, register_int_counter_vec, register_int_gauge, register_int_gauge_vec,

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use lancefleet_common::config::IndexerConfig;
 use lancefleet_common::events::IndexRequest;
-use lancefleet_engine::maintenance::TableFacts;
+use lancefleet_engine::catalog::facts::TableFacts;
 
 /// The kinds of job, for metrics and for skipping a kind that found nothing to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -112,7 +112,7 @@ pub fn next_job(
         {
             return Some(Job::Optimize { merge: Some(segments) });
         }
-        let threshold = config.optimize_min_unindexed_rows.max(1);
+        let threshold = config.optimize_min_unindexed_rows;
         if facts.indexes.iter().any(|index| index.unindexed_rows >= threshold) {
             return Some(Job::Optimize { merge: None });
         }
@@ -151,13 +151,13 @@ fn auto_index(facts: &TableFacts, config: &IndexerConfig) -> Option<Job> {
 /// change). A version therefore lives between one and two retention periods. `None`:
 /// now (never cleaned by this indexer).
 pub fn cleanup_due(last_cleanup: Option<Duration>, config: &IndexerConfig) -> Option<Duration> {
-    let retention = Duration::from_secs(config.cleanup_retention_seconds);
+    let retention = config.cleanup_retention;
     last_cleanup.and_then(|since| retention.checked_sub(since)).filter(|wait| !wait.is_zero())
 }
 
 #[cfg(test)]
 mod tests {
-    use lancefleet_engine::maintenance::IndexFacts;
+    use lancefleet_engine::catalog::facts::IndexFacts;
 
     use super::*;
 
@@ -169,7 +169,7 @@ mod tests {
             max_index_segments: 3,
             auto_index_min_rows: 5000,
             auto_fts_columns: vec!["text".into()],
-            cleanup_retention_seconds: 60,
+            cleanup_retention: Duration::from_secs(60),
             ..IndexerConfig::default()
         }
     }

@@ -3,12 +3,13 @@
 //! publishing each maintenance commit, and release the lock.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use lance::Dataset;
 use lancefleet_common::config::IndexerConfig;
 use lancefleet_common::events::{BusError, ChangeKind, EventBus, IndexRequest, TableEvent};
-use lancefleet_engine::maintenance::{self, TableFacts};
+use lancefleet_engine::catalog::facts::TableFacts;
+use lancefleet_engine::maintenance;
 use lancefleet_engine::{Catalog, EngineError, IndexSpec, ReadVersion, TableId};
 
 use crate::error::IndexerError;
@@ -161,7 +162,7 @@ impl Worker {
                 (ChangeKind::IndexOptimized, Vec::new())
             }
             Job::Cleanup => {
-                let retention = Duration::from_secs(self.config.cleanup_retention_seconds);
+                let retention = self.config.cleanup_retention;
                 let removed = maintenance::cleanup(dataset, retention).await?;
                 tracing::info!(versions = removed, "old versions removed");
                 (ChangeKind::CleanedUp, Vec::new())

@@ -33,7 +33,7 @@ def nodes(tmp_path_factory):
     for name in ("strong", "weak", "brief"):
         (root / name).mkdir()
     strong = LanceFleetServer(root / "strong", data_dir=data).start()
-    weak = LanceFleetServer(root / "weak", data_dir=data, env={WEAK_ENV: "3600"}).start()
+    weak = LanceFleetServer(root / "weak", data_dir=data, env={WEAK_ENV: "1800"}).start()
     brief = LanceFleetServer(root / "brief", data_dir=data, env={WEAK_ENV: "1"}).start()
     yield strong, weak, brief
     for node in (strong, weak, brief):

@@ -2,7 +2,7 @@
 
 use lancefleet_common::ServiceError;
 use lancefleet_engine::EngineError;
-use lancefleet_proto::ErrorCode;
+use lancefleet_proto::{ErrorCode, RetryTarget, WIRE_VERSION};
 
 /// Everything that can stop a plan executor or fail a fragment.
 #[derive(Debug, thiserror::Error)]
@@ -16,6 +16,13 @@ pub enum ExecutorError {
     /// The plan fragment is malformed.
     #[error("{0}")]
     BadPlan(String),
+    /// The query node speaks another version of the plan-fragment wire format: another
+    /// executor (of its version) may run the fragment.
+    #[error("this executor speaks wire version {WIRE_VERSION}, the fragment version {0}")]
+    WireVersion(u32),
+    /// The executor could not start.
+    #[error(transparent)]
+    Start(#[from] lancefleet_common::StartError),
     /// The gRPC server could not start or keep listening.
     #[error("cannot serve on {address}: {source}")]
     Listen {
@@ -38,7 +45,15 @@ impl ServiceError for ExecutorError {
             Self::Engine(error) => error.error_code(),
             Self::Open(error) => error.error_code(),
             Self::BadPlan(_) => ErrorCode::InvalidArgument,
-            Self::Listen { .. } | Self::Transport(_) | Self::Task(_) => ErrorCode::Internal,
+            Self::WireVersion(_) => ErrorCode::NotSupported,
+            Self::Start(_) | Self::Listen { .. } | Self::Transport(_) | Self::Task(_) => ErrorCode::Internal,
+        }
+    }
+
+    fn retry_target(&self) -> RetryTarget {
+        match self {
+            Self::WireVersion(_) => RetryTarget::AnotherNode,
+            other => other.error_code().retry_target(),
         }
     }
 

@@ -1,10 +1,13 @@
 //! The LanceFleet plan executor: a gRPC service that runs plan fragments (one query over
 //! some fragments of a pinned table version) with lance and streams Arrow batches back.
 //!
-//! [`PlanExecutorNode::bind`] opens the socket; [`PlanExecutorNode::serve`] answers until
-//! the shutdown signal, then reports NOT_SERVING on the health service, lets the cluster
-//! learn that it is leaving, stops accepting and lets in-flight fragments finish within
-//! the grace period.
+//! [`run`] is the `plan-executor` role: it opens the catalog and the object cache, binds,
+//! registers in etcd (when there is a control plane), prewarms what maintenance rewrote,
+//! and serves until the shutdown signal. Then it shuts down in a fixed order: NOT_SERVING
+//! on the health service, `stopping` in etcd and a pause for query nodes to hear it, stop
+//! accepting, drain in-flight fragments within the grace period, deregister, and flush the
+//! cache's disk tier last. [`start`] does the same but returns once the node serves, with
+//! its addresses (the in-process test cluster starts executors on port 0).
 
 mod error;
 mod metrics;
@@ -15,11 +18,13 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use lancefleet_common::Shutdown;
-use lancefleet_common::config::ExecutorConfig;
+use lancefleet_common::cluster_state::{NodeRecord, Role};
+use lancefleet_common::config::{NodeConfig, Service};
+use lancefleet_common::{NodeContext, Shutdown};
 use lancefleet_engine::Catalog;
 use lancefleet_proto::v1::plan_executor_server::PlanExecutorServer;
 use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 
@@ -30,33 +35,110 @@ pub use service::ExecutorService;
 /// Largest gRPC message sent (Arrow Flight splits batches below this).
 const MAX_MESSAGE_BYTES: usize = 256 << 20;
 
-/// A plan executor bound to its address, ready to serve.
+/// Runs the `plan-executor` role until `shutdown` and its orderly stop.
+pub async fn run(config: NodeConfig, shutdown: Shutdown) -> Result<(), ExecutorError> {
+    config.validate_for(Service::PlanExecutor).map_err(lancefleet_common::StartError::from)?;
+    let context = NodeContext::connect(&config, shutdown).await?;
+    start(config, &context).await?.wait().await
+}
+
+/// A plan executor that serves until its context's shutdown signal.
 #[derive(Debug)]
-pub struct PlanExecutorNode {
-    listener: TcpListener,
-    service: ExecutorService,
+pub struct RunningExecutor {
     node_id: String,
+    address: SocketAddr,
+    advertised: String,
+    task: JoinHandle<Result<(), ExecutorError>>,
+}
+
+impl RunningExecutor {
+    /// Its node id (the placement key).
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    /// The gRPC address it is bound to.
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// The address it registers for query nodes to reach it at.
+    pub fn advertised(&self) -> &str {
+        &self.advertised
+    }
+
+    /// Waits until it has stopped (after the shutdown signal, in order).
+    pub async fn wait(self) -> Result<(), ExecutorError> {
+        self.task.await?
+    }
+}
+
+/// Starts a plan executor as `config` says within `context` and returns once it serves.
+pub async fn start(config: NodeConfig, context: &NodeContext) -> Result<RunningExecutor, ExecutorError> {
+    config.validate_for(Service::PlanExecutor).map_err(lancefleet_common::StartError::from)?;
+    let (catalog, cache) = Catalog::open(&config.storage, &config.cache).await?;
+    let node = PlanExecutorNode::bind(&config, catalog.clone()).await?;
+    let address = node.local_addr()?;
+    let node_id = config.node_id(Service::PlanExecutor, address.port());
+    let advertised = config.executor.advertise_address.clone().unwrap_or_else(|| format!("http://{address}"));
+    let capacity = config.cache.capacity().bytes();
+    let record = NodeRecord::new(node_id.clone(), Role::PlanExecutor, advertised.clone(), capacity);
+    let presence = context.register(record).await;
+    if context.etcd().is_some()
+        && let Some(membership) = context.executors(&config.cluster).await
+    {
+        let prewarmer = Prewarmer {
+            catalog,
+            membership: membership.subscribe(),
+            cluster: config.cluster.clone(),
+            node_id: node_id.clone(),
+        };
+        tokio::spawn(prewarmer.follow(context.bus(), context.shutdown().clone()));
+    }
+    let propagation = config.control.stopping_propagation;
+    let shutdown = context.shutdown().clone();
+    let id = node_id.clone();
+    let task = tokio::spawn(async move {
+        let served = node.serve(shutdown, &id, presence.announce_stopping(propagation)).await;
+        presence.leave().await;
+        if let Some(cache) = cache {
+            cache.close().await?;
+        }
+        tracing::info!(node_id = %id, "plan executor stopped");
+        served
+    });
+    Ok(RunningExecutor { node_id, address, advertised, task })
+}
+
+/// A plan executor bound to its addresses, ready to serve.
+#[derive(Debug)]
+struct PlanExecutorNode {
+    listener: TcpListener,
+    metrics: TcpListener,
+    service: ExecutorService,
     grace: Duration,
-    metrics_listen: SocketAddr,
 }
 
 impl PlanExecutorNode {
-    /// Binds the gRPC listener of `config`; fragments read tables through `catalog`.
-    pub async fn bind(config: &ExecutorConfig, catalog: Catalog) -> Result<Self, ExecutorError> {
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .map_err(|source| ExecutorError::Listen { address: config.listen.to_string(), source })?;
+    /// Binds the gRPC and metrics listeners of `config`; fragments read tables through
+    /// `catalog`.
+    async fn bind(config: &NodeConfig, catalog: Catalog) -> Result<Self, ExecutorError> {
+        let executor = &config.executor;
+        let listen = |address: SocketAddr| async move {
+            TcpListener::bind(address)
+                .await
+                .map_err(|source| ExecutorError::Listen { address: address.to_string(), source })
+        };
         Ok(Self {
-            listener,
-            service: ExecutorService::new(catalog, config.open_datasets),
-            node_id: config.node_id.clone(),
-            grace: Duration::from_secs(config.shutdown_grace_seconds),
-            metrics_listen: config.metrics_listen,
+            listener: listen(executor.listen).await?,
+            metrics: listen(executor.metrics_listen).await?,
+            service: ExecutorService::new(catalog, executor.open_datasets),
+            grace: executor.shutdown_grace,
         })
     }
 
-    /// The address actually bound.
-    pub fn local_addr(&self) -> Result<SocketAddr, ExecutorError> {
+    /// The gRPC address actually bound.
+    fn local_addr(&self) -> Result<SocketAddr, ExecutorError> {
         self.listener
             .local_addr()
             .map_err(|source| ExecutorError::Listen { address: "the bound socket".into(), source })
@@ -66,7 +148,12 @@ impl PlanExecutorNode {
     /// tells the cluster, and waits until query nodes have heard) while still accepting
     /// fragments, stops accepting, and drains in-flight fragments for at most the grace
     /// period.
-    pub async fn serve(self, shutdown: Shutdown, leaving: impl Future<Output = ()>) -> Result<(), ExecutorError> {
+    async fn serve(
+        self,
+        shutdown: Shutdown,
+        node_id: &str,
+        leaving: impl Future<Output = ()>,
+    ) -> Result<(), ExecutorError> {
         let address = self.local_addr()?;
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
         health_reporter.set_serving::<PlanExecutorServer<ExecutorService>>().await;
@@ -83,8 +170,8 @@ impl PlanExecutorNode {
             .add_service(executor)
             .serve_with_incoming_shutdown(incoming, async move { stop.wait().await });
         let server = tokio::spawn(server);
-        let metrics = tokio::spawn(lancefleet_common::metrics::serve_metrics(self.metrics_listen, shutdown.clone()));
-        tracing::info!(%address, node_id = %self.node_id, "plan executor is serving");
+        let metrics = tokio::spawn(lancefleet_common::metrics::serve_metrics_on(self.metrics, shutdown.clone()));
+        tracing::info!(%address, node_id, "plan executor is serving");
         // Query nodes stop sending new fragments before the executor stops accepting them.
         let stopping = async {
             health_reporter.set_not_serving::<PlanExecutorServer<ExecutorService>>().await;

@@ -12,11 +12,11 @@ use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 use lance::Dataset;
 use lance::io::RecordBatchStream;
-use lancefleet_engine::execute::{analyze, count, execute};
+use lancefleet_engine::read::execute::{analyze, count, execute};
 use lancefleet_engine::{Catalog, EngineError, Scope};
 use lancefleet_proto::v1::plan_executor_server::PlanExecutor;
 use lancefleet_proto::v1::{AnalyzeReply, CountReply, FragmentQuery, PlanFragment};
-use lancefleet_proto::{ErrorCode, ErrorStatus};
+use lancefleet_proto::{ErrorStatus, WIRE_VERSION};
 use moka::future::Cache;
 use tonic::{Request, Response, Status};
 
@@ -35,11 +35,15 @@ pub struct ExecutorService {
 impl ExecutorService {
     /// A service over `catalog` keeping up to `open_datasets` versions open.
     pub fn new(catalog: Catalog, open_datasets: u64) -> Self {
-        Self { catalog: Arc::new(catalog), datasets: Cache::new(open_datasets.max(1)) }
+        Self { catalog: Arc::new(catalog), datasets: Cache::new(open_datasets) }
     }
 
-    /// The pinned dataset of `plan`, opened once however many fragments ask at once.
+    /// The pinned dataset of `plan`, opened once however many fragments ask at once; a
+    /// plan of another wire version is refused before anything is read.
     async fn dataset(&self, plan: &PlanFragment) -> Result<Arc<Dataset>, ExecutorError> {
+        if plan.wire_version != WIRE_VERSION {
+            return Err(ExecutorError::WireVersion(plan.wire_version));
+        }
         let key = (plan.table_uri.clone(), plan.version);
         let catalog = self.catalog.clone();
         let (uri, version) = key.clone();
@@ -82,11 +86,7 @@ impl PlanExecutor for ExecutorService {
         let fragments = plan.fragment_ids.len();
         let batches = batches.map(move |batch| {
             if deadline.is_some_and(|deadline| Instant::now() > deadline) {
-                let status = ErrorStatus {
-                    code: ErrorCode::Timeout as i32,
-                    message: "fragment deadline passed".into(),
-                    retryable: true,
-                };
+                let status = ErrorStatus::timeout("fragment deadline passed");
                 return Err(FlightError::Tonic(Box::new(status.into_grpc())));
             }
             batch.map_err(|error| {

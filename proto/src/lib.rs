@@ -3,6 +3,10 @@
 //! The protobuf messages live in `proto/lancefleet/v1/*.proto`; this crate compiles them
 //! and adds the behaviour that belongs to the codes themselves (HTTP status, retry hint),
 //! so that the mapping exists in exactly one place.
+//!
+//! Compatibility rules for rolling upgrades are in the proto files' headers: unknown
+//! fields are ignored, an unknown error code is `Internal`, an undecodable error is a
+//! transport failure, and a change that would alter answers raises [`WIRE_VERSION`].
 
 mod error_code;
 
@@ -12,5 +16,7 @@ pub mod v1 {
     include!(concat!(env!("OUT_DIR"), "/lancefleet.v1.rs"));
 }
 
-pub use error_code::RetryHint;
-pub use v1::{ErrorCode, ErrorStatus};
+pub use v1::{ErrorCode, ErrorStatus, RetryTarget};
+
+/// The version of the plan-fragment wire format this build speaks (see `executor.proto`).
+pub const WIRE_VERSION: u32 = 2;

@@ -8,8 +8,8 @@ use std::collections::HashMap;
 
 use futures::future::try_join_all;
 use lance::Dataset;
-use lancefleet_engine::execute::{count, execute_collect};
-use lancefleet_engine::merge::{merge, prepend_query_index};
+use lancefleet_engine::read::execute::{count, execute_collect};
+use lancefleet_engine::read::merge::{merge, prepend_query_index};
 use lancefleet_engine::{QueryOutput, QueryPlan, Scope};
 use lancefleet_proto::v1::FragmentQuery;
 

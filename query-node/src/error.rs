@@ -59,6 +59,9 @@ pub enum ApiError {
     /// The node's configuration cannot work.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// The node could not start (configuration, etcd, storage root).
+    #[error(transparent)]
+    Start(#[from] lancefleet_common::StartError),
     /// A broken invariant of the query node.
     #[error("{0}")]
     Internal(String),
@@ -95,6 +98,7 @@ impl ServiceError for ApiError {
             | Self::Task(_)
             | Self::Listen { .. }
             | Self::Config(_)
+            | Self::Start(_)
             | Self::Internal(_) => ErrorCode::Internal,
         }
     }
@@ -109,6 +113,7 @@ impl ServiceError for ApiError {
             | Self::Task(_)
             | Self::Listen { .. }
             | Self::Config(_)
+            | Self::Start(_)
             | Self::Internal(_) => "internal server error; the server log has the details".into(),
             other => other.to_string(),
         }

@@ -49,7 +49,7 @@ impl FlightEndpoint {
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|source| ApiError::Listen { address: config.listen.to_string(), source })?;
-        let max_message_bytes = usize::try_from(config.max_message_bytes).unwrap_or(usize::MAX);
+        let max_message_bytes = config.max_message.as_usize();
         Ok(Self { listener, front: FlightFront::new(state)?, max_message_bytes })
     }
 

@@ -1,9 +1,13 @@
 //! The LanceFleet query node: the LanceDB REST API, Arrow Flight and Flight SQL over the
 //! engine.
 //!
-//! [`QueryNode::bind`] opens the listening sockets (so callers learn the addresses, port 0
-//! included) and [`QueryNode::serve`] answers requests until the shutdown signal, then lets
-//! in-flight requests finish within the configured grace period.
+//! [`run`] is the `query-node` role: it opens the catalog (weak reads as configured) and
+//! the object cache, follows the plan executors (etcd, or the configured list), binds,
+//! registers in etcd, and answers requests until the shutdown signal. Then it stops
+//! accepting, lets in-flight requests finish within the grace period, deregisters, and
+//! flushes the cache last. [`start`] does the same but returns once the node serves, with
+//! its addresses; `standalone` starts it as [`Service::Standalone`], which runs queries
+//! in-process when there are no executors.
 
 mod arrow_body;
 mod auth;
@@ -21,20 +25,100 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::serve::ListenerExt;
-use lancefleet_common::Shutdown;
-use lancefleet_common::config::NodeConfig;
+use lancefleet_common::cluster_state::{NodeRecord, Role};
+use lancefleet_common::config::{NodeConfig, Service};
 use lancefleet_common::events::EventBus;
+use lancefleet_common::{NodeContext, Shutdown, StartError};
 use lancefleet_engine::Catalog;
 use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
 
 pub use dispatch::{Cluster, Dispatcher};
 pub use error::ApiError;
 use flight::FlightEndpoint;
 pub use protocol::PHALANX_VERSION;
 
+/// Runs the `query-node` role until `shutdown` and its orderly stop.
+pub async fn run(config: NodeConfig, shutdown: Shutdown) -> Result<(), ApiError> {
+    config.validate_for(Service::QueryNode).map_err(StartError::from)?;
+    let context = NodeContext::connect(&config, shutdown).await?;
+    start(config, &context, Service::QueryNode).await?.wait().await
+}
+
+/// A query node that serves until its context's shutdown signal.
+#[derive(Debug)]
+pub struct RunningQueryNode {
+    rest: SocketAddr,
+    flight: Option<SocketAddr>,
+    task: JoinHandle<Result<(), ApiError>>,
+}
+
+impl RunningQueryNode {
+    /// The address of the REST API (and of `/metrics`).
+    pub fn rest_address(&self) -> SocketAddr {
+        self.rest
+    }
+
+    /// The address of Arrow Flight and Flight SQL, when they are served.
+    pub fn flight_address(&self) -> Option<SocketAddr> {
+        self.flight
+    }
+
+    /// Waits until it has stopped (after the shutdown signal, in order).
+    pub async fn wait(self) -> Result<(), ApiError> {
+        self.task.await?
+    }
+}
+
+/// Starts a query node (`service` is [`Service::QueryNode`] or [`Service::Standalone`]) as
+/// `config` says within `context`, and returns once it serves.
+pub async fn start(config: NodeConfig, context: &NodeContext, service: Service) -> Result<RunningQueryNode, ApiError> {
+    config.validate_for(service).map_err(StartError::from)?;
+    let dispatcher = match context.executors(&config.cluster).await {
+        Some(membership) => Dispatcher::Cluster(Cluster::new(membership.as_ref(), &config.cluster)),
+        None => Dispatcher::Local,
+    };
+    let (catalog, cache) = Catalog::open(&config.storage, &config.cache).await?;
+    let catalog = catalog.with_weak_reads(config.rest.weak_read_consistency_interval);
+    let inline_indexing = context.etcd().is_none() && !config.embeds_indexer(service);
+    if inline_indexing {
+        tracing::warn!(
+            "no etcd and no embedded indexer: indexes are built inline by create_index; tables are not compacted"
+        );
+    }
+    let storage_root = catalog.root().uri().to_string();
+    let node = QueryNode::bind(&config, catalog, dispatcher, context.bus(), inline_indexing).await?;
+    let rest = node.local_addr()?;
+    let flight = node.flight_addr()?;
+    let node_id = config.node_id(service, rest.port());
+    let presence = context.register(NodeRecord::new(node_id, Role::QueryNode, format!("http://{rest}"), 0)).await;
+    tracing::info!(
+        role = %service,
+        %rest,
+        flight = flight.map_or_else(|| "off".to_string(), |address| address.to_string()),
+        authentication = if config.auth.api_keys.is_empty() { "off" } else { "api keys" },
+        storage_root,
+        etcd = context.etcd().is_some(),
+        weak_read_consistency_interval = %humantime::format_duration(config.rest.weak_read_consistency_interval),
+        version = env!("CARGO_PKG_VERSION"),
+        "lancefleet is serving the LanceDB REST API, Arrow Flight and Flight SQL"
+    );
+    let shutdown = context.shutdown().clone();
+    let task = tokio::spawn(async move {
+        let served = node.serve(shutdown).await;
+        presence.leave().await;
+        if let Some(cache) = cache {
+            cache.close().await?;
+        }
+        tracing::info!(role = %service, "query node stopped");
+        served
+    });
+    Ok(RunningQueryNode { rest, flight, task })
+}
+
 /// A query node bound to its address, ready to serve.
 #[derive(Debug)]
-pub struct QueryNode {
+struct QueryNode {
     listener: TcpListener,
     router: axum::Router,
     flight: Option<FlightEndpoint>,
@@ -46,7 +130,7 @@ impl QueryNode {
     /// front of `catalog`, running queries with `dispatcher` and announcing committed
     /// changes on `events`. With `inline_indexing` (no indexer follows the events)
     /// `create_index` builds before it answers.
-    pub async fn bind(
+    async fn bind(
         config: &NodeConfig,
         catalog: Catalog,
         dispatcher: Dispatcher,
@@ -66,28 +150,27 @@ impl QueryNode {
         };
         let flight =
             if config.flight.enabled { Some(FlightEndpoint::bind(&config.flight, state.clone()).await?) } else { None };
-        let max_body_bytes = usize::try_from(rest.max_body_bytes).unwrap_or(usize::MAX);
         Ok(Self {
             listener,
-            router: routes::router(state, max_body_bytes),
+            router: routes::router(state, rest.max_body.as_usize()),
             flight,
-            grace: Duration::from_secs(rest.shutdown_grace_seconds),
+            grace: rest.shutdown_grace,
         })
     }
 
     /// The address Arrow Flight and Flight SQL are served on, when they are.
-    pub fn flight_addr(&self) -> Result<Option<SocketAddr>, ApiError> {
+    fn flight_addr(&self) -> Result<Option<SocketAddr>, ApiError> {
         self.flight.as_ref().map(FlightEndpoint::local_addr).transpose()
     }
 
     /// The address actually bound.
-    pub fn local_addr(&self) -> Result<SocketAddr, ApiError> {
+    fn local_addr(&self) -> Result<SocketAddr, ApiError> {
         self.listener.local_addr().map_err(|source| ApiError::Listen { address: "the bound socket".into(), source })
     }
 
     /// Serves until `shutdown` fires, then stops accepting and drains in-flight requests
     /// (REST and Flight alike) for at most the grace period.
-    pub async fn serve(self, shutdown: Shutdown) -> Result<(), ApiError> {
+    async fn serve(self, shutdown: Shutdown) -> Result<(), ApiError> {
         let address = self.local_addr()?;
         let flight = self.flight.map(|flight| tokio::spawn(flight.serve(shutdown.clone(), self.grace)));
         let stop_accepting = shutdown.clone();

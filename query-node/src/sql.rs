@@ -2,30 +2,33 @@
 //! catalog of Lance tables it sees, scans spread over the plan executors, and the search
 //! table functions.
 //!
-//! Statements are read-only queries (`SELECT`, `EXPLAIN`, `SHOW`, `information_schema`);
-//! tables are pinned at their latest version when a statement first names them.
+//! Statements are read-only queries (`SELECT`, `EXPLAIN`, `SHOW`, `information_schema`).
+//! DataFusion asks its catalog synchronously (schema and table names), so nothing is
+//! looked up while a statement is planned: before planning, [`resolve`] opens every table
+//! the statement names (and lists the namespaces when it reads `information_schema`),
+//! asynchronously, pinning each at its latest version. Searches run when the plan runs,
+//! never while it is planned (so `EXPLAIN` does not search).
 
 mod catalog;
+mod resolve;
 mod scan;
 mod search;
 
-use std::future::Future;
 use std::sync::Arc;
 
+use arrow_array::{RecordBatch, RecordBatchOptions};
+use arrow_schema::SchemaRef;
 use datafusion::common::ParamValues;
+use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::execution::context::{SQLOptions, SessionConfig, SessionContext};
 use datafusion::prelude::DataFrame;
 use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast::{Expr as SqlExpr, Value, visit_expressions_mut};
-use tokio::runtime::{Handle, RuntimeFlavor};
 
 use crate::error::ApiError;
 use crate::state::AppState;
 
 pub use catalog::{CATALOG_NAME, DEFAULT_SCHEMA, all_namespaces, schema_name, schema_namespace};
-
-/// The table functions of every session.
-const SEARCH_FUNCTIONS: [&str; 2] = ["vector_search", "fts"];
 
 /// Plans SQL statements over a node's tables.
 #[derive(Debug, Clone)]
@@ -39,29 +42,24 @@ impl SqlEngine {
         Self { state }
     }
 
-    /// A session seeing every table (catalog `lancefleet`, schema `default` for the root
-    /// namespace, one schema per namespace) and the `vector_search` and `fts` functions.
-    pub fn session(&self) -> SessionContext {
+    /// Plans the one statement `sql`, with `parameters` bound to its placeholders
+    /// (`$1`, `$2`, … or `?` in order). Writes and DDL are refused.
+    pub async fn plan(&self, sql: &str, parameters: Option<ParamValues>) -> Result<DataFrame, ApiError> {
         let config = SessionConfig::new()
             .with_default_catalog_and_schema(CATALOG_NAME, DEFAULT_SCHEMA)
             .with_create_default_catalog_and_schema(false)
             .with_information_schema(true);
         let context = SessionContext::new_with_config(config);
-        context.register_catalog(CATALOG_NAME, Arc::new(catalog::TablesCatalog::new(self.state.clone())));
-        let [vector, full_text] = SEARCH_FUNCTIONS;
-        context.register_udtf(vector, Arc::new(search::SearchFunction::vector(self.state.clone())));
-        context.register_udtf(full_text, Arc::new(search::SearchFunction::full_text(self.state.clone())));
-        context
-    }
-
-    /// Plans the one statement `sql`, with `parameters` bound to its placeholders
-    /// (`$1`, `$2`, … or `?` in order). Writes and DDL are refused.
-    pub async fn plan(&self, sql: &str, parameters: Option<ParamValues>) -> Result<DataFrame, ApiError> {
-        let context = self.session();
-        let state = context.state();
-        let dialect = state.config().options().sql_parser.dialect;
-        let mut statement = state.sql_to_statement(sql, &dialect)?;
+        let dialect = context.state().config().options().sql_parser.dialect;
+        let mut statement = context.state().sql_to_statement(sql, &dialect)?;
         number_question_marks(&mut statement);
+        let resolved = Arc::new(resolve::resolve(&self.state, &context.state(), &statement).await?);
+        let tables = catalog::TablesCatalog::new(self.state.clone(), resolved.clone());
+        context.register_catalog(CATALOG_NAME, Arc::new(tables));
+        for function in search::SearchFunction::all(&self.state, &resolved) {
+            context.register_udtf(function.name(), Arc::new(function));
+        }
+        let state = context.state();
         let plan = state.statement_to_plan(statement).await?;
         read_only().verify_plan(&plan)?;
         let frame = DataFrame::new(state, plan);
@@ -94,18 +92,22 @@ fn number_question_marks(statement: &mut DfStatement) {
     });
 }
 
-/// Runs `future` to completion from synchronous DataFusion callbacks (catalog listings,
-/// table functions) on the multi-threaded runtime every node runs on.
-fn block_on<T, E, F>(future: F) -> Result<T, ApiError>
-where
-    F: Future<Output = Result<T, E>>,
-    ApiError: From<E>,
-{
-    let handle = Handle::try_current().map_err(|_| ApiError::Internal("SQL planning needs a tokio runtime".into()))?;
-    if handle.runtime_flavor() == RuntimeFlavor::CurrentThread {
-        return Err(ApiError::Internal("SQL planning needs the multi-threaded tokio runtime".into()));
-    }
-    Ok(tokio::task::block_in_place(|| handle.block_on(future))?)
+/// `batch`'s columns in `schema`'s order and types, by name: a plan announces a schema
+/// before the executors answer, and lance may add columns (`_rowaddr` to a scan without
+/// columns; only its row count is wanted) or order them otherwise.
+fn conform(schema: &SchemaRef, batch: &RecordBatch) -> DfResult<RecordBatch> {
+    let columns = schema
+        .fields()
+        .iter()
+        .map(|field| {
+            batch
+                .column_by_name(field.name())
+                .cloned()
+                .ok_or_else(|| DataFusionError::Internal(format!("the answer has no column '{}'", field.name())))
+        })
+        .collect::<DfResult<Vec<_>>>()?;
+    let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
+    Ok(RecordBatch::try_new_with_options(schema.clone(), columns, &options)?)
 }
 
 #[cfg(test)]

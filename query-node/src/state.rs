@@ -70,6 +70,16 @@ impl AppState {
     ) -> Result<PinnedPlan, ApiError> {
         query.validate()?;
         let dataset = self.catalog.open_table(id, read).await?;
+        self.plan_pinned(id, dataset, query).await
+    }
+
+    /// Compiles `query` against `dataset`, the version of table `id` already pinned.
+    pub async fn plan_pinned(
+        &self,
+        id: &TableId,
+        dataset: Dataset,
+        query: &TableQuery,
+    ) -> Result<PinnedPlan, ApiError> {
         let uri = self.catalog.table_uri(id);
         let plan = plan_query(&dataset, query).await?;
         Ok(PinnedPlan { dataset, uri, plan })

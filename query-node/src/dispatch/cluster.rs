@@ -1,6 +1,7 @@
 //! Scatter and gather over plan executors: fragments grouped by their first-choice
 //! executor, one gRPC call per executor, and one retry of a failed or timed-out group's
-//! fragments on each fragment's next executor.
+//! fragments where the error's retry target says: on each fragment's next executor, or
+//! on the same one.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
@@ -20,7 +21,7 @@ use lancefleet_common::placement::Placement;
 use lancefleet_engine::QueryOutput;
 use lancefleet_proto::v1::plan_executor_client::PlanExecutorClient;
 use lancefleet_proto::v1::{AnalyzeReply, FragmentQuery, PlanFragment};
-use lancefleet_proto::{ErrorCode, ErrorStatus};
+use lancefleet_proto::{ErrorCode, ErrorStatus, RetryTarget, WIRE_VERSION};
 use tokio::sync::watch;
 use tonic::transport::{Channel, Endpoint};
 
@@ -76,7 +77,7 @@ impl Cluster {
             suspects: Mutex::new(HashMap::new()),
             replicas: config.replicas,
             virtual_nodes: config.virtual_nodes,
-            fragment_timeout: Duration::from_millis(config.fragment_timeout_ms),
+            fragment_timeout: config.fragment_timeout,
         }
     }
 
@@ -98,6 +99,7 @@ impl Cluster {
             whole_table,
             query: Some(query.clone()),
             timeout_ms: u64::try_from(self.fragment_timeout.as_millis()).unwrap_or(u64::MAX),
+            wire_version: WIRE_VERSION,
             ..Default::default()
         }
     }
@@ -199,8 +201,10 @@ impl Cluster {
         .await
     }
 
-    /// Sends each executor its fragments with `call`; retries the fragments of a failed
-    /// executor once, each on the next executor of its preference list.
+    /// Sends each executor its fragments with `call`, and retries a failed executor's
+    /// fragments once where its error says: each on the next executor of its preference
+    /// list (the executor is then passed over as a first choice for a while), or on the
+    /// same executor.
     async fn scatter<T, F, Fut>(
         &self,
         table_uri: &str,
@@ -228,21 +232,30 @@ impl Cluster {
             count_choices(&assignment);
             return Ok(results);
         }
-        self.suspect(failed.iter().map(|(node, _)| node.clone()))?;
-
         for (node, status) in &failed {
-            tracing::warn!(executor = %node, error = %status.message, "retrying fragments on their next executor");
+            tracing::warn!(executor = %node, error = %status.message, retry = ?status.retry_target(), "retrying fragments");
         }
-        let failed_nodes = failed.iter().map(|(node, _)| node.clone()).collect::<HashSet<_>>();
-        let retry = reassign(&assignment, &failed_nodes, &lists).map_err(|node| {
+        let elsewhere = failed
+            .iter()
+            .filter(|(_, status)| status.retry_target() == RetryTarget::AnotherNode)
+            .map(|(node, _)| node.clone())
+            .collect::<HashSet<_>>();
+        self.suspect(elsewhere.iter().cloned())?;
+        let mut retry = reassign(&assignment, &elsewhere, &lists).map_err(|node| {
             let status = failed.iter().find(|(failed, _)| *failed == node).map(|(_, status)| status.clone());
             ApiError::Executor { node: node.to_string(), status: status.unwrap_or_default() }
         })?;
+        for (node, _) in failed.iter().filter(|(node, _)| !elsewhere.contains(node)) {
+            if let Some(fragments) = assignment.get(node) {
+                retry.entry(node.clone()).or_default().extend(fragments.iter().copied());
+            }
+        }
         METRICS.retries.inc_by(retry.values().map(Vec::len).sum::<usize>() as u64);
         let (retried, still_failed) = self.run_round(&view, &retry, template, &call).await?;
         if let Some((node, status)) = still_failed.into_iter().next() {
             return Err(ApiError::Executor { node: node.to_string(), status });
         }
+        let failed_nodes = failed.iter().map(|(node, _)| node.clone()).collect::<HashSet<_>>();
         assignment.retain(|node, _| !failed_nodes.contains(node));
         count_choices(&assignment);
         count_choices(&retry);
@@ -268,7 +281,7 @@ impl Cluster {
     }
 
     /// Runs one call per executor of `assignment` concurrently. Returns the answers and
-    /// the executors that failed retryably; a non-retryable failure fails the round.
+    /// the executors that failed with a retry target; a failure without one fails the round.
     async fn run_round<T, F, Fut>(
         &self,
         view: &View,
@@ -291,11 +304,7 @@ impl Cluster {
                 };
                 let outcome = match tokio::time::timeout(timeout, call((node.clone(), client, fragment))).await {
                     Ok(outcome) => outcome,
-                    Err(_elapsed) => Err(ErrorStatus {
-                        code: ErrorCode::Timeout as i32,
-                        message: format!("no answer within {} ms", timeout.as_millis()),
-                        retryable: true,
-                    }),
+                    Err(_elapsed) => Err(ErrorStatus::timeout(format!("no answer within {} ms", timeout.as_millis()))),
                 };
                 (node.clone(), outcome)
             }
@@ -308,7 +317,7 @@ impl Cluster {
             }
             match outcome {
                 Ok(answer) => answers.push(answer),
-                Err(status) if status.retryable => failed.push((node, status)),
+                Err(status) if status.retry_target() != RetryTarget::None => failed.push((node, status)),
                 Err(status) => return Err(ApiError::Executor { node: node.to_string(), status }),
             }
         }

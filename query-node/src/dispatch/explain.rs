@@ -4,8 +4,8 @@
 
 use std::fmt::Write;
 
-use lancefleet_engine::execute::{analyze, explain};
-use lancefleet_engine::plan::MergeOrder;
+use lancefleet_engine::read::execute::{analyze, explain};
+use lancefleet_engine::read::plan::MergeOrder;
 use lancefleet_engine::{Catalog, QueryPlan, Scope};
 use lancefleet_proto::v1::AnalyzeReply;
 

@@ -8,7 +8,7 @@ use axum::response::Response;
 use lance::deps::datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use lancefleet_common::events::ChangeKind;
 use lancefleet_engine::InsertMode;
-use lancefleet_engine::merge_insert::MergeInsertSpec;
+use lancefleet_engine::write::merge_insert::MergeInsertSpec;
 use serde::Deserialize;
 
 use crate::arrow_body::decode_stream;

@@ -9,7 +9,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::response::Response;
 use lancefleet_common::events::{ChangeKind, IndexRequest, TableEvent, now_ms};
-use lancefleet_engine::maintenance::{IndexFacts, index_facts};
+use lancefleet_engine::catalog::facts::{IndexFacts, index_facts};
 use lancefleet_engine::{IndexKind, IndexSpec, TableId};
 use serde::Deserialize;
 

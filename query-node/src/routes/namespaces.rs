@@ -7,7 +7,7 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use lancefleet_engine::Namespace;
-use lancefleet_engine::namespaces::{CreateNamespaceMode, DropBehavior};
+use lancefleet_engine::catalog::namespaces::{CreateNamespaceMode, DropBehavior};
 use serde::{Deserialize, Serialize};
 
 use super::tables::{ListParams, page};

@@ -9,7 +9,7 @@ use axum::response::Response;
 use lance::Dataset;
 use lancefleet_common::events::ChangeKind;
 use lancefleet_engine::TableId;
-use lancefleet_engine::schema_change::{Alteration, FieldMetadataUpdate, NewColumns};
+use lancefleet_engine::write::schema_change::{Alteration, FieldMetadataUpdate, NewColumns};
 use serde::Deserialize;
 
 use crate::arrow_body::{ARROW_STREAM_CONTENT_TYPE, decode_stream};

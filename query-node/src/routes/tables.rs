@@ -141,7 +141,7 @@ pub async fn table_stats(
     freshness: Freshness,
 ) -> Result<Response, ApiError> {
     let dataset = state.catalog.open_table(&id, freshness.read(None)).await?;
-    let stats = lancefleet_engine::stats::table_stats(&dataset).await?;
+    let stats = lancefleet_engine::catalog::stats::table_stats(&dataset).await?;
     Ok(with_table_version(dataset.version().version, Json(stats)))
 }
 

@@ -1,5 +1,6 @@
 //! The DataFusion catalog of a node's tables: catalog `lancefleet`; schema `default` is the
 //! root namespace and every other namespace is a schema named by its id (`a` or `a$b`).
+//! It answers from what [`Resolved`] opened before the statement was planned.
 
 use std::sync::Arc;
 
@@ -8,8 +9,9 @@ use datafusion::catalog::{CatalogProvider, SchemaProvider, TableProvider};
 use datafusion::error::DataFusionError;
 use lancefleet_engine::{Namespace, ReadVersion, TableId};
 
+use super::resolve::Resolved;
 use super::scan::FleetTable;
-use super::{SEARCH_FUNCTIONS, block_on};
+use super::search::SEARCH_FUNCTIONS;
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -45,29 +47,30 @@ pub async fn all_namespaces(state: &AppState) -> Result<Vec<Namespace>, ApiError
 #[derive(Debug)]
 pub struct TablesCatalog {
     state: AppState,
+    resolved: Arc<Resolved>,
 }
 
 impl TablesCatalog {
-    /// The namespaces and tables of `state`.
-    pub fn new(state: AppState) -> Self {
-        Self { state }
+    /// The namespaces and tables of `state`, as `resolved` opened them for one statement.
+    pub fn new(state: AppState, resolved: Arc<Resolved>) -> Self {
+        Self { state, resolved }
     }
 }
 
 impl CatalogProvider for TablesCatalog {
     fn schema_names(&self) -> Vec<String> {
-        match block_on(all_namespaces(&self.state)) {
-            Ok(namespaces) => namespaces.iter().map(schema_name).collect(),
-            Err(error) => {
-                tracing::warn!(%error, "cannot list namespaces for SQL");
-                vec![DEFAULT_SCHEMA.to_string()]
-            }
-        }
+        self.resolved.schema_names()
     }
 
     fn schema(&self, name: &str) -> Option<Arc<dyn SchemaProvider>> {
         let namespace = schema_namespace(name).ok()?;
-        Some(Arc::new(NamespaceSchema { state: self.state.clone(), namespace }))
+        let schema = NamespaceSchema {
+            state: self.state.clone(),
+            resolved: self.resolved.clone(),
+            name: name.to_string(),
+            namespace,
+        };
+        Some(Arc::new(schema))
     }
 }
 
@@ -75,42 +78,35 @@ impl CatalogProvider for TablesCatalog {
 #[derive(Debug)]
 struct NamespaceSchema {
     state: AppState,
+    resolved: Arc<Resolved>,
+    name: String,
     namespace: Namespace,
-}
-
-impl NamespaceSchema {
-    fn names(&self) -> Vec<String> {
-        match block_on(self.state.catalog.list_tables(&self.namespace)) {
-            Ok(names) => names,
-            Err(error) => {
-                tracing::warn!(namespace = %self.namespace, %error, "cannot list tables for SQL");
-                Vec::new()
-            }
-        }
-    }
 }
 
 #[async_trait]
 impl SchemaProvider for NamespaceSchema {
     fn table_names(&self) -> Vec<String> {
-        self.names()
+        self.resolved.table_names(&self.name)
     }
 
-    /// The table at its latest version. A missing table is a typed not-found error
-    /// rather than `None`, so that the client hears 'not found', not a planning error;
-    /// except for the names of the search functions, which DataFusion looks up as tables
-    /// before it tries its table functions.
+    /// The table as the statement's resolution opened it; one it did not (a table
+    /// `information_schema` lists) is opened now, at its latest version. A missing table
+    /// is a typed not-found error rather than `None`, so that the client hears 'not
+    /// found', not a planning error; except for the names of the search functions, which
+    /// DataFusion looks up as tables before it tries its table functions.
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>, DataFusionError> {
         let id = TableId::new(self.namespace.clone(), name).map_err(ApiError::from)?;
-        if SEARCH_FUNCTIONS.contains(&name) && !self.names().iter().any(|table| table == name) {
-            return Ok(None);
-        }
-        let dataset = self.state.catalog.open_table(&id, ReadVersion::default()).await.map_err(ApiError::from)?;
+        let dataset = match self.resolved.table(&id) {
+            Some(dataset) => dataset.clone(),
+            None if SEARCH_FUNCTIONS.contains(&name) => return Ok(None),
+            None => Arc::new(self.state.catalog.open_table(&id, ReadVersion::default()).await.map_err(ApiError::from)?),
+        };
         let uri = self.state.catalog.table_uri(&id);
-        Ok(Some(Arc::new(FleetTable::new(self.state.clone(), Arc::new(dataset), uri))))
+        Ok(Some(Arc::new(FleetTable::new(self.state.clone(), dataset, uri))))
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        self.names().iter().any(|table| table == name)
+        TableId::new(self.namespace.clone(), name).is_ok_and(|id| self.resolved.table(&id).is_some())
+            || self.table_names().iter().any(|table| table == name)
     }
 }

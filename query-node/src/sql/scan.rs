@@ -6,7 +6,6 @@
 use std::fmt;
 use std::sync::Arc;
 
-use arrow_array::{RecordBatch, RecordBatchOptions};
 use arrow_schema::SchemaRef;
 use async_trait::async_trait;
 use datafusion::catalog::{Session, TableProvider};
@@ -28,6 +27,7 @@ use lance::datafusion::LanceTableProvider;
 use lancefleet_proto::v1::{FragmentQuery, OutputColumn, Projection};
 use lancefleet_proto::{ErrorCode, ErrorStatus};
 
+use super::conform;
 use crate::dispatch::{Dispatcher, Pinned, Spread};
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -242,22 +242,6 @@ impl ExecutionPlan for ExecutorScanExec {
         .boxed();
         Ok(Box::pin(RecordBatchStreamAdapter::new(self.schema.clone(), rows)))
     }
-}
-
-/// `batch`'s columns in `schema`'s order and types (lance adds `_rowaddr` to a scan
-/// without columns; only its row count is wanted).
-fn conform(schema: &SchemaRef, batch: &RecordBatch) -> Result<RecordBatch> {
-    let columns = schema
-        .fields()
-        .iter()
-        .map(|field| {
-            batch.column_by_name(field.name()).cloned().ok_or_else(|| {
-                DataFusionError::Internal(format!("the executor's answer has no column '{}'", field.name()))
-            })
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
-    Ok(RecordBatch::try_new_with_options(schema.clone(), columns, &options)?)
 }
 
 #[cfg(test)]

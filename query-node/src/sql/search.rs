@@ -3,25 +3,42 @@
 //! (with `_distance` or `_score`), so a statement can filter, join and aggregate them.
 //!
 //! Each call runs the same search as the REST `query` route (distributed and merged
-//! exactly), when the statement is planned. `k` defaults to 10; `filter` is a SQL
-//! predicate applied before the search. A full-text `query` is plain text searched in every
-//! indexed column, or a lance structured query in JSON (`{"match": {...}}`).
+//! exactly) over the table version the statement pinned, when the plan runs: planning
+//! reads the arguments and checks them against the table's schema, `EXPLAIN` shows the
+//! search without running it. `k` defaults to 10; `filter` is a SQL predicate applied
+//! before the search. A full-text `query` is plain text searched in every indexed column,
+//! or a lance structured query in JSON (`{"match": {...}}`).
 
+use std::fmt;
 use std::sync::Arc;
 
 use arrow_array::{Array, Float32Array, RecordBatch, RecordBatchOptions};
-use arrow_schema::{DataType, Schema};
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use async_trait::async_trait;
 use datafusion::catalog::{Session, TableFunctionArgs, TableFunctionImpl, TableProvider};
 use datafusion::common::{DFSchema, ScalarValue};
-use datafusion::datasource::MemTable;
-use datafusion::error::Result;
+use datafusion::datasource::TableType;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::Expr;
-use lancefleet_engine::{ReadVersion, TableId, TableQuery};
-use serde_json::{Value, json};
+use datafusion::physical_expr::EquivalenceProperties;
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties};
+use futures::StreamExt;
+use lance::Dataset;
+use lancefleet_engine::read::merge::{DISTANCE_COLUMN, SCORE_COLUMN};
+use lancefleet_engine::read::plan::searched_column;
+use lancefleet_engine::read::query::{FullTextSearch, QueryVectors};
+use lancefleet_engine::{TableId, TableQuery};
 
-use super::block_on;
+use super::conform;
+use super::resolve::Resolved;
 use crate::error::ApiError;
 use crate::state::AppState;
+
+/// The names of the search functions.
+pub const SEARCH_FUNCTIONS: [&str; 2] = ["vector_search", "fts"];
 
 /// Which search a function runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,40 +47,59 @@ enum SearchKind {
     FullText,
 }
 
-/// `vector_search` or `fts`.
+impl SearchKind {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Vector => SEARCH_FUNCTIONS[0],
+            Self::FullText => SEARCH_FUNCTIONS[1],
+        }
+    }
+
+    fn usage(self) -> &'static str {
+        match self {
+            Self::Vector => "vector_search('table', [0.1, 0.2, ...], k, 'filter')",
+            Self::FullText => "fts('table', 'query', k, 'filter')",
+        }
+    }
+
+    /// The column the search adds to the table's.
+    fn ranking(self) -> &'static str {
+        match self {
+            Self::Vector => DISTANCE_COLUMN,
+            Self::FullText => SCORE_COLUMN,
+        }
+    }
+}
+
+/// `vector_search` or `fts`, over the tables one statement resolved.
 #[derive(Debug)]
 pub struct SearchFunction {
     kind: SearchKind,
     state: AppState,
+    resolved: Arc<Resolved>,
 }
 
 impl SearchFunction {
-    /// `vector_search(table, vector, k, filter)`; the vector is an array literal
-    /// (`[0.1, 0.2]`) or its JSON text.
-    pub fn vector(state: AppState) -> Self {
-        Self { kind: SearchKind::Vector, state }
+    /// Both functions, searching the tables of `resolved`.
+    pub fn all(state: &AppState, resolved: &Arc<Resolved>) -> [Self; 2] {
+        [SearchKind::Vector, SearchKind::FullText].map(|kind| Self {
+            kind,
+            state: state.clone(),
+            resolved: resolved.clone(),
+        })
     }
 
-    /// `fts(table, query, k, filter)`.
-    pub fn full_text(state: AppState) -> Self {
-        Self { kind: SearchKind::FullText, state }
+    /// The function's SQL name.
+    pub fn name(&self) -> &'static str {
+        self.kind.name()
     }
 
-    fn name(&self) -> &'static str {
-        match self.kind {
-            SearchKind::Vector => "vector_search",
-            SearchKind::FullText => "fts",
-        }
-    }
-
-    /// The REST query body the arguments stand for, and the table.
+    /// The table and the query the arguments stand for, built as the REST `query` body
+    /// would be.
     fn query(&self, session: &dyn Session, args: &[Expr]) -> Result<(TableId, TableQuery), ApiError> {
-        let usage = || match self.kind {
-            SearchKind::Vector => "vector_search('table', [0.1, 0.2, ...], k, 'filter')",
-            SearchKind::FullText => "fts('table', 'query', k, 'filter')",
-        };
+        let (name, usage) = (self.kind.name(), self.kind.usage());
         if !(2..=4).contains(&args.len()) {
-            return Err(ApiError::bad_request(format!("{} takes 2 to 4 arguments: {}", self.name(), usage())));
+            return Err(ApiError::bad_request(format!("{name} takes 2 to 4 arguments: {usage}")));
         }
         let values = args.iter().map(|arg| constant(session, arg)).collect::<Result<Vec<_>, _>>()?;
         let text = |position: usize, what: &str| match &values[position] {
@@ -71,54 +107,169 @@ impl SearchFunction {
                 Ok(text.clone())
             }
             other => Err(ApiError::bad_request(format!(
-                "argument {} of {} ({what}) must be a string, got {other}; use {}",
-                position + 1,
-                self.name(),
-                usage()
+                "argument {} of {name} ({what}) must be a string, got {other}; use {usage}",
+                position + 1
             ))),
         };
         let id = TableId::parse(&text(0, "the table")?)?;
-        let mut body = serde_json::Map::new();
+        let mut query = TableQuery::default();
         match self.kind {
-            SearchKind::Vector => {
-                body.insert("vector".into(), json!(vector_argument(&values[1])?));
-            }
+            SearchKind::Vector => query.vector = QueryVectors(vec![vector_argument(&values[1])?]),
             SearchKind::FullText => {
-                let query = text(1, "the query")?;
-                let query = match serde_json::from_str::<Value>(&query) {
-                    Ok(structured @ Value::Object(_)) => structured,
-                    _ => Value::String(query),
-                };
-                body.insert("full_text_query".into(), json!({ "query": query }));
+                query.full_text_query = Some(FullTextSearch::from_text_or_json(&text(1, "the query")?)?);
             }
         }
         if let Some(k) = values.get(2) {
-            let k = match k {
-                ScalarValue::Int64(Some(k)) if *k > 0 => *k as u64,
+            query.k = Some(match k {
+                ScalarValue::Int64(Some(k)) if *k > 0 => k.unsigned_abs(),
                 other => {
-                    return Err(ApiError::bad_request(format!(
-                        "k of {} must be a positive integer, got {other}",
-                        self.name()
-                    )));
+                    return Err(ApiError::bad_request(format!("k of {name} must be a positive integer, got {other}")));
                 }
-            };
-            body.insert("k".into(), json!(k));
+            });
         }
         if values.len() == 4 {
-            body.insert("filter".into(), json!(text(3, "the filter")?));
-            body.insert("prefilter".into(), json!(true));
+            query.filter = Some(text(3, "the filter")?);
+            query.prefilter = true;
         }
-        let query = serde_json::from_value::<TableQuery>(Value::Object(body))
-            .map_err(|error| ApiError::bad_request(format!("{}: {error}", self.name())))?;
         Ok((id, query))
     }
 }
 
 impl TableFunctionImpl for SearchFunction {
+    /// The search as a table: checked against the schema of the table the statement
+    /// pinned, and run only when the plan runs.
     fn call_with_args(&self, args: TableFunctionArgs) -> Result<Arc<dyn TableProvider>> {
         let (id, query) = self.query(args.session(), args.exprs())?;
-        let (_, output) = block_on(self.state.run_query(&id, ReadVersion::default(), &query))?;
-        Ok(Arc::new(MemTable::try_new(output.schema, vec![output.batches])?))
+        let dataset = self.resolved.table(&id).cloned().ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "the table of {} must be a string literal: {}",
+                self.name(),
+                self.kind.usage()
+            ))
+        })?;
+        let table_schema = Schema::from(dataset.schema());
+        searched_column(&table_schema, &query).map_err(ApiError::from)?;
+        let mut fields = table_schema.fields().iter().cloned().collect::<Vec<_>>();
+        fields.push(Arc::new(Field::new(self.kind.ranking(), DataType::Float32, true)));
+        let schema = Arc::new(Schema::new_with_metadata(fields, table_schema.metadata().clone()));
+        let search = Search { kind: self.kind, state: self.state.clone(), id, dataset, query, schema };
+        Ok(Arc::new(search))
+    }
+}
+
+/// One search of one statement: the table at its pinned version, the query, and the
+/// schema of the answer.
+#[derive(Debug, Clone)]
+struct Search {
+    kind: SearchKind,
+    state: AppState,
+    id: TableId,
+    dataset: Arc<Dataset>,
+    query: TableQuery,
+    schema: SchemaRef,
+}
+
+#[async_trait]
+impl TableProvider for Search {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Temporary
+    }
+
+    async fn scan(
+        &self,
+        _session: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let mut search = self.clone();
+        if let Some(indices) = projection {
+            search.schema = Arc::new(self.schema.project(indices)?);
+        }
+        Ok(Arc::new(SearchExec::new(search)))
+    }
+}
+
+/// The search as an execution plan: one partition, whose rows are the merged answer.
+#[derive(Debug)]
+struct SearchExec {
+    search: Search,
+    properties: Arc<PlanProperties>,
+}
+
+impl SearchExec {
+    fn new(search: Search) -> Self {
+        let properties = PlanProperties::new(
+            EquivalenceProperties::new(search.schema.clone()),
+            Partitioning::UnknownPartitioning(1),
+            EmissionType::Final,
+            Boundedness::Bounded,
+        );
+        Self { search, properties: Arc::new(properties) }
+    }
+}
+
+impl DisplayAs for SearchExec {
+    fn fmt_as(&self, _format: DisplayFormatType, formatter: &mut fmt::Formatter) -> fmt::Result {
+        let search = &self.search;
+        let version = search.dataset.version().version;
+        write!(formatter, "LanceFleetSearch: {}, table={}, version={version}", search.kind.name(), search.id)?;
+        if let Some(k) = search.query.k {
+            write!(formatter, ", k={k}")?;
+        }
+        if let Some(filter) = &search.query.filter {
+            write!(formatter, ", filter={filter}")?;
+        }
+        Ok(())
+    }
+}
+
+impl ExecutionPlan for SearchExec {
+    fn name(&self) -> &str {
+        "LanceFleetSearch"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        Vec::new()
+    }
+
+    fn with_new_children(self: Arc<Self>, children: Vec<Arc<dyn ExecutionPlan>>) -> Result<Arc<dyn ExecutionPlan>> {
+        if children.is_empty() {
+            Ok(self)
+        } else {
+            Err(DataFusionError::Internal("LanceFleetSearch has no children".into()))
+        }
+    }
+
+    /// Runs the search (distributed like a REST query) and streams its merged answer in
+    /// the announced schema.
+    fn execute(&self, partition: usize, _context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
+        if partition != 0 {
+            return Err(DataFusionError::Internal(format!("no partition {partition} in a search")));
+        }
+        let search = self.search.clone();
+        let schema = search.schema.clone();
+        let answer = futures::stream::once(async move {
+            let pinned = search.state.plan_pinned(&search.id, (*search.dataset).clone(), &search.query).await?;
+            let output = search.state.dispatcher.query(pinned.pinned(), &pinned.plan).await?;
+            let batches = output.batches.iter().map(|batch| conform(&search.schema, batch)).collect::<Vec<_>>();
+            Ok::<_, DataFusionError>(futures::stream::iter(batches))
+        });
+        let rows = answer
+            .map(|batches| match batches {
+                Ok(batches) => batches.boxed(),
+                Err(error) => futures::stream::once(async move { Err(error) }).boxed(),
+            })
+            .flatten();
+        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, rows)))
     }
 }
 

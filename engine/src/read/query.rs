@@ -60,7 +60,7 @@ pub struct TableQuery {
     pub version: Option<u64>,
     /// Full-text search: `{"query": <lance FtsQuery>}` (the structured form), or the
     /// legacy `{"columns": [...], "query": "text"}`.
-    pub full_text_query: Option<Value>,
+    pub full_text_query: Option<FullTextSearch>,
     /// Sort order; not implemented yet.
     pub order_by: Option<Value>,
 }
@@ -134,19 +134,30 @@ impl<'de> serde::de::Visitor<'de> for ProjectionVisitor {
     }
 }
 
-impl TableQuery {
-    /// Whether this is a vector search (as opposed to a plain or filtered scan).
-    pub fn is_vector_search(&self) -> bool {
-        !self.vector.0.is_empty()
-    }
+/// A full-text search as lance's [`FtsQuery`], read from either form the LanceDB clients
+/// send. A legacy query names its columns beside the text; no columns (in either form)
+/// means every column with a full-text index, as lance resolves it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FullTextSearch(pub FtsQuery);
 
-    /// The full-text query as lance's [`FtsQuery`], from either wire form. A legacy query
-    /// names its columns beside the text; no columns (in either form) means every column
-    /// with a full-text index, as lance resolves it.
-    pub fn full_text(&self) -> Result<Option<FtsQuery>> {
-        let Some(body) = &self.full_text_query else { return Ok(None) };
-        let invalid = |reason: String| EngineError::invalid_input(format!("invalid full_text_query: {reason}"));
-        let query = match body.get("query") {
+impl FullTextSearch {
+    /// A query as SQL's `fts` takes it: a lance structured query in JSON
+    /// (`{"match": {...}}`), else plain text searched in every indexed column.
+    pub fn from_text_or_json(text: &str) -> Result<Self> {
+        match serde_json::from_str::<Value>(text) {
+            Ok(structured @ Value::Object(_)) => serde_json::from_value::<FtsQuery>(structured)
+                .map(Self)
+                .map_err(|error| EngineError::invalid_input(format!("invalid full-text query: {error}"))),
+            _ => Ok(Self(FullTextSearchQuery::new(text.to_string()).query)),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for FullTextSearch {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        let invalid = |reason: String| serde::de::Error::custom(format!("invalid full_text_query: {reason}"));
+        let body = Value::deserialize(deserializer)?;
+        match body.get("query") {
             Some(Value::String(text)) => {
                 let columns = match body.get("columns") {
                     None | Some(Value::Null) => Vec::new(),
@@ -154,19 +165,29 @@ impl TableQuery {
                         .map_err(|error| invalid(format!("columns: {error}")))?,
                 };
                 let query = FullTextSearchQuery::new(text.clone());
-                let query = if columns.is_empty() {
-                    query
-                } else {
-                    query.with_columns(&columns).map_err(|error| invalid(error.to_string()))?
-                };
-                query.query
+                if columns.is_empty() {
+                    return Ok(Self(query.query));
+                }
+                let query = query.with_columns(&columns).map_err(|error| invalid(error.to_string()))?;
+                Ok(Self(query.query))
             }
-            Some(structured @ Value::Object(_)) => {
-                serde_json::from_value::<FtsQuery>(structured.clone()).map_err(|error| invalid(error.to_string()))?
-            }
-            _ => return Err(invalid("expected {\"query\": <text or structured query>}".into())),
-        };
-        Ok(Some(query))
+            Some(structured @ Value::Object(_)) => serde_json::from_value::<FtsQuery>(structured.clone())
+                .map(Self)
+                .map_err(|error| invalid(error.to_string())),
+            _ => Err(invalid("expected {\"query\": <text or structured query>}".into())),
+        }
+    }
+}
+
+impl TableQuery {
+    /// Whether this is a vector search (as opposed to a plain or filtered scan).
+    pub fn is_vector_search(&self) -> bool {
+        !self.vector.0.is_empty()
+    }
+
+    /// The full-text query, if this is a full-text search.
+    pub fn full_text(&self) -> Option<&FtsQuery> {
+        self.full_text_query.as_ref().map(|search| &search.0)
     }
 
     /// Whether this is a full-text search.
@@ -186,7 +207,7 @@ impl TableQuery {
 
     /// Checks what can be checked without the table.
     pub fn validate(&self) -> Result<()> {
-        if self.full_text()?.is_some() && self.is_vector_search() {
+        if self.is_full_text_search() && self.is_vector_search() {
             return Err(EngineError::invalid_input(
                 "a query is either a vector search or a full-text search; hybrid search sends one of each",
             ));
@@ -278,17 +299,17 @@ mod tests {
     #[test]
     fn full_text_queries_in_both_wire_forms() {
         let legacy = parse(r#"{"vector":[],"k":5,"full_text_query":{"columns":["text"],"query":"hello world"}}"#);
-        let FtsQuery::Match(matched) = legacy.full_text().expect("valid").expect("present") else {
+        let FtsQuery::Match(matched) = legacy.full_text().expect("present") else {
             panic!("a legacy query is a match query");
         };
         assert_eq!((matched.column.as_deref(), matched.terms.as_str()), (Some("text"), "hello world"));
         let structured = parse(
             r#"{"vector":[],"full_text_query":{"query":{"phrase":{"column":"text","terms":"hello world","slop":0}}}}"#,
         );
-        assert!(matches!(structured.full_text().expect("valid"), Some(FtsQuery::Phrase(_))));
+        assert!(matches!(structured.full_text(), Some(FtsQuery::Phrase(_))));
         assert_eq!(structured.limit(), Some(DEFAULT_TOP_K));
         assert!(structured.validate().is_ok());
-        assert_eq!(parse(r#"{"vector":[]}"#).full_text().expect("valid"), None);
+        assert_eq!(parse(r#"{"vector":[]}"#).full_text(), None);
     }
 
     #[test]
@@ -298,10 +319,11 @@ mod tests {
         assert!(parse(r#"{"vector":[1,2],"lower_bound":2,"upper_bound":1}"#).validate().is_err());
         let hybrid = parse(r#"{"vector":[1,2],"full_text_query":{"columns":[],"query":"x"}}"#);
         assert!(matches!(hybrid.validate(), Err(EngineError::InvalidInput { .. })));
-        let garbage = parse(r#"{"vector":[],"full_text_query":{"query":{"nonsense":{}}}}"#);
-        assert!(matches!(garbage.validate(), Err(EngineError::InvalidInput { .. })));
-        let missing = parse(r#"{"vector":[],"full_text_query":{"columns":["a"]}}"#);
-        assert!(matches!(missing.validate(), Err(EngineError::InvalidInput { .. })));
+        let garbage =
+            serde_json::from_str::<TableQuery>(r#"{"vector":[],"full_text_query":{"query":{"nonsense":{}}}}"#);
+        assert!(garbage.expect_err("unknown kind").to_string().contains("invalid full_text_query"));
+        let missing = serde_json::from_str::<TableQuery>(r#"{"vector":[],"full_text_query":{"columns":["a"]}}"#);
+        assert!(missing.expect_err("no query").to_string().contains("invalid full_text_query"));
         assert!(serde_json::from_str::<TableQuery>(r#"{"vector":"abc"}"#).is_err());
     }
 }

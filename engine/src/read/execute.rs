@@ -15,15 +15,14 @@ use lance::Dataset;
 use lance::dataset::scanner::{DatasetRecordBatchStream, Scanner};
 use lance::io::RecordBatchStream;
 use lance_index::scalar::FullTextSearchQuery;
-use lance_index::scalar::inverted::query::FtsQuery;
-use lance_linalg::distance::DistanceType;
 use lancefleet_proto::v1::{AnalyzeReply, FragmentQuery, NearestQuery, VectorKind};
 
 use crate::catalog::Catalog;
 use crate::error::{EngineError, Result};
-use crate::merge::{DISTANCE_COLUMN, SCORE_COLUMN};
-use crate::output::QueryOutput;
-use crate::plan::check_bytes;
+use crate::read::merge::{DISTANCE_COLUMN, SCORE_COLUMN};
+use crate::read::output::QueryOutput;
+use crate::read::plan::check_bytes;
+use crate::read::wire::{full_text_from_wire, lance_distance};
 
 /// Which fragments of the version a fragment query reads.
 #[derive(Debug, Clone, Copy)]
@@ -93,10 +92,8 @@ fn build_scanner(dataset: &Dataset, scope: Scope<'_>, query: &FragmentQuery) -> 
     if let Some(nearest) = &query.nearest {
         configure_nearest(&mut scanner, nearest)?;
     }
-    if let Some(full_text) = &query.full_text_query {
-        let full_text = serde_json::from_str::<FtsQuery>(full_text)
-            .map_err(|error| EngineError::invalid_input(format!("invalid full-text query: {error}")))?;
-        scanner.full_text_search(FullTextSearchQuery::new_query(full_text))?;
+    if let Some(full_text) = &query.full_text {
+        scanner.full_text_search(FullTextSearchQuery::new_query(full_text_from_wire(full_text)?))?;
         if query.fast_search {
             scanner.fast_search();
         }
@@ -111,7 +108,7 @@ fn build_scanner(dataset: &Dataset, scope: Scope<'_>, query: &FragmentQuery) -> 
             .collect::<Vec<_>>();
         // A search always answers with its distance or score, last (what lance adds by
         // itself today, with a deprecation warning per query when it is not asked for).
-        let ranking = match (&query.nearest, &query.full_text_query) {
+        let ranking = match (&query.nearest, &query.full_text) {
             (Some(_), _) => Some(DISTANCE_COLUMN),
             (None, Some(_)) => Some(SCORE_COLUMN),
             (None, None) => None,
@@ -182,10 +179,7 @@ fn configure_nearest(scanner: &mut Scanner, nearest: &NearestQuery) -> Result<()
     if let Some(factor) = nearest.refine_factor {
         scanner.refine(factor);
     }
-    if let Some(name) = &nearest.distance_type {
-        let distance = DistanceType::try_from(name.as_str()).map_err(|_| {
-            EngineError::invalid_input(format!("unknown distance type '{name}'; use l2, cosine, dot or hamming"))
-        })?;
+    if let Some(distance) = lance_distance(nearest.distance_type)? {
         scanner.distance_metric(distance);
     }
     scanner.distance_range(nearest.lower_bound, nearest.upper_bound);

@@ -8,13 +8,13 @@ use arrow_array::{Array, ArrayRef, Int32Array, RecordBatch, UInt32Array, UInt64A
 use arrow_schema::{DataType, Field, Schema};
 
 use crate::error::{EngineError, Result};
-use crate::output::QueryOutput;
-use crate::plan::{Merge, MergeOrder, QUERY_INDEX_COLUMN};
+use crate::read::output::QueryOutput;
+use crate::read::plan::{Merge, MergeOrder, QUERY_INDEX_COLUMN};
 
 /// Lance's distance column.
-pub(crate) const DISTANCE_COLUMN: &str = "_distance";
+pub const DISTANCE_COLUMN: &str = "_distance";
 /// Lance's full-text relevance column.
-pub(crate) const SCORE_COLUMN: &str = "_score";
+pub const SCORE_COLUMN: &str = "_score";
 /// Lance's row id column.
 const ROW_ID_COLUMN: &str = "_rowid";
 /// Lance's row address column: fragment id in the high 32 bits, row offset in the low.

@@ -1,26 +1,18 @@
-//! Table maintenance with lance's own machinery: what a table looks like to the indexer
-//! ([`TableFacts`]), and the jobs it runs: compaction (plan, execute, commit, with index
-//! remapping), index builds, index optimization (append deltas, merge segments), and
-//! cleanup of old versions. Each job commits one new version or nothing; a commit that
-//! conflicts with a writer fails with a [`ErrorCode::Conflict`](lancefleet_proto::ErrorCode)
-//! error and changes nothing.
+//! What a table is made of at one version, read from its manifest and index metadata
+//! (no listing): fragment rows and deletions, columns, and which fragments each index
+//! covers. The indexer's policy, index stats and the full-text plan read it.
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
-use std::time::Duration;
 
 use arrow_schema::{DataType, Schema};
 use lance::Dataset;
-use lance::dataset::index::DatasetIndexRemapperOptions;
-use lance::dataset::optimize::{CompactionOptions, commit_compaction, plan_compaction};
 use lance::index::DatasetIndexExt;
 use lance::table::format::IndexMetadata;
-use lance_index::optimize::OptimizeOptions;
 
 use crate::error::{EngineError, Result};
-use crate::vector_column::vector_column_of;
+use crate::read::vector_column::vector_column_of;
 
-/// An index of a table, as maintenance sees it.
+/// An index of a table and what it covers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IndexFacts {
     /// Its name.
@@ -39,7 +31,7 @@ pub struct IndexFacts {
     pub segments: usize,
 }
 
-/// What a table looks like at one version, as maintenance sees it.
+/// What a table looks like at one version.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TableFacts {
     /// The version described.
@@ -185,62 +177,6 @@ async fn indexes_over(dataset: &Dataset, fragments: &[FragmentRows]) -> Result<V
 }
 
 /// The fragments the segments of one index cover.
-pub(crate) fn covered_fragments(segments: &[IndexMetadata]) -> BTreeSet<u32> {
+pub fn covered_fragments(segments: &[IndexMetadata]) -> BTreeSet<u32> {
     segments.iter().filter_map(|segment| segment.fragment_bitmap.as_ref()).flat_map(|bitmap| bitmap.iter()).collect()
-}
-
-/// What a compaction did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Compacted {
-    /// Fragments rewritten.
-    pub fragments_removed: usize,
-    /// Fragments written.
-    pub fragments_added: usize,
-    /// Ids of the fragments written.
-    pub new_fragments: Vec<u64>,
-}
-
-/// Compacts `dataset` toward fragments of `target_rows_per_fragment` rows (materializing
-/// deletions past lance's threshold) with lance's plan/execute/commit API, remapping
-/// indexes in the same commit. Returns `None` when lance plans nothing.
-pub async fn compact(dataset: &mut Dataset, target_rows_per_fragment: usize) -> Result<Option<Compacted>> {
-    let options = CompactionOptions {
-        target_rows_per_fragment,
-        materialize_deletions: true,
-        materialize_deletions_threshold: MATERIALIZE_DELETIONS_THRESHOLD,
-        ..CompactionOptions::default()
-    };
-    let plan = plan_compaction(dataset, &options).await?;
-    if plan.num_tasks() == 0 {
-        return Ok(None);
-    }
-    let mut results = Vec::with_capacity(plan.num_tasks());
-    for task in plan.compaction_tasks() {
-        results.push(task.execute(dataset).await?);
-    }
-    let new_fragments =
-        results.iter().flat_map(|result| result.new_fragments.iter().map(|fragment| fragment.id)).collect();
-    let metrics =
-        commit_compaction(dataset, results, Arc::new(DatasetIndexRemapperOptions::default()), &options).await?;
-    Ok(Some(Compacted {
-        fragments_removed: metrics.fragments_removed,
-        fragments_added: metrics.fragments_added,
-        new_fragments,
-    }))
-}
-
-/// Adds the unindexed rows to every index as a new delta segment; with `merge`, merges
-/// each index's newest `merge` segments (and the new rows) into one instead.
-pub async fn optimize_indexes(dataset: &mut Dataset, merge: Option<usize>) -> Result<()> {
-    let options = merge.map_or_else(OptimizeOptions::append, OptimizeOptions::merge);
-    dataset.optimize_indices(&options).await?;
-    Ok(())
-}
-
-/// Removes versions older than `retention` (tagged versions stay) and returns how many.
-pub async fn cleanup(dataset: &Dataset, retention: Duration) -> Result<u64> {
-    let older_than = chrono::Duration::from_std(retention)
-        .map_err(|_| EngineError::invalid_input(format!("retention {retention:?} is too long")))?;
-    let stats = dataset.cleanup_old_versions(older_than, Some(false), Some(false)).await?;
-    Ok(stats.old_versions)
 }

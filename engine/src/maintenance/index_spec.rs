@@ -19,8 +19,10 @@ use lance_index::vector::sq::builder::SQBuildParams;
 use lance_linalg::distance::DistanceType;
 use serde::Deserialize;
 
+use crate::catalog::Catalog;
 use crate::error::{EngineError, Result};
-use crate::vector_column::vector_column_of;
+use crate::read::vector_column::vector_column_of;
+use crate::table_id::TableId;
 
 /// The kinds of index a client may request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -283,6 +285,15 @@ fn check_column_type(field: &Field, kind: IndexKind) -> Result<()> {
         kind.as_str(),
         field.name()
     )))
+}
+
+impl Catalog {
+    /// Builds the index `spec` describes on the latest version; returns the new version.
+    pub async fn build_index(&self, id: &TableId, spec: &IndexSpec) -> Result<Dataset> {
+        let mut dataset = self.load(id, None).await?;
+        spec.build(&mut dataset).await?;
+        Ok(self.committed(id, dataset).await)
+    }
 }
 
 #[cfg(test)]

@@ -1,4 +1,7 @@
-//! The tables under one storage root: listing, creating, opening, writing, dropping.
+//! The tables under one storage root: listing, opening (at the latest version, a pinned
+//! one, or a weak-read snapshot), dropping; namespaces, table stats and facts. Writes are
+//! [`crate::write`]'s, index builds [`crate::maintenance`]'s; both commit through
+//! [`Catalog::load`] and [`Catalog::committed`].
 //!
 //! Every dataset is opened through one process-wide lance [`Session`] (shared metadata and
 //! index caches, one object-store registry) and one [`ObjectStoreParams`] value, so the
@@ -9,50 +12,27 @@
 //! reused for up to the interval, unless the client's freshness floor asks for newer.
 //! Writes always start from the latest version and refresh the snapshot they produce.
 
+pub mod facts;
+pub mod namespaces;
+pub mod stats;
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use arrow_array::{RecordBatch, RecordBatchIterator};
-use arrow_schema::SchemaRef;
 use lance::Dataset;
 use lance::dataset::builder::DatasetBuilder;
-use lance::dataset::{InsertBuilder, ReadParams, UpdateBuilder, WriteDestination, WriteMode, WriteParams};
-use lance::deps::datafusion::execution::SendableRecordBatchStream;
-use lance::deps::datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use lance::index::DatasetIndexExt;
+use lance::dataset::{ReadParams, WriteMode, WriteParams};
 use lance::io::{ObjectStore, ObjectStoreParams, StorageOptionsAccessor, WrappingObjectStore};
 use lance::session::Session;
-use lancefleet_common::storage::StorageRoot;
+use lancefleet_common::config::CacheConfig;
+use lancefleet_common::storage::{StorageConfig, StorageRoot};
 use moka::future::Cache;
 use object_store::path::Path;
 
 use crate::cache::ObjectCache;
 use crate::error::{EngineError, Result};
-use crate::index_spec::IndexSpec;
 use crate::table_id::{Namespace, TableId, table_name_of_entry};
-
-/// How `create_table` treats an existing table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CreateMode {
-    /// Fail with "already exists".
-    Create,
-    /// Replace its data and schema (a new version).
-    Overwrite,
-    /// Keep it and succeed if its schema equals the new one.
-    ExistOk,
-}
-
-/// How `insert` combines new rows with the table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum InsertMode {
-    /// Add the rows.
-    Append,
-    /// Replace all rows (a new version).
-    Overwrite,
-    /// Make a new table of the rows; an existing table is an error.
-    Create,
-}
 
 /// Which version of a table a read may see.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -100,6 +80,19 @@ pub struct Catalog {
 }
 
 impl Catalog {
+    /// The catalog of `storage`'s root, reading through the object cache `cache`
+    /// configures when it is on (its metrics registered with the process's). Close the
+    /// cache once no request can fill it any more.
+    pub async fn open(storage: &StorageConfig, cache: &CacheConfig) -> Result<(Self, Option<ObjectCache>)> {
+        let root =
+            StorageRoot::resolve(&storage.root).map_err(|error| EngineError::invalid_input(error.to_string()))?;
+        let cache = ObjectCache::open(cache).await?;
+        if let Some(cache) = &cache {
+            lancefleet_common::metrics::register(Box::new(cache.clone()));
+        }
+        Ok((Self::new(root, &storage.options, cache.clone()), cache))
+    }
+
     /// A catalog over `root`, passing `storage_options` to lance's object stores and
     /// reading immutable objects through `cache` when there is one. The one wrapper is
     /// shared by every open, so lance's registry keeps reusing its object-store clients.
@@ -243,132 +236,6 @@ impl Catalog {
         })
     }
 
-    /// Creates a table from `batches`; see [`CreateMode`] for an existing table.
-    ///
-    /// The data is complete and validated before anything is written.
-    pub async fn create_table(
-        &self,
-        id: &TableId,
-        schema: SchemaRef,
-        batches: Vec<RecordBatch>,
-        mode: CreateMode,
-    ) -> Result<Dataset> {
-        if mode != CreateMode::Overwrite {
-            match self.load(id, None).await {
-                Ok(existing) => return existing_table_for_create(id, existing, &schema, mode),
-                Err(EngineError::TableNotFound { .. }) => {}
-                Err(error) => return Err(error),
-            }
-        }
-        let write_mode = match mode {
-            CreateMode::Overwrite => WriteMode::Overwrite,
-            CreateMode::Create | CreateMode::ExistOk => WriteMode::Create,
-        };
-        let uri = self.table_uri(id);
-        let reader = RecordBatchIterator::new(batches.into_iter().map(Ok), schema.clone());
-        match Dataset::write(reader, uri.as_str(), Some(self.write_params(write_mode))).await {
-            Ok(dataset) => Ok(self.committed(id, dataset).await),
-            // Another request created it between our check and our commit.
-            Err(lance::Error::DatasetAlreadyExists { .. }) => {
-                let existing = self.load(id, None).await?;
-                existing_table_for_create(id, existing, &schema, mode)
-            }
-            Err(error) => Err(error.into()),
-        }
-    }
-
-    /// Appends rows to, or overwrites, an existing table (or creates one, see
-    /// [`InsertMode`]); returns the new version.
-    pub async fn insert(
-        &self,
-        id: &TableId,
-        schema: SchemaRef,
-        batches: Vec<RecordBatch>,
-        mode: InsertMode,
-    ) -> Result<Dataset> {
-        let stream = RecordBatchStreamAdapter::new(schema, futures::stream::iter(batches.into_iter().map(Ok)));
-        self.insert_stream(id, Box::pin(stream), mode).await
-    }
-
-    /// Like [`Self::insert`], but writes the rows as `stream` yields them, never holding the
-    /// whole upload. The commit comes after the last batch: a stream that fails midway, or
-    /// rows whose schema the table does not have, leave the table at its version.
-    pub async fn insert_stream(
-        &self,
-        id: &TableId,
-        stream: SendableRecordBatchStream,
-        mode: InsertMode,
-    ) -> Result<Dataset> {
-        let written = match mode {
-            InsertMode::Create => {
-                let uri = self.table_uri(id);
-                let params = self.write_params(WriteMode::Create);
-                InsertBuilder::new(uri.as_str()).with_params(&params).execute_stream(stream).await.map_err(|error| {
-                    match error {
-                        lance::Error::DatasetAlreadyExists { .. } => {
-                            EngineError::TableAlreadyExists { name: id.to_string() }
-                        }
-                        error => error.into(),
-                    }
-                })?
-            }
-            InsertMode::Append | InsertMode::Overwrite => {
-                let dataset = Arc::new(self.load(id, None).await?);
-                let write_mode = if mode == InsertMode::Append { WriteMode::Append } else { WriteMode::Overwrite };
-                let params = self.write_params(write_mode);
-                InsertBuilder::new(WriteDestination::Dataset(dataset))
-                    .with_params(&params)
-                    .execute_stream(stream)
-                    .await?
-            }
-        };
-        Ok(self.committed(id, written).await)
-    }
-
-    /// Deletes the rows matching `predicate`; returns how many and the new dataset.
-    pub async fn delete_rows(&self, id: &TableId, predicate: &str) -> Result<(u64, Dataset)> {
-        let mut dataset = self.load(id, None).await?;
-        let result = dataset.delete(predicate).await?;
-        Ok((result.num_deleted_rows, self.committed(id, Arc::unwrap_or_clone(result.new_dataset)).await))
-    }
-
-    /// Sets `updates` (column, SQL expression) on the rows matching `predicate` (every row
-    /// when `None`); returns how many rows changed and the new dataset.
-    pub async fn update_rows(
-        &self,
-        id: &TableId,
-        predicate: Option<&str>,
-        updates: &[(String, String)],
-    ) -> Result<(u64, Dataset)> {
-        if updates.is_empty() {
-            return Err(EngineError::invalid_input("update needs at least one column to set"));
-        }
-        let dataset = Arc::new(self.load(id, None).await?);
-        let mut builder = UpdateBuilder::new(dataset);
-        if let Some(predicate) = predicate {
-            builder = builder.update_where(predicate)?;
-        }
-        for (column, expression) in updates {
-            builder = builder.set(column, expression)?;
-        }
-        let result = builder.build()?.execute().await?;
-        Ok((result.rows_updated, self.committed(id, Arc::unwrap_or_clone(result.new_dataset)).await))
-    }
-
-    /// Builds the index `spec` describes on the latest version; returns the new version.
-    pub async fn build_index(&self, id: &TableId, spec: &IndexSpec) -> Result<Dataset> {
-        let mut dataset = self.load(id, None).await?;
-        spec.build(&mut dataset).await?;
-        Ok(self.committed(id, dataset).await)
-    }
-
-    /// Drops the index `name`; returns the new version.
-    pub async fn drop_index(&self, id: &TableId, name: &str) -> Result<Dataset> {
-        let mut dataset = self.load(id, None).await?;
-        dataset.drop_index(name).await?;
-        Ok(self.committed(id, dataset).await)
-    }
-
     /// Removes a table and every version of it.
     pub async fn drop_table(&self, id: &TableId) -> Result<()> {
         // Opening first turns a missing table into a 404 and refuses to delete a
@@ -384,7 +251,8 @@ impl Catalog {
         Ok(())
     }
 
-    fn read_params(&self) -> ReadParams {
+    /// How every dataset of this catalog is read: one session, one store configuration.
+    pub(crate) fn read_params(&self) -> ReadParams {
         ReadParams {
             session: Some(self.session.clone()),
             store_options: Some(self.store_params.clone()),
@@ -392,7 +260,8 @@ impl Catalog {
         }
     }
 
-    fn write_params(&self, mode: WriteMode) -> WriteParams {
+    /// How every write of this catalog is made.
+    pub(crate) fn write_params(&self, mode: WriteMode) -> WriteParams {
         WriteParams {
             mode,
             session: Some(self.session.clone()),
@@ -413,30 +282,12 @@ pub(crate) async fn read_dir_or_empty(store: &ObjectStore, path: Path) -> Result
     }
 }
 
-/// What `create` does when the table exists: fail, or (exist_ok) keep it if the schema matches.
-fn existing_table_for_create(id: &TableId, existing: Dataset, schema: &SchemaRef, mode: CreateMode) -> Result<Dataset> {
-    let existing_schema = arrow_schema::Schema::from(existing.schema());
-    match mode {
-        CreateMode::ExistOk if fields_match(&existing_schema, schema) => Ok(existing),
-        CreateMode::ExistOk => {
-            Err(EngineError::invalid_input(format!("Table '{id}' already exists with a different schema")))
-        }
-        CreateMode::Create | CreateMode::Overwrite => Err(EngineError::TableAlreadyExists { name: id.to_string() }),
-    }
-}
-
-/// Whether two schemas have the same fields (names, types, nullability), ignoring metadata.
-fn fields_match(left: &arrow_schema::Schema, right: &arrow_schema::Schema) -> bool {
-    left.fields().len() == right.fields().len()
-        && left.fields().iter().zip(right.fields().iter()).all(|(a, b)| {
-            a.name() == b.name() && a.data_type().equals_datatype(b.data_type()) && a.is_nullable() == b.is_nullable()
-        })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use arrow_array::Int64Array;
+    use crate::write::{CreateMode, InsertMode};
+    use arrow_array::{Int64Array, RecordBatch};
+    use arrow_schema::SchemaRef;
     use arrow_schema::{DataType, Field, Schema};
 
     fn rows(values: &[i64]) -> (SchemaRef, Vec<RecordBatch>) {

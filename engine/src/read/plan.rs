@@ -25,12 +25,15 @@ use std::collections::BTreeSet;
 use arrow_schema::Schema;
 use lance::Dataset;
 use lance::index::DatasetIndexExt;
-use lancefleet_proto::v1::{FragmentQuery, NearestQuery, OutputColumn, Projection as WireProjection, VectorKind};
+use lancefleet_proto::v1::{
+    DistanceType, FragmentQuery, NearestQuery, OutputColumn, Projection as WireProjection, VectorKind,
+};
 
+use crate::catalog::facts::covered_fragments;
 use crate::error::{EngineError, Result};
-use crate::maintenance::covered_fragments;
-use crate::query::{Projection, TableQuery};
-use crate::vector_column::{VectorColumn, resolve_vector_column};
+use crate::read::query::{Projection, TableQuery};
+use crate::read::vector_column::{VectorColumn, resolve_vector_column};
+use crate::read::wire::{distance_type, full_text_to_wire};
 
 /// Name of the column that says which query vector produced a row of a batch query.
 pub const QUERY_INDEX_COLUMN: &str = "query_index";
@@ -91,11 +94,9 @@ pub async fn plan_query(dataset: &Dataset, query: &TableQuery) -> Result<QueryPl
     let projection = query.columns.as_ref().map(wire_projection);
     // Without a filter, pre- and post-filtering are the same search.
     let splits = query.prefilter || query.filter.is_none();
-    if let Some(full_text) = query.full_text()? {
-        let full_text = serde_json::to_string(&full_text)
-            .map_err(|error| EngineError::internal(format!("cannot encode the full-text query: {error}")))?;
+    if let Some(full_text) = query.full_text() {
         let part = FragmentQuery {
-            full_text_query: Some(full_text),
+            full_text: Some(full_text_to_wire(full_text)),
             fast_search: query.fast_search,
             filter: query.filter.clone(),
             prefilter: splits,
@@ -106,7 +107,7 @@ pub async fn plan_query(dataset: &Dataset, query: &TableQuery) -> Result<QueryPl
         return Ok(QueryPlan { colocate: fragments_without_full_text_index(dataset).await?, ..plan });
     }
     let vectors = &query.vector.0;
-    let Some(first) = vectors.first() else {
+    if vectors.is_empty() {
         let scan = FragmentQuery {
             filter: query.filter.clone(),
             prefilter: true,
@@ -118,16 +119,10 @@ pub async fn plan_query(dataset: &Dataset, query: &TableQuery) -> Result<QueryPl
         };
         let merge = Merge { order: MergeOrder::Manifest, offset, limit, drop_row_id: false, drop_row_address: true };
         return Ok(QueryPlan { parts: vec![scan], splits: true, merge, query_index: false, colocate: Vec::new() });
-    };
+    }
 
     let schema = Schema::from(dataset.schema());
-    let column = resolve_vector_column(&schema, query.vector_column.as_deref(), first.len())?;
-    for vector in vectors {
-        column.check_dimension(vector.len())?;
-        if column.kind == VectorKind::Binary {
-            check_bytes(vector)?;
-        }
-    }
+    let column = searched_column(&schema, query)?.ok_or_else(|| EngineError::internal("a search without vectors"))?;
     let query_index = vectors.len() > 1 && column.kind != VectorKind::Multi;
     if query_index && schema.field_with_name(QUERY_INDEX_COLUMN).is_ok() {
         return Err(EngineError::invalid_input(format!(
@@ -140,10 +135,11 @@ pub async fn plan_query(dataset: &Dataset, query: &TableQuery) -> Result<QueryPl
         vectors.clone()
     };
     let top_k = nearest_k(dataset, limit, offset).await?;
+    let distance = query.distance_type.as_deref().map(distance_type).transpose()?.unwrap_or_default();
     let parts = searches
         .into_iter()
         .map(|values| FragmentQuery {
-            nearest: Some(nearest_query(query, &column, values, top_k, splits)),
+            nearest: Some(nearest_query(query, &column, values, top_k, splits, distance)),
             filter: query.filter.clone(),
             prefilter: splits,
             projection: projection.clone(),
@@ -152,6 +148,27 @@ pub async fn plan_query(dataset: &Dataset, query: &TableQuery) -> Result<QueryPl
         .collect();
     let plan = split_or_whole(parts, splits, MergeOrder::Distance, query, offset, limit);
     Ok(QueryPlan { query_index, ..plan })
+}
+
+/// The vector column a vector search of `query` searches in a table of `schema`, checked
+/// against the query vectors (dimension, bytes for binary columns) and the distance type;
+/// `None` for a query that is no vector search. What can be checked without reading the
+/// table beyond its schema.
+pub fn searched_column(schema: &Schema, query: &TableQuery) -> Result<Option<VectorColumn>> {
+    query.validate()?;
+    let vectors = &query.vector.0;
+    let Some(first) = vectors.first() else { return Ok(None) };
+    let column = resolve_vector_column(schema, query.vector_column.as_deref(), first.len())?;
+    for vector in vectors {
+        column.check_dimension(vector.len())?;
+        if column.kind == VectorKind::Binary {
+            check_bytes(vector)?;
+        }
+    }
+    if let Some(name) = &query.distance_type {
+        distance_type(name)?;
+    }
+    Ok(Some(column))
 }
 
 /// The plan of search `parts` (one per query vector): when they `split`, every executor
@@ -214,6 +231,7 @@ fn nearest_query(
     values: Vec<f32>,
     top_k: u64,
     splits: bool,
+    distance: DistanceType,
 ) -> NearestQuery {
     let (nprobes, minimum_nprobes) = match query.nprobes {
         Some(nprobes) => (Some(to_u32(nprobes)), None),
@@ -227,7 +245,7 @@ fn nearest_query(
         dimension: to_u32(column.dimension),
         values,
         k: top_k,
-        distance_type: query.distance_type.clone(),
+        distance_type: distance as i32,
         nprobes,
         minimum_nprobes,
         maximum_nprobes: query.maximum_nprobes.filter(|maximum| *maximum > 0).map(to_u32),
@@ -302,10 +320,16 @@ mod tests {
     fn split_searches_always_refine_and_post_filtered_ones_keep_the_clients_choice() {
         let column = VectorColumn { name: "vector".into(), dimension: 2, kind: VectorKind::Float };
         let query = TableQuery { refine_factor: None, ..Default::default() };
-        assert_eq!(nearest_query(&query, &column, vec![0.0, 1.0], 10, true).refine_factor, Some(1));
-        assert_eq!(nearest_query(&query, &column, vec![0.0, 1.0], 10, false).refine_factor, None);
+        assert_eq!(
+            nearest_query(&query, &column, vec![0.0, 1.0], 10, true, DistanceType::Unspecified).refine_factor,
+            Some(1)
+        );
+        assert_eq!(
+            nearest_query(&query, &column, vec![0.0, 1.0], 10, false, DistanceType::Unspecified).refine_factor,
+            None
+        );
         let query = TableQuery { refine_factor: Some(5), nprobes: Some(7), ..Default::default() };
-        let nearest = nearest_query(&query, &column, vec![0.0, 1.0], 10, true);
+        let nearest = nearest_query(&query, &column, vec![0.0, 1.0], 10, true, DistanceType::Unspecified);
         assert_eq!((nearest.refine_factor, nearest.nprobes, nearest.minimum_nprobes), (Some(5), Some(7), None));
     }
 }

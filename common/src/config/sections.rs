@@ -1,0 +1,465 @@
+//! The sections of [`NodeConfig`](super::NodeConfig) that belong to one role or concern,
+//! each with its documented defaults and the rules [`validate`](RestConfig::validate)
+//! enforces. Defaults are pure: nothing here reads the environment.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::units::{ByteSize, duration};
+use super::{ConfigError, ensure};
+
+/// The LanceDB-compatible REST endpoint (`[rest]`; query nodes, standalone).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RestConfig {
+    /// Address to listen on. Default: `127.0.0.1:8080`.
+    pub listen: SocketAddr,
+    /// Largest accepted request body (Arrow uploads included). Default: `4GiB`.
+    pub max_body: ByteSize,
+    /// How long in-flight requests may finish after a shutdown signal. Default: `30s`.
+    #[serde(with = "duration")]
+    pub shutdown_grace: Duration,
+    /// Read consistency. `0s` is strong: every read sees the latest committed version, at
+    /// the price of asking the store for it on every request. More is weak: a table's
+    /// latest version is looked up at most once per interval and reused meanwhile, unless
+    /// the client's freshness headers ask for newer. Writes are always strong. Default: `0s`.
+    #[serde(with = "duration")]
+    pub weak_read_consistency_interval: Duration,
+}
+
+impl Default for RestConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            max_body: ByteSize::gib(4),
+            shutdown_grace: Duration::from_secs(30),
+            weak_read_consistency_interval: Duration::ZERO,
+        }
+    }
+}
+
+impl RestConfig {
+    /// Refuses an unusable body limit.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        ensure(self.max_body >= ByteSize::kib(1), "rest.max_body", || {
+            format!("must be at least 1KiB, got {}", self.max_body)
+        })
+    }
+}
+
+/// The Arrow Flight and Flight SQL endpoint (`[flight]`): SQL over every table, bulk
+/// ingest (`DoPut`) and queries (`DoGet`) as Arrow streams.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FlightConfig {
+    /// Whether query nodes serve Flight at all. Default: true.
+    pub enabled: bool,
+    /// Address to listen on; 10025 as in LanceDB's documentation. Default: `127.0.0.1:10025`.
+    pub listen: SocketAddr,
+    /// Largest accepted gRPC message (one Arrow batch of a `DoPut`). Default: `64MiB`.
+    pub max_message: ByteSize,
+}
+
+impl Default for FlightConfig {
+    fn default() -> Self {
+        Self { enabled: true, listen: SocketAddr::from(([127, 0, 0, 1], 10025)), max_message: ByteSize::mib(64) }
+    }
+}
+
+impl FlightConfig {
+    /// Refuses a message limit gRPC cannot use.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        ensure((ByteSize::kib(64)..=ByteSize::gib(2)).contains(&self.max_message), "flight.max_message", || {
+            format!("must be between 64KiB and 2GiB, got {}", self.max_message)
+        })
+    }
+}
+
+/// Authentication of REST and Flight requests (`[auth]`). Clients present a key as
+/// `x-api-key: KEY` (the LanceDB clients) or `authorization: Bearer KEY` (Flight clients,
+/// also the token a Flight handshake hands out).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// The keys that are accepted. Empty accepts every request, with or without a key:
+    /// a local standalone server. Default: empty.
+    pub api_keys: Vec<String>,
+}
+
+impl AuthConfig {
+    /// Refuses blank keys (an empty header would match them).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        ensure(self.api_keys.iter().all(|key| !key.trim().is_empty()), "auth.api_keys", || {
+            "must not contain an empty key".into()
+        })
+    }
+}
+
+/// Where query nodes send plan fragments (`[cluster]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// Plan executors by stable id and gRPC address (static membership). Default: none,
+    /// which makes standalone run every fragment in-process.
+    pub executors: Vec<ExecutorEndpoint>,
+    /// Executors in each fragment's preference list; a failed fragment is retried once on
+    /// the next. Default: 2.
+    pub replicas: usize,
+    /// Virtual nodes per executor on the placement ring. Default: 256.
+    pub virtual_nodes: u32,
+    /// Time one executor may take for its fragments before they are retried elsewhere.
+    /// Default: `30s`.
+    #[serde(with = "duration")]
+    pub fragment_timeout: Duration,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            executors: Vec::new(),
+            replicas: crate::placement::DEFAULT_REPLICAS,
+            virtual_nodes: crate::placement::DEFAULT_VIRTUAL_NODES,
+            fragment_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl ClusterConfig {
+    /// Refuses a placement that cannot work and a malformed executor list.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        ensure((1..=16).contains(&self.replicas), "cluster.replicas", || {
+            format!("must be between 1 and 16, got {}", self.replicas)
+        })?;
+        ensure((1..=4096).contains(&self.virtual_nodes), "cluster.virtual_nodes", || {
+            format!("must be between 1 and 4096, got {}", self.virtual_nodes)
+        })?;
+        ensure(!self.fragment_timeout.is_zero(), "cluster.fragment_timeout", || "must be more than 0s".into())?;
+        let mut ids = HashSet::new();
+        for executor in &self.executors {
+            check_node_id(&executor.id, "cluster.executors")?;
+            ensure(ids.insert(executor.id.as_str()), "cluster.executors", || {
+                format!("executor id '{}' is listed twice", executor.id)
+            })?;
+            check_url(&executor.address, "cluster.executors")?;
+        }
+        Ok(())
+    }
+}
+
+/// One plan executor of a static membership.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExecutorEndpoint {
+    /// Stable node id (placement key); never an address.
+    pub id: String,
+    /// gRPC address, e.g. `http://10.0.0.7:7070`.
+    pub address: String,
+}
+
+impl std::str::FromStr for ExecutorEndpoint {
+    type Err = String;
+
+    /// Parses `id=address`, the form of the `--executor` flag.
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text.split_once('=') {
+            Some((id, address)) if !id.trim().is_empty() && !address.trim().is_empty() => {
+                Ok(Self { id: id.trim().to_string(), address: address.trim().to_string() })
+            }
+            _ => Err(format!("expected ID=ADDRESS (e.g. pe-1=http://127.0.0.1:7070), got '{text}'")),
+        }
+    }
+}
+
+/// The plan executor service (`[executor]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExecutorConfig {
+    /// gRPC address to listen on. Default: `127.0.0.1:7070`.
+    pub listen: SocketAddr,
+    /// Stable node id: the placement key, never reused by two live executors. Default:
+    /// `$POD_NAME` (a StatefulSet's stable pod name), else `plan-executor-{host}-{port}`.
+    pub node_id: Option<String>,
+    /// Opened table versions kept in memory. Default: 64.
+    pub open_datasets: u64,
+    /// How long in-flight fragments may finish after a shutdown signal. Default: `30s`.
+    #[serde(with = "duration")]
+    pub shutdown_grace: Duration,
+    /// Address of the Prometheus `/metrics` endpoint. Default: `127.0.0.1:9464`.
+    pub metrics_listen: SocketAddr,
+    /// gRPC address query nodes reach this executor at, as registered in etcd (set it
+    /// when listening on `0.0.0.0`, e.g. `http://$(POD_IP):7070`). Default: `http://{listen}`.
+    pub advertise_address: Option<String>,
+}
+
+impl Default for ExecutorConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7070)),
+            node_id: None,
+            open_datasets: 64,
+            shutdown_grace: Duration::from_secs(30),
+            metrics_listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
+            advertise_address: None,
+        }
+    }
+}
+
+impl ExecutorConfig {
+    /// Refuses an unusable id, address or dataset cache.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(id) = &self.node_id {
+            check_node_id(id, "executor.node_id")?;
+        }
+        if let Some(address) = &self.advertise_address {
+            check_url(address, "executor.advertise_address")?;
+        }
+        ensure(self.open_datasets >= 1, "executor.open_datasets", || "must be at least 1".into())
+    }
+}
+
+/// Cache sizes and location (`[cache]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    /// Memory tier capacity; `0` disables the cache. Default: `1GiB`.
+    pub memory: ByteSize,
+    /// Directory of the disk tier (local NVMe/SSD); none keeps the cache in memory only.
+    /// Default: none.
+    pub disk_dir: Option<PathBuf>,
+    /// Disk tier capacity (always explicit: foyer's default would take 80 % of the free
+    /// space). At least `64MiB` and four disk blocks (a block is four chunks, at least
+    /// `16MiB`). Default: `16GiB`.
+    pub disk: ByteSize,
+    /// Size of the aligned chunks objects are cached in, `64KiB` to `8MiB`. Default: `1MiB`.
+    pub chunk: ByteSize,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self { memory: ByteSize::gib(1), disk_dir: None, disk: ByteSize::gib(16), chunk: ByteSize::mib(1) }
+    }
+}
+
+impl CacheConfig {
+    /// Whether the object cache is on.
+    pub fn enabled(&self) -> bool {
+        self.memory.bytes() > 0
+    }
+
+    /// Size of one disk-tier block: four chunks, at least 16 MiB.
+    pub fn disk_block(&self) -> ByteSize {
+        ByteSize((self.chunk.bytes() * 4).max(16 << 20))
+    }
+
+    /// The capacity of both tiers together, as an executor announces it.
+    pub fn capacity(&self) -> ByteSize {
+        let disk = if self.disk_dir.is_some() { self.disk.bytes() } else { 0 };
+        ByteSize(self.memory.bytes().saturating_add(disk))
+    }
+
+    /// Refuses a chunk size out of range and tiers too small to hold it.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        ensure((ByteSize::kib(64)..=ByteSize::mib(8)).contains(&self.chunk), "cache.chunk", || {
+            format!("must be between 64KiB and 8MiB, got {}", self.chunk)
+        })?;
+        if !self.enabled() {
+            return Ok(());
+        }
+        ensure(self.memory >= self.chunk, "cache.memory", || {
+            format!("must hold at least one chunk ({}) or be 0 to turn the cache off, got {}", self.chunk, self.memory)
+        })?;
+        if self.disk_dir.is_some() {
+            let least = ByteSize(self.disk_block().bytes() * 4).max(ByteSize::mib(64));
+            ensure(self.disk >= least, "cache.disk", || {
+                format!("must be at least {least} (four disk blocks of {}), got {}", self.disk_block(), self.disk)
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// The control plane on etcd (`[control]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ControlConfig {
+    /// etcd endpoints, e.g. `http://etcd-0.etcd:2379`. With none, nothing registers and
+    /// query nodes use `[cluster] executors` (static membership). Default: none.
+    pub etcd_endpoints: Vec<String>,
+    /// Name of the cluster: every key lives under `/{cluster}/`. Default: `lancefleet`.
+    pub cluster: String,
+    /// Id of a query node, control-plane instance or indexer in etcd (plan executors use
+    /// `executor.node_id`). Default: `$POD_NAME`, else `{role}-{host name}-{port}`.
+    pub node_id: Option<String>,
+    /// TTL of registration and leader leases: how long a node that died silently stays
+    /// registered (the control plane's probes usually catch it first). Default: `10s`.
+    #[serde(with = "duration")]
+    pub lease_ttl: Duration,
+    /// Between publishing `stopping` and refusing new work on a graceful shutdown, so
+    /// that query nodes stop sending it fragments first. Default: `1s`.
+    #[serde(with = "duration")]
+    pub stopping_propagation: Duration,
+    /// Address of the control plane's HTTP endpoint (`/v1/cluster`, `/health`,
+    /// `/metrics`). Default: `127.0.0.1:8070`.
+    pub listen: SocketAddr,
+    /// How often the control-plane leader probes each executor. Default: `1s`.
+    #[serde(with = "duration")]
+    pub probe_interval: Duration,
+    /// How long one probe may take. Default: `1s`.
+    #[serde(with = "duration")]
+    pub probe_timeout: Duration,
+    /// Consecutive failed probes after which an executor is marked unhealthy and query
+    /// nodes stop sending it fragments. Default: 2.
+    pub unhealthy_after_probes: u32,
+}
+
+impl Default for ControlConfig {
+    fn default() -> Self {
+        Self {
+            etcd_endpoints: Vec::new(),
+            cluster: "lancefleet".to_string(),
+            node_id: None,
+            lease_ttl: Duration::from_secs(10),
+            stopping_propagation: Duration::from_secs(1),
+            listen: SocketAddr::from(([127, 0, 0, 1], 8070)),
+            probe_interval: Duration::from_secs(1),
+            probe_timeout: Duration::from_secs(1),
+            unhealthy_after_probes: 2,
+        }
+    }
+}
+
+impl ControlConfig {
+    /// Whether this node takes part in an etcd control plane.
+    pub fn uses_etcd(&self) -> bool {
+        !self.etcd_endpoints.is_empty()
+    }
+
+    /// Refuses malformed endpoints and names, and timings etcd or the probes cannot keep.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for endpoint in &self.etcd_endpoints {
+            check_url(endpoint, "control.etcd_endpoints")?;
+        }
+        ensure(!self.cluster.is_empty() && !self.cluster.contains(['/', ' ']), "control.cluster", || {
+            format!("must be a non-empty name without '/' or spaces, got '{}'", self.cluster)
+        })?;
+        if let Some(id) = &self.node_id {
+            check_node_id(id, "control.node_id")?;
+        }
+        ensure(self.lease_ttl >= Duration::from_secs(2), "control.lease_ttl", || {
+            format!("must be at least 2s (etcd's shortest lease), got {}", humantime::format_duration(self.lease_ttl))
+        })?;
+        ensure(!self.probe_interval.is_zero(), "control.probe_interval", || "must be more than 0s".into())?;
+        ensure(!self.probe_timeout.is_zero(), "control.probe_timeout", || "must be more than 0s".into())?;
+        ensure(self.unhealthy_after_probes >= 1, "control.unhealthy_after_probes", || "must be at least 1".into())
+    }
+}
+
+/// Background table maintenance (`[indexer]`): when the indexer compacts, indexes and
+/// cleans a table. Every threshold is checked after each change event, against the
+/// table as it is on storage.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IndexerConfig {
+    /// Address of the indexer's `/health` and `/metrics` endpoint. Default: `127.0.0.1:8090`.
+    pub listen: SocketAddr,
+    /// Whether `standalone` runs an indexer in-process. Default: true.
+    pub embedded: bool,
+    /// Tables maintained at the same time by one indexer. Default: 2.
+    pub concurrent_tables: usize,
+    /// A fragment with fewer rows than this is small, and compaction aims at fragments
+    /// of this size. Default: 1048576 (lance's default).
+    pub target_rows_per_fragment: usize,
+    /// Compact once a table has this many small fragments (or a fragment whose deleted
+    /// share passes lance's threshold, 10 %). Default: 8.
+    pub compact_min_small_fragments: usize,
+    /// Add the new rows to a table's indexes (an append delta) once an index misses
+    /// this many rows. Default: 10000.
+    pub optimize_min_unindexed_rows: u64,
+    /// Merge an index's segments once it has more than this many. Default: 4.
+    pub max_index_segments: usize,
+    /// Create a vector index (IVF_PQ, `{column}_idx`) on a table's vector column once the
+    /// table has this many rows and no vector index; 0 never does. Default: 100000.
+    pub auto_index_min_rows: u64,
+    /// Columns that get a full-text index (FTS) automatically at `auto_index_min_rows`,
+    /// in any table that has them as strings. Default: none.
+    pub auto_fts_columns: Vec<String>,
+    /// Columns that get a BTREE index automatically at `auto_index_min_rows`. Default: none.
+    pub auto_scalar_columns: Vec<String>,
+    /// Versions older than this are removed (except tagged ones). Keep it above the
+    /// longest a reader pins a version: `rest.weak_read_consistency_interval` plus the
+    /// longest query. Default: `1h`.
+    #[serde(with = "duration")]
+    pub cleanup_retention: Duration,
+    /// Wait before retrying a table whose round was dropped (a writer's conflicting
+    /// commit, or another indexer holding it). Default: `2s`.
+    #[serde(with = "duration")]
+    pub retry_after: Duration,
+    /// How long a `lancefleet indexer` process lets lance retry a maintenance commit that
+    /// keeps losing to concurrent writes before it drops the round and plans it again
+    /// (lance's `LANCE_COMMIT_RETRY_TIMEOUT_SECS`, which wins when set; whole seconds).
+    /// Default: `5s`.
+    #[serde(with = "duration")]
+    pub commit_retry_timeout: Duration,
+}
+
+impl Default for IndexerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8090)),
+            embedded: true,
+            concurrent_tables: 2,
+            target_rows_per_fragment: 1024 * 1024,
+            compact_min_small_fragments: 8,
+            optimize_min_unindexed_rows: 10_000,
+            max_index_segments: 4,
+            auto_index_min_rows: 100_000,
+            auto_fts_columns: Vec::new(),
+            auto_scalar_columns: Vec::new(),
+            cleanup_retention: Duration::from_secs(3600),
+            retry_after: Duration::from_secs(2),
+            commit_retry_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl IndexerConfig {
+    /// Refuses thresholds that would stop maintenance or make it spin.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        ensure(self.concurrent_tables >= 1, "indexer.concurrent_tables", || "must be at least 1".into())?;
+        ensure(self.target_rows_per_fragment >= 1, "indexer.target_rows_per_fragment", || "must be at least 1".into())?;
+        ensure(self.compact_min_small_fragments >= 2, "indexer.compact_min_small_fragments", || {
+            format!(
+                "must be at least 2 (compacting one fragment changes nothing), got {}",
+                self.compact_min_small_fragments
+            )
+        })?;
+        ensure(self.optimize_min_unindexed_rows >= 1, "indexer.optimize_min_unindexed_rows", || {
+            "must be at least 1".into()
+        })?;
+        ensure(self.max_index_segments >= 1, "indexer.max_index_segments", || "must be at least 1".into())?;
+        ensure(!self.retry_after.is_zero(), "indexer.retry_after", || "must be more than 0s".into())?;
+        ensure(self.commit_retry_timeout >= Duration::from_secs(1), "indexer.commit_retry_timeout", || {
+            "must be at least 1s (lance counts it in whole seconds)".into()
+        })
+    }
+}
+
+/// Refuses an empty node id or one that would break an etcd key or a log line.
+fn check_node_id(id: &str, key: &str) -> Result<(), ConfigError> {
+    ensure(!id.trim().is_empty() && !id.contains(['/', ' ', '\t', '\n']), key, || {
+        format!("'{id}' is not a node id: use a non-empty name without '/' or spaces")
+    })
+}
+
+/// Refuses an address that is not an `http://` or `https://` URL with a host.
+fn check_url(address: &str, key: &str) -> Result<(), ConfigError> {
+    let parsed = address.parse::<http::Uri>();
+    let usable = parsed.as_ref().is_ok_and(|uri| {
+        matches!(uri.scheme_str(), Some("http" | "https")) && uri.host().is_some_and(|host| !host.is_empty())
+    });
+    ensure(usable, key, || format!("'{address}' is not an address such as http://10.0.0.7:7070"))
+}
