@@ -12,8 +12,9 @@ ensure_etcd
 log "building (target dir $CARGO_TARGET_DIR)"
 cargo build --locked --workspace --bins --tests
 
-log "Rust tests"
-cargo test --locked --workspace
+log "Rust tests: unit tests, and the in-process cluster (integration-tests/tests/cluster)"
+# etcd is installed above: its tests must run, not skip.
+LANCEFLEET_REQUIRE_ETCD=1 cargo test --locked --workspace
 
 export LANCEFLEET_BIN="$CARGO_TARGET_DIR/debug/lancefleet"
 cd integration-tests/python

@@ -5,11 +5,15 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use lancefleet_common::config::{ExecutorEndpoint, NodeConfig, Override, Service};
 use lancefleet_common::telemetry::init_logging;
 use lancefleet_common::{NodeContext, Shutdown};
+
+/// How long tasks still running after the role stopped may take before the process exits.
+const EXIT_GRACE: Duration = Duration::from_secs(2);
 
 /// LanceFleet: a distributed query cluster for vector and full-text search over Lance tables.
 #[derive(Debug, Parser)]
@@ -251,7 +255,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(service, config)) {
+    let outcome = runtime.block_on(run(service, config));
+    // Every role has stopped in order; what still runs is abandoned work (a maintenance job
+    // inside lance's CPU-bound code) that must not hold the process.
+    runtime.shutdown_timeout(EXIT_GRACE);
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!(%error, "lancefleet stopped with an error");

@@ -26,6 +26,12 @@ impl StaticMembership {
     pub fn new(executors: Vec<ExecutorEndpoint>) -> Self {
         Self { sender: watch::Sender::new(executors.into()) }
     }
+
+    /// Replaces the executors; subscribers see the new set at once (the in-process test
+    /// cluster changes membership under running queries this way).
+    pub fn replace(&self, executors: Vec<ExecutorEndpoint>) {
+        self.sender.send_replace(executors.into());
+    }
 }
 
 impl Membership for StaticMembership {

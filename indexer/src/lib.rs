@@ -221,7 +221,10 @@ impl Indexer {
             if tokio::time::timeout(SHUTDOWN_GRACE, async { while turns.join_next().await.is_some() {} }).await.is_err()
             {
                 tracing::warn!("abandoning unfinished maintenance; nothing of it was committed");
-                turns.shutdown().await;
+                // Not awaited: a job inside lance's CPU-bound work (k-means training) does
+                // not stop at once, and the process is leaving anyway.
+                turns.abort_all();
+                turns.detach_all();
             }
         }
         tracing::info!("indexer stopped");

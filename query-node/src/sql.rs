@@ -23,7 +23,7 @@ use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::execution::context::{SQLOptions, SessionConfig, SessionContext};
 use datafusion::prelude::DataFrame;
 use datafusion::sql::parser::Statement as DfStatement;
-use datafusion::sql::sqlparser::ast::{Expr as SqlExpr, Value, visit_expressions_mut};
+use datafusion::sql::sqlparser::ast::{Expr as SqlExpr, Statement as SqlStatement, Value, visit_expressions_mut};
 
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -75,10 +75,24 @@ fn read_only() -> SQLOptions {
     SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false)
 }
 
+/// The SQL statement inside `statement`, an `EXPLAIN`'s included; `None` for DataFusion's
+/// own statements (`COPY`, `CREATE EXTERNAL TABLE`), which are refused anyway.
+fn sql_statement(statement: &DfStatement) -> Option<&SqlStatement> {
+    match statement {
+        DfStatement::Statement(statement) => Some(statement),
+        DfStatement::Explain(explain) => sql_statement(&explain.statement),
+        _ => None,
+    }
+}
+
 /// Turns `?` placeholders (what ODBC, JDBC and ADBC clients write) into DataFusion's
 /// positional `$1`, `$2`, … in the order they appear.
 fn number_question_marks(statement: &mut DfStatement) {
-    let DfStatement::Statement(statement) = statement else { return };
+    let statement = match statement {
+        DfStatement::Statement(statement) => statement,
+        DfStatement::Explain(explain) => return number_question_marks(&mut explain.statement),
+        _ => return,
+    };
     let mut position = 0;
     let _ = visit_expressions_mut(statement.as_mut(), |expr| {
         if let SqlExpr::Value(value) = expr

@@ -68,7 +68,7 @@ impl Resolved {
 /// Opens what `statement` reads (see the module documentation).
 pub async fn resolve(state: &AppState, session: &SessionState, statement: &DfStatement) -> Result<Resolved, ApiError> {
     let mut relations = Relations::default();
-    if let DfStatement::Statement(statement) = statement {
+    if let Some(statement) = super::sql_statement(statement) {
         let _ = statement.visit(&mut relations);
     }
     let mut ids = relations.searched;
