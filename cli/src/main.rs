@@ -3,6 +3,8 @@
 //! the role the subcommand names; every role's wiring lives in its crate (`run`).
 //! `standalone` composes the query node with the indexer it embeds.
 
+mod smoke;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -42,6 +44,20 @@ enum Command {
     /// Configuration tools.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Checks a running cluster through its query node's REST API (what the Helm chart's
+    /// `helm test` pod runs): creates a small table, searches it, counts it, drops it.
+    SmokeTest(SmokeTestArgs),
+}
+
+/// Flags of `smoke-test`.
+#[derive(Debug, clap::Args)]
+struct SmokeTestArgs {
+    /// The query node's REST base URL, e.g. http://lancefleet-query-node:8080.
+    #[arg(long)]
+    url: String,
+    /// An API key, when the cluster checks them.
+    #[arg(long, env = "LANCEFLEET_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -85,6 +101,10 @@ struct CommonArgs {
     /// Name of the cluster in etcd [config: control.cluster, default lancefleet].
     #[arg(long)]
     cluster: Option<String>,
+    /// Load and validate the configuration as this command would at start, then exit: 0,
+    /// or 2 with one line saying what is wrong. Nothing is started.
+    #[arg(long)]
+    check: bool,
 }
 
 /// Flags of `standalone` and `query-node`.
@@ -198,6 +218,18 @@ impl QueryNodeArgs {
 }
 
 impl Command {
+    /// Whether the command only checks its configuration.
+    fn checks_only(&self) -> bool {
+        match self {
+            Self::Standalone(args) | Self::QueryNode(args) => args.common.check,
+            Self::PlanExecutor(args) => args.common.check,
+            Self::ControlPlane(args) => args.common.check,
+            Self::Indexer(args) => args.common.check,
+            Self::Config(ConfigCommand::Check(_)) => true,
+            Self::SmokeTest(_) => false,
+        }
+    }
+
     /// The service this command runs and its configuration, validated for it.
     fn configure(&self) -> Result<(Service, NodeConfig), String> {
         let (service, config) = match self {
@@ -222,6 +254,7 @@ impl Command {
                 args.common.load(&[("indexer.listen", &args.listen), ("control.node_id", &args.node_id)])?,
             ),
             Self::Config(ConfigCommand::Check(args)) => (args.role.parse()?, args.common.load(&[])?),
+            Self::SmokeTest(_) => return Err("smoke-test reads no configuration".into()),
         };
         config.validate_for(service).map_err(|error| error.to_string())?;
         Ok((service, config))
@@ -230,6 +263,9 @@ impl Command {
 
 fn main() -> ExitCode {
     let command = Cli::parse().command;
+    if let Command::SmokeTest(args) = command {
+        return smoke_test(args);
+    }
     let (service, config) = match command.configure() {
         Ok(configured) => configured,
         Err(error) => {
@@ -237,7 +273,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Command::Config(ConfigCommand::Check(_)) = command {
+    if command.checks_only() {
         println!("lancefleet: the configuration is valid for {service}");
         return ExitCode::SUCCESS;
     }
@@ -263,6 +299,24 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!(%error, "lancefleet stopped with an error");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `lancefleet smoke-test`: 0 when the cluster answered as it should.
+fn smoke_test(args: SmokeTestArgs) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("lancefleet: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(smoke::run(&args.url, args.api_key)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("lancefleet smoke-test failed: {error}");
             ExitCode::FAILURE
         }
     }

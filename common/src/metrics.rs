@@ -2,8 +2,6 @@
 //! registry (`prometheus::default_registry()`), and every node serves them as text at
 //! `/metrics`. Names follow `lancefleet_<subsystem>_<name>_<unit>`.
 
-use std::net::SocketAddr;
-
 use axum::Router;
 use axum::http::header;
 use axum::response::IntoResponse;
@@ -31,15 +29,10 @@ pub async fn metrics_handler() -> impl IntoResponse {
     ([(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], render())
 }
 
-/// Serves `/metrics` alone on `address` until `shutdown` (for nodes without a REST port).
-pub async fn serve_metrics(address: SocketAddr, shutdown: Shutdown) -> std::io::Result<()> {
-    serve_metrics_on(TcpListener::bind(address).await?, shutdown).await
-}
-
-/// Serves `/metrics` alone on a bound `listener` until `shutdown`.
+/// Serves `/metrics` (and `/health`, for probes) on a bound `listener` until `shutdown`.
 pub async fn serve_metrics_on(listener: TcpListener, shutdown: Shutdown) -> std::io::Result<()> {
-    tracing::info!(address = %listener.local_addr()?, "serving /metrics");
-    let router = Router::new().route("/metrics", get(metrics_handler));
+    tracing::info!(address = %listener.local_addr()?, "serving /metrics and /health");
+    let router = Router::new().route("/metrics", get(metrics_handler)).route("/health", get(|| async { "ok" }));
     axum::serve(listener, router).with_graceful_shutdown(async move { shutdown.wait().await }).await
 }
 
