@@ -21,6 +21,9 @@ use arrow_schema::SchemaRef;
 use datafusion::common::ParamValues;
 use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::execution::context::{SQLOptions, SessionConfig, SessionContext};
+use datafusion::physical_expr::EquivalenceProperties;
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::{ExecutionPlan, Partitioning, PlanProperties};
 use datafusion::prelude::DataFrame;
 use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast::{Expr as SqlExpr, Statement as SqlStatement, Value, visit_expressions_mut};
@@ -104,6 +107,27 @@ fn number_question_marks(statement: &mut DfStatement) {
         }
         std::ops::ControlFlow::<()>::Continue(())
     });
+}
+
+/// The properties of a plan that reads (it has no children): `partitions` bounded
+/// partitions of `schema`, emitting as `emission` says.
+fn leaf_properties(schema: SchemaRef, partitions: usize, emission: EmissionType) -> Arc<PlanProperties> {
+    let properties = PlanProperties::new(
+        EquivalenceProperties::new(schema),
+        Partitioning::UnknownPartitioning(partitions),
+        emission,
+        Boundedness::Bounded,
+    );
+    Arc::new(properties)
+}
+
+/// `with_new_children` of a plan that has none: itself, when given none.
+fn childless(plan: Arc<dyn ExecutionPlan>, children: &[Arc<dyn ExecutionPlan>]) -> DfResult<Arc<dyn ExecutionPlan>> {
+    if children.is_empty() {
+        Ok(plan)
+    } else {
+        Err(DataFusionError::Internal(format!("{} has no children", plan.name())))
+    }
 }
 
 /// `batch`'s columns in `schema`'s order and types, by name: a plan announces a schema

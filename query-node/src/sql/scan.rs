@@ -15,10 +15,9 @@ use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::expr_rewriter::unnormalize_col;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
-use datafusion::physical_expr::EquivalenceProperties;
-use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::execution_plan::EmissionType;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties};
+use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
 use datafusion::sql::unparser::Unparser;
 use datafusion::sql::unparser::dialect::CustomDialectBuilder;
 use futures::{StreamExt, TryStreamExt};
@@ -27,7 +26,7 @@ use lance::datafusion::LanceTableProvider;
 use lancefleet_proto::v1::{FragmentQuery, OutputColumn, Projection};
 use lancefleet_proto::{ErrorCode, ErrorStatus};
 
-use super::conform;
+use super::{childless, conform, leaf_properties};
 use crate::dispatch::{Dispatcher, Pinned, Spread};
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -164,12 +163,7 @@ struct ExecutorScanExec {
 
 impl ExecutorScanExec {
     fn new(table: &FleetTable, shares: Vec<(Arc<str>, Vec<u64>)>, query: FragmentQuery, schema: SchemaRef) -> Self {
-        let properties = PlanProperties::new(
-            EquivalenceProperties::new(schema.clone()),
-            Partitioning::UnknownPartitioning(shares.len()),
-            EmissionType::Incremental,
-            Boundedness::Bounded,
-        );
+        let properties = leaf_properties(schema.clone(), shares.len(), EmissionType::Incremental);
         Self {
             dispatcher: table.state.dispatcher.clone(),
             dataset: table.dataset.clone(),
@@ -177,7 +171,7 @@ impl ExecutorScanExec {
             shares,
             query,
             schema,
-            properties: Arc::new(properties),
+            properties,
         }
     }
 }
@@ -212,11 +206,7 @@ impl ExecutionPlan for ExecutorScanExec {
     }
 
     fn with_new_children(self: Arc<Self>, children: Vec<Arc<dyn ExecutionPlan>>) -> Result<Arc<dyn ExecutionPlan>> {
-        if children.is_empty() {
-            Ok(self)
-        } else {
-            Err(DataFusionError::Internal("LanceFleetExecutorScan has no children".into()))
-        }
+        childless(self, &children)
     }
 
     /// Sends partition `partition`'s fragments to their executor (with the dispatcher's

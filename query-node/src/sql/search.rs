@@ -21,10 +21,9 @@ use datafusion::datasource::TableType;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::Expr;
-use datafusion::physical_expr::EquivalenceProperties;
-use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::execution_plan::EmissionType;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties};
+use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
 use futures::StreamExt;
 use lance::Dataset;
 use lancefleet_engine::read::merge::{DISTANCE_COLUMN, SCORE_COLUMN};
@@ -32,7 +31,7 @@ use lancefleet_engine::read::plan::searched_column;
 use lancefleet_engine::read::query::{FullTextSearch, QueryVectors};
 use lancefleet_engine::{TableId, TableQuery};
 
-use super::conform;
+use super::{childless, conform, leaf_properties};
 use super::resolve::Resolved;
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -203,13 +202,8 @@ struct SearchExec {
 
 impl SearchExec {
     fn new(search: Search) -> Self {
-        let properties = PlanProperties::new(
-            EquivalenceProperties::new(search.schema.clone()),
-            Partitioning::UnknownPartitioning(1),
-            EmissionType::Final,
-            Boundedness::Bounded,
-        );
-        Self { search, properties: Arc::new(properties) }
+        let properties = leaf_properties(search.schema.clone(), 1, EmissionType::Final);
+        Self { search, properties }
     }
 }
 
@@ -242,11 +236,7 @@ impl ExecutionPlan for SearchExec {
     }
 
     fn with_new_children(self: Arc<Self>, children: Vec<Arc<dyn ExecutionPlan>>) -> Result<Arc<dyn ExecutionPlan>> {
-        if children.is_empty() {
-            Ok(self)
-        } else {
-            Err(DataFusionError::Internal("LanceFleetSearch has no children".into()))
-        }
+        childless(self, &children)
     }
 
     /// Runs the search (distributed like a REST query) and streams its merged answer in
