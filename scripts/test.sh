@@ -18,8 +18,8 @@ LANCEFLEET_REQUIRE_ETCD=1 cargo test --locked --workspace
 
 export LANCEFLEET_BIN="$CARGO_TARGET_DIR/debug/lancefleet"
 cd integration-tests/python
-log "end-to-end tests with the lancedb Python client (in-process execution; cluster tests on S3/moto, Azure/Azurite, GCS/fake-gcs-server)"
+log "end-to-end tests with the lancedb Python client (in-process execution; cluster tests on S3/moto, Azure/Azurite, GCS/fake-gcs-server; the Helm chart rendered, validated and run)"
 "$VENV/bin/python" -m pytest -q -p no:cacheprovider "$@"
 
 log "the same end-to-end suite with every query spread over 3 plan executor processes"
-LANCEFLEET_E2E_EXECUTORS=3 "$VENV/bin/python" -m pytest -q -p no:cacheprovider --ignore=test_cluster.py --ignore=test_azure.py --ignore=test_gcs.py --ignore=test_control_plane.py --ignore=test_indexer.py "$@"
+LANCEFLEET_E2E_EXECUTORS=3 "$VENV/bin/python" -m pytest -q -p no:cacheprovider --ignore=test_cluster.py --ignore=test_azure.py --ignore=test_gcs.py --ignore=test_control_plane.py --ignore=test_indexer.py --ignore=test_helm_chart.py --ignore=test_helm_run.py "$@"
