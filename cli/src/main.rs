@@ -4,6 +4,7 @@
 //! `standalone` composes the query node with the indexer it embeds.
 
 mod smoke;
+mod status;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -11,7 +12,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use lancefleet_common::config::{ExecutorEndpoint, NodeConfig, Override, Service};
-use lancefleet_common::telemetry::init_logging;
+use lancefleet_common::telemetry;
 use lancefleet_common::{NodeContext, Shutdown};
 
 /// How long tasks still running after the role stopped may take before the process exits.
@@ -47,6 +48,31 @@ enum Command {
     /// Checks a running cluster through its query node's REST API (what the Helm chart's
     /// `helm test` pod runs): creates a small table, searches it, counts it, drops it.
     SmokeTest(SmokeTestArgs),
+    /// Shows a running cluster: nodes, roles, health, the control-plane leader, placement
+    /// shares, executors' cache hit ratios, and per table its fragments, unindexed rows and
+    /// index coverage.
+    Status(StatusArgs),
+}
+
+/// Flags of `status`.
+#[derive(Debug, clap::Args)]
+struct StatusArgs {
+    /// A control plane's HTTP URL (http://lancefleet-control-plane:8070), or a query node's
+    /// REST URL (its executors and tables only).
+    #[arg(long)]
+    url: String,
+    /// A query node's REST URL, to show the tables too (when --url is a control plane).
+    #[arg(long)]
+    query_node: Option<String>,
+    /// An API key for the query node.
+    #[arg(long, env = "LANCEFLEET_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+    /// Redraw every this many seconds until interrupted.
+    #[arg(long, value_name = "SECONDS", num_args = 0..=1, default_missing_value = "2")]
+    watch: Option<u64>,
+    /// Print the view as JSON (once) instead of text.
+    #[arg(long, conflicts_with = "watch")]
+    json: bool,
 }
 
 /// Flags of `smoke-test`.
@@ -55,7 +81,8 @@ struct SmokeTestArgs {
     /// The query node's REST base URL, e.g. http://lancefleet-query-node:8080.
     #[arg(long)]
     url: String,
-    /// An API key, when the cluster checks them.
+    /// An API key, when the cluster checks them [default: the first of the server's own
+    /// LANCEFLEET_AUTH__API_KEYS, when set, as in a pod that shares the servers' Secret].
     #[arg(long, env = "LANCEFLEET_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
 }
@@ -226,7 +253,7 @@ impl Command {
             Self::ControlPlane(args) => args.common.check,
             Self::Indexer(args) => args.common.check,
             Self::Config(ConfigCommand::Check(_)) => true,
-            Self::SmokeTest(_) => false,
+            Self::SmokeTest(_) | Self::Status(_) => false,
         }
     }
 
@@ -254,7 +281,7 @@ impl Command {
                 args.common.load(&[("indexer.listen", &args.listen), ("control.node_id", &args.node_id)])?,
             ),
             Self::Config(ConfigCommand::Check(args)) => (args.role.parse()?, args.common.load(&[])?),
-            Self::SmokeTest(_) => return Err("smoke-test reads no configuration".into()),
+            Self::SmokeTest(_) | Self::Status(_) => return Err("this command reads no configuration".into()),
         };
         config.validate_for(service).map_err(|error| error.to_string())?;
         Ok((service, config))
@@ -263,8 +290,10 @@ impl Command {
 
 fn main() -> ExitCode {
     let command = Cli::parse().command;
-    if let Command::SmokeTest(args) = command {
-        return smoke_test(args);
+    match command {
+        Command::SmokeTest(args) => return smoke_test(args),
+        Command::Status(args) => return status(args),
+        _ => {}
     }
     let (service, config) = match command.configure() {
         Ok(configured) => configured,
@@ -277,10 +306,6 @@ fn main() -> ExitCode {
         println!("lancefleet: the configuration is valid for {service}");
         return ExitCode::SUCCESS;
     }
-    if let Err(error) = init_logging(&config.log) {
-        eprintln!("lancefleet: cannot set up logging: {error}");
-        return ExitCode::from(2);
-    }
     if matches!(service, Service::Indexer | Service::IndexerOnce) {
         limit_commit_retries(&config);
     }
@@ -291,7 +316,22 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let outcome = runtime.block_on(run(service, config));
+    let outcome = runtime.block_on(async {
+        let telemetry = match telemetry::init(&config.log, &config.trace, service.as_str()) {
+            Ok(telemetry) => telemetry,
+            Err(error) => {
+                eprintln!("lancefleet: cannot set up logging and tracing: {error}");
+                return Err(error.into());
+            }
+        };
+        lancefleet_common::metrics::register_process(service.as_str());
+        let outcome = run(service, config).await;
+        // The exporter's last flush waits on its export; off the async workers.
+        if let Err(error) = tokio::task::spawn_blocking(move || telemetry.shutdown()).await {
+            eprintln!("lancefleet: flushing traces failed: {error}");
+        }
+        outcome
+    });
     // Every role has stopped in order; what still runs is abandoned work (a maintenance job
     // inside lance's CPU-bound code) that must not hold the process.
     runtime.shutdown_timeout(EXIT_GRACE);
@@ -304,16 +344,57 @@ fn main() -> ExitCode {
     }
 }
 
-/// `lancefleet smoke-test`: 0 when the cluster answered as it should.
-fn smoke_test(args: SmokeTestArgs) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(runtime) => runtime,
+/// A runtime for a client command.
+fn client_runtime() -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => Some(runtime),
         Err(error) => {
             eprintln!("lancefleet: cannot start the async runtime: {error}");
-            return ExitCode::FAILURE;
+            None
         }
-    };
-    match runtime.block_on(smoke::run(&args.url, args.api_key)) {
+    }
+}
+
+/// `lancefleet status`: the view once (text or JSON), or redrawn until interrupted.
+fn status(args: StatusArgs) -> ExitCode {
+    let Some(runtime) = client_runtime() else { return ExitCode::FAILURE };
+    let source = status::Source { url: args.url, query_node: args.query_node, api_key: args.api_key };
+    runtime.block_on(async {
+        loop {
+            let view = match status::gather(&source).await {
+                Ok(view) => view,
+                Err(error) if args.watch.is_some() => serde_json::json!({ "cluster": { "answered_by": error } }),
+                Err(error) => {
+                    eprintln!("lancefleet status: {error}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            if args.json {
+                println!("{view:#}");
+                return ExitCode::SUCCESS;
+            }
+            let Some(seconds) = args.watch else {
+                print!("{}", status::render(&view));
+                return ExitCode::SUCCESS;
+            };
+            // Clear the screen, then draw.
+            print!("\x1b[2J\x1b[H{}", status::render(&view));
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_secs(seconds.max(1))) => {}
+                _ = tokio::signal::ctrl_c() => return ExitCode::SUCCESS,
+            }
+        }
+    })
+}
+
+/// `lancefleet smoke-test`: 0 when the cluster answered as it should.
+fn smoke_test(args: SmokeTestArgs) -> ExitCode {
+    let Some(runtime) = client_runtime() else { return ExitCode::FAILURE };
+    let api_key = args.api_key.or_else(|| {
+        let keys = std::env::var("LANCEFLEET_AUTH__API_KEYS").ok()?;
+        serde_json::from_str::<Vec<String>>(&keys).ok()?.into_iter().next()
+    });
+    match runtime.block_on(smoke::run(&args.url, api_key)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("lancefleet smoke-test failed: {error}");

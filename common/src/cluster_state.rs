@@ -51,6 +51,10 @@ pub struct NodeRecord {
     pub stopping: bool,
     /// The `lancefleet` version it runs.
     pub version: String,
+    /// Where its Prometheus `/metrics` are served, when not at `address` (plan executors:
+    /// their metrics port). Absent from records of older nodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_address: Option<String>,
 }
 
 impl NodeRecord {
@@ -65,6 +69,24 @@ impl NodeRecord {
             cache_bytes,
             stopping: false,
             version: env!("CARGO_PKG_VERSION").to_string(),
+            metrics_address: None,
+        }
+    }
+}
+
+impl NodeRecord {
+    /// This record with its metrics served at `address`.
+    pub fn with_metrics_address(mut self, address: impl Into<String>) -> Self {
+        self.metrics_address = Some(address.into());
+        self
+    }
+
+    /// Where its `/metrics` are: `metrics_address`, else `address` (HTTP roles).
+    pub fn metrics_url(&self) -> Option<String> {
+        match (&self.metrics_address, self.role) {
+            (Some(address), _) => Some(format!("{}/metrics", address.trim_end_matches('/'))),
+            (None, Role::PlanExecutor) => None,
+            (None, _) => Some(format!("{}/metrics", self.address.trim_end_matches('/'))),
         }
     }
 }

@@ -36,6 +36,23 @@ pub async fn serve_metrics_on(listener: TcpListener, shutdown: Shutdown) -> std:
     axum::serve(listener, router).with_graceful_shutdown(async move { shutdown.wait().await }).await
 }
 
+/// Registers what every process exports beside its role's own metrics: the process's CPU
+/// time, memory and file descriptors (`process_*`, the Prometheus client's collector) and
+/// `lancefleet_build_info{version, role}` (always 1). Call once per process.
+pub fn register_process(role: &str) {
+    register(Box::new(prometheus::process_collector::ProcessCollector::for_self()));
+    let opts = prometheus::Opts::new("lancefleet_build_info", "The running lancefleet: version and role (always 1).")
+        .const_label("version", env!("CARGO_PKG_VERSION"))
+        .const_label("role", role);
+    match prometheus::IntGauge::with_opts(opts) {
+        Ok(gauge) => {
+            gauge.set(1);
+            register(Box::new(gauge));
+        }
+        Err(error) => tracing::warn!(%error, "cannot declare lancefleet_build_info"),
+    }
+}
+
 /// Registers `collector` in the process registry, logging (not failing) a duplicate.
 pub fn register(collector: Box<dyn prometheus::core::Collector>) {
     if let Err(error) = prometheus::register(collector) {

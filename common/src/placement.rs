@@ -21,6 +21,26 @@ pub const DEFAULT_VIRTUAL_NODES: u32 = 256;
 /// Executors in each fragment's preference list unless configured ("mirrored caches").
 pub const DEFAULT_REPLICAS: usize = 2;
 
+/// Synthetic fragments placed to estimate each executor's share of the ring.
+const SHARE_SAMPLE: u64 = 4096;
+
+/// The share of fragments whose first choice is each of `executors`, estimated by placing
+/// a sample of fragments on their ring (what operators see as "placement shares").
+pub fn first_choice_shares<'a>(
+    executors: impl IntoIterator<Item = &'a str>,
+    virtual_nodes: u32,
+    replicas: usize,
+) -> std::collections::BTreeMap<String, f64> {
+    let ring = Placement::new(executors, virtual_nodes, replicas);
+    let mut counts = std::collections::BTreeMap::<String, u64>::new();
+    for fragment in 0..SHARE_SAMPLE {
+        if let Some(first) = ring.preference_list("placement-summary", fragment).first() {
+            *counts.entry(first.to_string()).or_default() += 1;
+        }
+    }
+    counts.into_iter().map(|(id, count)| (id, count as f64 / SHARE_SAMPLE as f64)).collect()
+}
+
 /// One point of the ring: the `index`-th virtual node of executor `node`.
 #[derive(Debug, Clone, Hash, PartialEq, Eq)]
 struct VirtualNode {

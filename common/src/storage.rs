@@ -86,6 +86,30 @@ pub enum StorageRootError {
 }
 
 impl StorageRoot {
+    /// Checks `root` as [`Self::resolve`] would, without creating anything: a supported
+    /// scheme, or a local path that is a directory or does not exist yet.
+    pub fn check(root: &str) -> Result<(), StorageRootError> {
+        let trimmed = root.trim();
+        if trimmed.is_empty() {
+            return Err(StorageRootError::Empty);
+        }
+        let local = match trimmed.split_once("://") {
+            Some((scheme, _)) if !OBJECT_STORE_SCHEMES.contains(&scheme) => {
+                return Err(StorageRootError::UnsupportedScheme { scheme: scheme.to_string(), root: root.to_string() });
+            }
+            Some(("file", path)) => path,
+            Some(_) => return Ok(()),
+            None => trimmed,
+        };
+        match std::fs::metadata(local) {
+            Ok(metadata) if !metadata.is_dir() => Err(StorageRootError::Local {
+                root: root.to_string(),
+                source: std::io::Error::new(std::io::ErrorKind::NotADirectory, "not a directory"),
+            }),
+            _ => Ok(()),
+        }
+    }
+
     /// Validates `root`. A local path is created if missing and made absolute.
     pub fn resolve(root: &str) -> Result<Self, StorageRootError> {
         let trimmed = root.trim();

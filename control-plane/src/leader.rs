@@ -22,6 +22,7 @@ use tonic::transport::{Channel, Endpoint};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
+use tracing::Instrument;
 
 use crate::health::{HealthTracker, Transition};
 use crate::metrics::METRICS;
@@ -117,11 +118,13 @@ impl Candidate {
                     channels.entry(node.address.clone()).or_insert_with(|| lazy_channel(&node.address, timeout));
                 probe(channel.clone(), timeout)
             });
-            let results = join_all(probes.collect::<Vec<_>>()).await;
+            let round = tracing::info_span!("probe_round", executors = executors.len(), failed = tracing::field::Empty);
+            let results = join_all(probes.collect::<Vec<_>>()).instrument(round.clone()).await;
+            round.record("failed", results.iter().filter(|result| result.is_err()).count());
             for (node, result) in executors.iter().zip(results) {
                 METRICS.probes.with_label_values(&[if result.is_ok() { "passed" } else { "failed" }]).inc();
                 let Some(transition) = tracker.record(&node.node_id, result.is_ok()) else { continue };
-                self.apply(node, transition, result.err(), lease).await;
+                self.apply(node, transition, result.err(), lease).instrument(round.clone()).await;
             }
         }
     }

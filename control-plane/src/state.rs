@@ -10,12 +10,9 @@ use etcd_client::Client;
 use lancefleet_common::cluster_state::{ClusterState, Role};
 use lancefleet_common::config::ClusterConfig;
 use lancefleet_common::etcd::Keys;
-use lancefleet_common::placement::Placement;
+use lancefleet_common::placement::first_choice_shares;
 use serde::Serialize;
 use tokio::sync::watch;
-
-/// Synthetic fragments placed to estimate each executor's share of the ring.
-const SHARE_SAMPLE: u64 = 4096;
 
 /// What the state endpoint reads.
 pub struct StateService {
@@ -47,6 +44,8 @@ struct NodeView {
     cores: u32,
     cache_bytes: u64,
     version: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    metrics_address: Option<String>,
 }
 
 /// How the placement ring shares fragments.
@@ -107,6 +106,7 @@ fn nodes(state: &ClusterState) -> Vec<NodeView> {
                 cores: record.cores,
                 cache_bytes: record.cache_bytes,
                 version: record.version.clone(),
+                metrics_address: record.metrics_address.clone(),
             }
         })
         .collect::<Vec<_>>();
@@ -116,17 +116,13 @@ fn nodes(state: &ClusterState) -> Vec<NodeView> {
 
 fn placement(state: &ClusterState, config: &ClusterConfig) -> PlacementView {
     let executors = state.executors();
-    let ring =
-        Placement::new(executors.iter().map(|executor| executor.id.clone()), config.virtual_nodes, config.replicas);
-    let mut counts = BTreeMap::<String, u64>::new();
-    for fragment in 0..SHARE_SAMPLE {
-        if let Some(first) = ring.preference_list("placement-summary", fragment).first() {
-            *counts.entry(first.to_string()).or_default() += 1;
-        }
-    }
     PlacementView {
         replicas: config.replicas,
         virtual_nodes: config.virtual_nodes,
-        first_choice_share: counts.into_iter().map(|(id, count)| (id, count as f64 / SHARE_SAMPLE as f64)).collect(),
+        first_choice_share: first_choice_shares(
+            executors.iter().map(|executor| executor.id.as_str()),
+            config.virtual_nodes,
+            config.replicas,
+        ),
     }
 }

@@ -114,6 +114,43 @@ impl CacheStats {
     }
 }
 
+/// Chunk reads and bytes a cache has served so far, by tier (process-wide: every query
+/// of the process counts).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheReads {
+    /// Chunk reads the memory tier answered.
+    pub memory_hits: u64,
+    /// Chunk reads the disk tier answered.
+    pub disk_hits: u64,
+    /// Chunk reads fetched from the object store.
+    pub misses: u64,
+    /// Bytes served from memory.
+    pub memory_bytes: u64,
+    /// Bytes served from disk.
+    pub disk_bytes: u64,
+    /// Bytes fetched from the object store.
+    pub fetched_bytes: u64,
+}
+
+impl CacheReads {
+    /// Chunk reads either tier answered.
+    pub fn hits(&self) -> u64 {
+        self.memory_hits + self.disk_hits
+    }
+
+    /// What was served between `earlier` and these counts.
+    pub fn since(&self, earlier: &CacheReads) -> CacheReads {
+        CacheReads {
+            memory_hits: self.memory_hits.saturating_sub(earlier.memory_hits),
+            disk_hits: self.disk_hits.saturating_sub(earlier.disk_hits),
+            misses: self.misses.saturating_sub(earlier.misses),
+            memory_bytes: self.memory_bytes.saturating_sub(earlier.memory_bytes),
+            disk_bytes: self.disk_bytes.saturating_sub(earlier.disk_bytes),
+            fetched_bytes: self.fetched_bytes.saturating_sub(earlier.fetched_bytes),
+        }
+    }
+}
+
 /// The process-wide cache; cheap to clone.
 #[derive(Clone)]
 pub struct ObjectCache {
@@ -169,9 +206,16 @@ impl ObjectCache {
     }
 
     /// Chunk reads answered so far (both tiers), and fetched from the object store.
-    pub fn reads(&self) -> (u64, u64) {
-        let hits = ["memory", "disk"].iter().map(|tier| self.stats.hits.with_label_values(&[*tier]).get()).sum();
-        (hits, self.stats.misses.get())
+    pub fn reads(&self) -> CacheReads {
+        let stats = &self.stats;
+        CacheReads {
+            memory_hits: stats.hits.with_label_values(&["memory"]).get(),
+            disk_hits: stats.hits.with_label_values(&["disk"]).get(),
+            misses: stats.misses.get(),
+            memory_bytes: stats.bytes.with_label_values(&["memory"]).get(),
+            disk_bytes: stats.bytes.with_label_values(&["disk"]).get(),
+            fetched_bytes: stats.bytes.with_label_values(&["object_store"]).get(),
+        }
     }
 
     /// Flushes the disk tier and closes the cache (at shutdown, so the next start

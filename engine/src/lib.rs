@@ -7,7 +7,7 @@
 //!   schema changes, restores and tags;
 //! - [`maintenance`]: compaction, index builds and optimization, cleanup;
 //! - [`cache`]: the object cache (foyer, memory and disk) lance reads immutable objects
-//!   through;
+//!   through; [`store_metrics`]: the object-store requests under it, counted and timed;
 //! - [`table_id`]: table and namespace names and where they live.
 
 pub mod cache;
@@ -15,6 +15,7 @@ pub mod catalog;
 pub mod error;
 pub mod maintenance;
 pub mod read;
+pub mod store_metrics;
 pub mod table_id;
 pub mod write;
 

@@ -20,6 +20,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use indicatif::{ProgressBar, ProgressStyle};
 use lancefleet_common::cluster_state::{NodeRecord, Role};
 use lancefleet_common::config::{IndexerConfig, NodeConfig, Service};
 use lancefleet_common::events::{BusUpdate, EventBus, TableEvent, now_ms};
@@ -281,9 +282,17 @@ impl Indexer {
         tables.dedup();
         let retry = self.worker.config.retry_after;
         let mut failed = 0;
+        // Drawn on a terminal only (a log shipper sees the log lines alone).
+        let progress = ProgressBar::new(tables.len() as u64).with_style(
+            ProgressStyle::with_template("{spinner} maintaining tables {pos}/{len} {wide_bar} {elapsed} {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
         for table in tables {
+            progress.set_message(table.clone());
+            progress.inc(1);
             for attempt in 1..=5 {
                 if shutdown.is_triggered() {
+                    progress.abandon();
                     return Ok(failed);
                 }
                 match self.worker.turn(&table, true).await.map(|turn| turn.end) {
@@ -291,13 +300,14 @@ impl Indexer {
                     Ok(TurnEnd::Again) if attempt < 5 => tokio::time::sleep(retry).await,
                     Ok(TurnEnd::Again) => tracing::warn!(table, "work left after five turns"),
                     Err(error) => {
-                        tracing::error!(table, %error, "maintenance failed");
+                        progress.suspend(|| tracing::error!(table, %error, "maintenance failed"));
                         failed += 1;
                         break;
                     }
                 }
             }
         }
+        progress.finish_and_clear();
         Ok(failed)
     }
 }

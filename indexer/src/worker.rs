@@ -11,6 +11,7 @@ use lancefleet_common::events::{BusError, ChangeKind, EventBus, IndexRequest, Ta
 use lancefleet_engine::catalog::facts::TableFacts;
 use lancefleet_engine::maintenance;
 use lancefleet_engine::{Catalog, EngineError, IndexSpec, ReadVersion, TableId};
+use tracing::Instrument;
 
 use crate::error::IndexerError;
 use crate::metrics::METRICS;
@@ -98,7 +99,17 @@ impl Worker {
                 "maintenance job started"
             );
             let started = Instant::now();
-            let result = self.run(table, &job, &mut dataset).await;
+            let span = tracing::info_span!(
+                "maintenance_job",
+                job = kind.as_str(),
+                table,
+                from_version = facts.version,
+                to_version = tracing::field::Empty,
+                rows = facts.rows,
+                fragments = facts.fragment_rows.len(),
+                outcome = tracing::field::Empty,
+            );
+            let result = self.run(table, &job, &mut dataset).instrument(span.clone()).await;
             METRICS.job_seconds.with_label_values(&[kind.as_str()]).observe(started.elapsed().as_secs_f64());
             let outcome = match &result {
                 Ok(Some(_)) => "done",
@@ -107,6 +118,10 @@ impl Worker {
                 Err(_) => "failed",
             };
             METRICS.jobs.with_label_values(&[kind.as_str(), outcome]).inc();
+            span.record("outcome", outcome);
+            if let Ok(Some(event)) = &result {
+                span.record("to_version", event.version);
+            }
             match result {
                 Ok(Some(event)) => {
                     tracing::info!(

@@ -82,7 +82,14 @@ pub async fn start(config: NodeConfig, context: &NodeContext) -> Result<RunningE
     let node_id = config.node_id(Service::PlanExecutor, address.port());
     let advertised = config.executor.advertise_address.clone().unwrap_or_else(|| format!("http://{address}"));
     let capacity = config.cache.capacity().bytes();
-    let record = NodeRecord::new(node_id.clone(), Role::PlanExecutor, advertised.clone(), capacity);
+    let metrics_host = advertised
+        .parse::<http::Uri>()
+        .ok()
+        .and_then(|uri| uri.host().map(str::to_string))
+        .unwrap_or_else(|| address.ip().to_string());
+    let metrics = format!("http://{metrics_host}:{}", node.metrics_addr()?.port());
+    let record = NodeRecord::new(node_id.clone(), Role::PlanExecutor, advertised.clone(), capacity)
+        .with_metrics_address(metrics);
     let presence = context.register(record).await;
     if context.etcd().is_some()
         && let Some(membership) = context.executors(&config.cluster).await
@@ -135,6 +142,13 @@ impl PlanExecutorNode {
             service: ExecutorService::new(catalog, executor.open_datasets),
             grace: executor.shutdown_grace,
         })
+    }
+
+    /// The metrics address actually bound.
+    fn metrics_addr(&self) -> Result<SocketAddr, ExecutorError> {
+        self.metrics
+            .local_addr()
+            .map_err(|source| ExecutorError::Listen { address: "the metrics socket".into(), source })
     }
 
     /// The gRPC address actually bound.

@@ -3,6 +3,7 @@
 //! Flight data.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use arrow_flight::FlightData;
@@ -12,13 +13,17 @@ use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 use lance::Dataset;
 use lance::io::RecordBatchStream;
+use lancefleet_common::telemetry;
+use lancefleet_engine::cache::CacheReads;
 use lancefleet_engine::read::execute::{analyze, count, execute};
+use lancefleet_engine::store_metrics::requests_so_far;
 use lancefleet_engine::{Catalog, EngineError, Scope};
 use lancefleet_proto::v1::plan_executor_server::PlanExecutor;
 use lancefleet_proto::v1::{AnalyzeReply, CountReply, FragmentQuery, PlanFragment};
 use lancefleet_proto::{ErrorStatus, WIRE_VERSION};
 use moka::future::Cache;
 use tonic::{Request, Response, Status};
+use tracing::{Instrument, Span};
 
 use crate::error::ExecutorError;
 use crate::metrics::METRICS;
@@ -68,55 +73,124 @@ fn query(plan: &PlanFragment) -> Result<&FragmentQuery, ExecutorError> {
     plan.query.as_ref().ok_or_else(|| ExecutorError::BadPlan("the plan fragment has no query".into()))
 }
 
+/// What one plan fragment did, recorded on its span when it ends: a child of the query
+/// node's executor-call span when the call carried its trace context, with the request it
+/// serves (`query_id`), its table, version and fragments, and at the end its rows, the
+/// cache's reads by tier and the object-store requests meanwhile (process-wide counters:
+/// concurrent fragments count too).
+struct Work {
+    span: Span,
+    catalog: Arc<Catalog>,
+    cache_before: CacheReads,
+    requests_before: u64,
+    started: Instant,
+}
+
+impl Work {
+    fn start(rpc: &'static str, request: &Request<PlanFragment>, catalog: &Arc<Catalog>) -> Self {
+        let plan = request.get_ref();
+        let empty = tracing::field::Empty;
+        let span = tracing::info_span!(
+            "fragment",
+            rpc,
+            query_id = %plan.query_id,
+            table = %plan.table_uri,
+            version = plan.version,
+            fragments = plan.fragment_ids.len(),
+            rows = empty,
+            cache_memory_hits = empty,
+            cache_disk_hits = empty,
+            cache_misses = empty,
+            cache_memory_bytes = empty,
+            cache_disk_bytes = empty,
+            fetched_bytes = empty,
+            object_store_requests = empty,
+        );
+        telemetry::follow_caller(&span, telemetry::context_from_metadata(request.metadata()));
+        METRICS.fragments.with_label_values(&[rpc]).inc();
+        Self {
+            span,
+            catalog: catalog.clone(),
+            cache_before: catalog.cache_reads(),
+            requests_before: requests_so_far(),
+            started: Instant::now(),
+        }
+    }
+
+    /// Records what the fragment did, `rows` rows, and logs it.
+    fn finish(&self, rows: u64) {
+        let reads = self.catalog.cache_reads().since(&self.cache_before);
+        let span = &self.span;
+        span.record("rows", rows);
+        span.record("cache_memory_hits", reads.memory_hits);
+        span.record("cache_disk_hits", reads.disk_hits);
+        span.record("cache_misses", reads.misses);
+        span.record("cache_memory_bytes", reads.memory_bytes);
+        span.record("cache_disk_bytes", reads.disk_bytes);
+        span.record("fetched_bytes", reads.fetched_bytes);
+        span.record("object_store_requests", requests_so_far().saturating_sub(self.requests_before));
+        let elapsed_ms = self.started.elapsed().as_millis() as u64;
+        span.in_scope(|| tracing::debug!(rows, elapsed_ms, "fragment answered"));
+    }
+}
+
 #[tonic::async_trait]
 impl PlanExecutor for ExecutorService {
     type ExecuteStream = BoxStream<'static, Result<FlightData, Status>>;
 
     async fn execute(&self, request: Request<PlanFragment>) -> Result<Response<Self::ExecuteStream>, Status> {
+        let work = Work::start("execute", &request, &self.catalog);
         let plan = request.into_inner();
-        METRICS.fragments.with_label_values(&["execute"]).inc();
-        let started = Instant::now();
         let run = async {
             let dataset = self.dataset(&plan).await?;
             Ok::<_, ExecutorError>(execute(&dataset, scope(&plan)?, query(&plan)?).await?)
         };
-        let batches = run.await.map_err(ExecutorError::into_grpc)?;
+        let batches = run.instrument(work.span.clone()).await.map_err(ExecutorError::into_grpc)?;
         let schema = batches.schema();
-        let deadline = (plan.timeout_ms > 0).then(|| started + Duration::from_millis(plan.timeout_ms));
-        let fragments = plan.fragment_ids.len();
+        let deadline = (plan.timeout_ms > 0).then(|| work.started + Duration::from_millis(plan.timeout_ms));
+        let rows = Arc::new(AtomicU64::new(0));
+        let counted = rows.clone();
         let batches = batches.map(move |batch| {
             if deadline.is_some_and(|deadline| Instant::now() > deadline) {
                 let status = ErrorStatus::timeout("fragment deadline passed");
                 return Err(FlightError::Tonic(Box::new(status.into_grpc())));
             }
-            batch.map_err(|error| {
+            let batch = batch.map_err(|error| {
                 FlightError::Tonic(Box::new(ExecutorError::Engine(EngineError::from(error)).into_grpc()))
-            })
+            })?;
+            counted.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
+            Ok(batch)
         });
-        let flight = FlightDataEncoderBuilder::new().with_schema(schema).build(batches).map_err(Status::from);
-        tracing::debug!(table = %plan.table_uri, version = plan.version, fragments, "fragment started");
+        // Once the last batch is out, the span learns what the fragment did.
+        let end = futures::stream::once(async move { work.finish(rows.load(Ordering::Relaxed)) })
+            .filter_map(|()| futures::future::ready(None));
+        let flight =
+            FlightDataEncoderBuilder::new().with_schema(schema).build(batches.chain(end)).map_err(Status::from);
         Ok(Response::new(flight.boxed()))
     }
 
     async fn count(&self, request: Request<PlanFragment>) -> Result<Response<CountReply>, Status> {
+        let work = Work::start("count", &request, &self.catalog);
         let plan = request.into_inner();
-        METRICS.fragments.with_label_values(&["count"]).inc();
         let run = async {
             let dataset = self.dataset(&plan).await?;
             let filter = query(&plan)?.filter.as_deref();
             Ok::<_, ExecutorError>(count(&dataset, scope(&plan)?, filter).await?)
         };
-        let rows = run.await.map_err(ExecutorError::into_grpc)?;
+        let rows = run.instrument(work.span.clone()).await.map_err(ExecutorError::into_grpc)?;
+        work.finish(rows);
         Ok(Response::new(CountReply { rows }))
     }
 
     async fn analyze(&self, request: Request<PlanFragment>) -> Result<Response<AnalyzeReply>, Status> {
+        let work = Work::start("analyze", &request, &self.catalog);
         let plan = request.into_inner();
-        METRICS.fragments.with_label_values(&["analyze"]).inc();
         let run = async {
             let dataset = self.dataset(&plan).await?;
             Ok::<_, ExecutorError>(analyze(&self.catalog, &dataset, scope(&plan)?, query(&plan)?).await?)
         };
-        Ok(Response::new(run.await.map_err(ExecutorError::into_grpc)?))
+        let reply = run.instrument(work.span.clone()).await.map_err(ExecutorError::into_grpc)?;
+        work.finish(0);
+        Ok(Response::new(reply))
     }
 }

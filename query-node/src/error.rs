@@ -9,6 +9,9 @@ use lancefleet_common::ServiceError;
 use lancefleet_engine::EngineError;
 use lancefleet_proto::ErrorCode;
 
+/// The response header that names a failed request's [`ErrorCode`].
+pub const ERROR_CODE_HEADER: &str = "x-lancefleet-error-code";
+
 /// A failed REST request.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -200,7 +203,7 @@ impl IntoResponse for ApiError {
         let status = StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         log_failure(&self);
         let mut response = (status, self.client_message()).into_response();
-        response.headers_mut().insert("x-lancefleet-error-code", HeaderValue::from_static(code.as_str_name()));
+        response.headers_mut().insert(ERROR_CODE_HEADER, HeaderValue::from_static(code.as_str_name()));
         response
     }
 }

@@ -11,6 +11,7 @@ mod sql_service;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arrow_flight::decode::FlightRecordBatchStream;
@@ -24,12 +25,16 @@ use arrow_flight::{
 use futures::{Stream, StreamExt, TryStreamExt};
 use lancefleet_common::Shutdown;
 use lancefleet_common::config::FlightConfig;
+use lancefleet_common::telemetry;
 use tokio::net::TcpListener;
+use tonic::metadata::MetadataValue;
 use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status, Streaming};
+use tracing::{Instrument, Span};
 
 use crate::error::ApiError;
 use crate::metrics::METRICS;
+use crate::request;
 use crate::state::AppState;
 
 /// A stream of answers of one Flight call.
@@ -98,18 +103,56 @@ impl FlightFront {
     }
 }
 
-/// Runs one Flight call, counting it by method and answer code and timing it until its
-/// answer starts.
-async fn recorded<T>(method: &'static str, call: impl Future<Output = Result<T, Status>>) -> Result<T, Status> {
+/// One Flight call: its method and request id (the client's `x-request-id` metadata or a
+/// new one), and its span, a child of the caller's trace when it sent `traceparent`.
+struct FlightCall {
+    method: &'static str,
+    id: Arc<str>,
+    span: Span,
+}
+
+impl FlightCall {
+    fn new<T>(method: &'static str, request: &Request<T>) -> Self {
+        let given = request.metadata().get(request::REQUEST_ID_HEADER.as_str()).and_then(|value| value.to_str().ok());
+        let id = request::given_or_new(given);
+        let span = tracing::info_span!("flight", method, request_id = &*id, code = tracing::field::Empty);
+        telemetry::follow_caller(&span, telemetry::context_from_metadata(request.metadata()));
+        Self { method, id, span }
+    }
+}
+
+/// Runs one Flight call under its request id and span, counting it by method and answer
+/// code, timing it until its answer starts, and returning the request id in the answer's
+/// metadata.
+async fn recorded<T>(
+    call: FlightCall,
+    answer: impl Future<Output = Result<Response<T>, Status>>,
+) -> Result<Response<T>, Status> {
+    let FlightCall { method, id, span } = call;
     let started = Instant::now();
-    let answer = call.await;
+    METRICS.in_flight.with_label_values(&["flight"]).inc();
+    let answer = request::serve(id.clone(), answer).instrument(span.clone()).await;
+    METRICS.in_flight.with_label_values(&["flight"]).dec();
     let code = match &answer {
         Ok(_) => tonic::Code::Ok,
         Err(status) => status.code(),
     };
-    METRICS.flight_requests.with_label_values(&[method, &format!("{code:?}")]).inc();
+    let code_name = format!("{code:?}");
+    span.record("code", code_name.as_str());
+    METRICS.flight_requests.with_label_values(&[method, &code_name]).inc();
     METRICS.flight_request_seconds.with_label_values(&[method]).observe(started.elapsed().as_secs_f64());
-    answer
+    if code != tonic::Code::Ok {
+        METRICS.errors.with_label_values(&["flight", &code_name]).inc();
+    }
+    span.in_scope(|| {
+        tracing::info!(code = code_name, elapsed_ms = started.elapsed().as_millis() as u64, "call answered")
+    });
+    answer.map(|mut response| {
+        if let Ok(value) = MetadataValue::try_from(&*id) {
+            response.metadata_mut().insert("x-request-id", value);
+        }
+        response
+    })
 }
 
 /// The record batches of the Flight data a client streams, decoded as they arrive.
@@ -140,11 +183,11 @@ impl FlightService for FlightFront {
         &self,
         request: Request<Streaming<HandshakeRequest>>,
     ) -> Result<Response<Self::HandshakeStream>, Status> {
-        recorded("Handshake", async move { self.sql.handshake(request).await }).await
+        recorded(FlightCall::new("Handshake", &request), async move { self.sql.handshake(request).await }).await
     }
 
     async fn list_flights(&self, request: Request<Criteria>) -> Result<Response<Self::ListFlightsStream>, Status> {
-        recorded("ListFlights", async move {
+        recorded(FlightCall::new("ListFlights", &request), async move {
             self.authorize(&request)?;
             let flights = data::list_flights(&self.state).await?;
             Ok(Response::new(futures::stream::iter(flights.into_iter().map(Ok)).boxed()))
@@ -153,7 +196,7 @@ impl FlightService for FlightFront {
     }
 
     async fn get_flight_info(&self, request: Request<FlightDescriptor>) -> Result<Response<FlightInfo>, Status> {
-        recorded("GetFlightInfo", async move {
+        recorded(FlightCall::new("GetFlightInfo", &request), async move {
             self.authorize(&request)?;
             if is_table_path(request.get_ref()) {
                 return Ok(Response::new(data::flight_info(&self.state, request.into_inner()).await?));
@@ -164,7 +207,7 @@ impl FlightService for FlightFront {
     }
 
     async fn poll_flight_info(&self, request: Request<FlightDescriptor>) -> Result<Response<PollInfo>, Status> {
-        recorded("PollFlightInfo", async move {
+        recorded(FlightCall::new("PollFlightInfo", &request), async move {
             self.authorize(&request)?;
             Err(Status::unimplemented("PollFlightInfo is not supported: queries answer at once; use GetFlightInfo"))
         })
@@ -172,7 +215,7 @@ impl FlightService for FlightFront {
     }
 
     async fn get_schema(&self, request: Request<FlightDescriptor>) -> Result<Response<SchemaResult>, Status> {
-        recorded("GetSchema", async move {
+        recorded(FlightCall::new("GetSchema", &request), async move {
             self.authorize(&request)?;
             if is_table_path(request.get_ref()) {
                 return Ok(Response::new(data::table_schema(&self.state, request.get_ref()).await?));
@@ -183,7 +226,7 @@ impl FlightService for FlightFront {
     }
 
     async fn do_get(&self, request: Request<Ticket>) -> Result<Response<Self::DoGetStream>, Status> {
-        recorded("DoGet", async move {
+        recorded(FlightCall::new("DoGet", &request), async move {
             self.authorize(&request)?;
             if data::is_json_ticket(request.get_ref()) {
                 return Ok(Response::new(data::do_get(&self.state, request.get_ref()).await?));
@@ -196,7 +239,7 @@ impl FlightService for FlightFront {
     /// Flight SQL reads the first message to dispatch on its command; table paths come
     /// back to the data plane through its fallback.
     async fn do_put(&self, request: Request<Streaming<FlightData>>) -> Result<Response<Self::DoPutStream>, Status> {
-        recorded("DoPut", async move {
+        recorded(FlightCall::new("DoPut", &request), async move {
             self.authorize(&request)?;
             FlightService::do_put(&self.sql, request).await
         })
@@ -207,7 +250,7 @@ impl FlightService for FlightFront {
         &self,
         request: Request<Streaming<FlightData>>,
     ) -> Result<Response<Self::DoExchangeStream>, Status> {
-        recorded("DoExchange", async move {
+        recorded(FlightCall::new("DoExchange", &request), async move {
             self.authorize(&request)?;
             Err(Status::unimplemented("DoExchange is not supported"))
         })
@@ -215,7 +258,7 @@ impl FlightService for FlightFront {
     }
 
     async fn do_action(&self, request: Request<Action>) -> Result<Response<Self::DoActionStream>, Status> {
-        recorded("DoAction", async move {
+        recorded(FlightCall::new("DoAction", &request), async move {
             self.authorize(&request)?;
             FlightService::do_action(&self.sql, request).await
         })
@@ -223,7 +266,7 @@ impl FlightService for FlightFront {
     }
 
     async fn list_actions(&self, request: Request<Empty>) -> Result<Response<Self::ListActionsStream>, Status> {
-        recorded("ListActions", async move {
+        recorded(FlightCall::new("ListActions", &request), async move {
             self.authorize(&request)?;
             FlightService::list_actions(&self.sql, request).await
         })

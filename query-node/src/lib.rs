@@ -16,6 +16,7 @@ mod error;
 mod flight;
 mod metrics;
 mod protocol;
+mod request;
 mod routes;
 mod sql;
 mod state;

@@ -4,8 +4,8 @@ use std::sync::LazyLock;
 
 use lancefleet_common::metrics::LATENCY_BUCKETS;
 use prometheus::{
-    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, register_histogram_vec, register_int_counter,
-    register_int_counter_vec,
+    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, register_histogram_vec,
+    register_int_counter, register_int_counter_vec, register_int_gauge_vec,
 };
 
 /// The query node's metrics.
@@ -32,6 +32,15 @@ pub struct QueryNodeMetrics {
     /// `lancefleet_query_event_publish_failures_total`: committed changes whose event
     /// could not be published.
     pub event_failures: IntCounter,
+    /// `lancefleet_requests_in_flight{interface}`: REST requests and Flight calls being
+    /// served (`rest`, `flight`).
+    pub in_flight: IntGaugeVec,
+    /// `lancefleet_request_errors_total{interface, code}`: failed REST requests and Flight
+    /// calls by error code (`ERROR_CODE_NOT_FOUND`…, or the gRPC code for Flight).
+    pub errors: IntCounterVec,
+    /// `lancefleet_query_slow_executor_calls_total{executor}`: executor calls slower than
+    /// `cluster.slow_call` ("slow takes").
+    pub slow_calls: IntCounterVec,
 }
 
 /// The metrics, registered on first use.
@@ -92,5 +101,26 @@ pub static METRICS: LazyLock<QueryNodeMetrics> = LazyLock::new(|| {
             "Committed changes whose event could not be published to the event bus."
         )
         .expect("register lancefleet_query_event_publish_failures_total"),
+        in_flight: register_int_gauge_vec!(
+            Opts::new("lancefleet_requests_in_flight", "REST requests and Flight calls being served, by interface."),
+            &["interface"]
+        )
+        .expect("register lancefleet_requests_in_flight"),
+        errors: register_int_counter_vec!(
+            Opts::new(
+                "lancefleet_request_errors_total",
+                "Failed REST requests and Flight calls, by interface and code."
+            ),
+            &["interface", "code"]
+        )
+        .expect("register lancefleet_request_errors_total"),
+        slow_calls: register_int_counter_vec!(
+            Opts::new(
+                "lancefleet_query_slow_executor_calls_total",
+                "Executor calls slower than cluster.slow_call, by executor."
+            ),
+            &["executor"]
+        )
+        .expect("register lancefleet_query_slow_executor_calls_total"),
     }
 });

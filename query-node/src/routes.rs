@@ -18,13 +18,16 @@ use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{MethodRouter, get, post};
 use lancefleet_common::metrics::metrics_handler;
+use lancefleet_common::telemetry;
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
 use tracing::Span;
 
-use crate::error::ApiError;
+use crate::dispatch::Dispatcher;
+use crate::error::{ApiError, ERROR_CODE_HEADER};
 use crate::metrics::METRICS;
 use crate::protocol::{PHALANX_VERSION, PHALANX_VERSION_HEADER};
+use crate::request;
 use crate::state::AppState;
 
 /// A route's handler, built when the router is.
@@ -73,6 +76,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
     let mut router = Router::new()
         .route("/health", get(|| async { "ok" }))
         .route("/metrics", get(metrics_handler))
+        .route("/v1/cluster", get(cluster))
         .route("/v1/table", get(tables::list_tables))
         .route("/v1/table/", get(tables::list_tables))
         .route("/v1/namespace/{id}/table/list", get(tables::list_namespace_tables))
@@ -97,12 +101,14 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
             PHALANX_VERSION_HEADER.clone(),
             HeaderValue::from_static(PHALANX_VERSION),
         ))
-        .layer(TraceLayer::new_for_http().make_span_with(request_span).on_failure(()))
+        .layer(middleware::from_fn(identify))
+        .layer(TraceLayer::new_for_http().make_span_with(request_span).on_request(()).on_response(()).on_failure(()))
         .with_state(state)
 }
 
 /// Counts and times every routed request by its route template (never the raw path,
-/// whose table names would make the label set unbounded).
+/// whose table names would make the label set unbounded), counts failures by error code,
+/// and logs each API request once it is answered.
 async fn record_request(request: Request<Body>, next: Next) -> Response {
     let route = request
         .extensions()
@@ -110,11 +116,49 @@ async fn record_request(request: Request<Body>, next: Next) -> Response {
         .map_or("unmatched", |path| path.as_str())
         .trim_end_matches('/')
         .to_string();
+    let span = Span::current();
+    span.record("route", route.as_str());
     let started = Instant::now();
+    METRICS.in_flight.with_label_values(&["rest"]).inc();
     let response = next.run(request).await;
-    METRICS.request_seconds.with_label_values(&[route.as_str()]).observe(started.elapsed().as_secs_f64());
-    METRICS.requests.with_label_values(&[route.as_str(), response.status().as_str()]).inc();
+    METRICS.in_flight.with_label_values(&["rest"]).dec();
+    let elapsed = started.elapsed();
+    let status = response.status();
+    span.record("status", status.as_u16());
+    METRICS.request_seconds.with_label_values(&[route.as_str()]).observe(elapsed.as_secs_f64());
+    METRICS.requests.with_label_values(&[route.as_str(), status.as_str()]).inc();
+    if let Some(code) = response.headers().get(ERROR_CODE_HEADER).and_then(|code| code.to_str().ok()) {
+        METRICS.errors.with_label_values(&["rest", code]).inc();
+    }
+    if route.starts_with("/v1/") {
+        tracing::info!(status = status.as_u16(), elapsed_ms = elapsed.as_millis() as u64, "request answered");
+    }
     response
+}
+
+/// Gives every request its id (see [`crate::request`]): recorded on its span, served
+/// under it, and returned in the `x-request-id` header.
+async fn identify(request: Request<Body>, next: Next) -> Response {
+    let id = request::request_id(request.headers());
+    Span::current().record("request_id", &*id);
+    let mut response = request::serve(id.clone(), next.run(request)).await;
+    if let Some(value) = request::header_value(&id) {
+        response.headers_mut().insert(request::REQUEST_ID_HEADER.clone(), value);
+    }
+    response
+}
+
+/// `GET /v1/cluster` on a query node: the plan executors it sends fragments to and how
+/// placement shares fragments among them (a control plane answers the same route for the
+/// whole cluster, with every role and the leader).
+async fn cluster(State(state): State<AppState>) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    let mut view = match state.dispatcher.as_ref() {
+        Dispatcher::Cluster(cluster) => cluster.summary()?,
+        Dispatcher::Local => serde_json::json!({ "nodes": [], "execution": "in-process" }),
+    };
+    view["answered_by"] = serde_json::Value::from("query-node");
+    view["leader"] = serde_json::Value::Null;
+    Ok(axum::Json(view))
 }
 
 /// Refuses a `/v1` request without a valid API key; `/health` and `/metrics` stay open.
@@ -125,11 +169,24 @@ async fn authenticate(State(state): State<AppState>, request: Request<Body>, nex
     Ok(next.run(request).await)
 }
 
-/// One span per request (failures are logged once, by [`ApiError`]), carrying the client's `x-request-id` so a failure in the log can
-/// be matched with the error the client saw.
+/// One span per request, a child of the caller's trace when it sent one: method, route,
+/// table, request id and status, and for queries `k`, whether a filter was given and the
+/// rows returned (failures are logged once, by [`ApiError`]).
 fn request_span(request: &Request<Body>) -> Span {
-    let request_id = request.headers().get("x-request-id").and_then(|value| value.to_str().ok()).unwrap_or("-");
-    tracing::info_span!("request", method = %request.method(), path = request.uri().path(), request_id)
+    let table = request.uri().path().strip_prefix("/v1/table/").and_then(|rest| rest.split('/').next()).unwrap_or("");
+    let span = tracing::info_span!(
+        "request",
+        method = %request.method(),
+        route = tracing::field::Empty,
+        table,
+        request_id = tracing::field::Empty,
+        status = tracing::field::Empty,
+        k = tracing::field::Empty,
+        filter = tracing::field::Empty,
+        rows = tracing::field::Empty,
+    );
+    telemetry::follow_caller(&span, telemetry::context_from_headers(request.headers()));
+    span
 }
 
 /// Unmatched requests. A table route whose id spans several path segments carries a

@@ -31,7 +31,7 @@ pub use sections::{
 pub use units::ByteSize;
 
 use crate::storage::{StorageConfig, StorageRoot};
-use crate::telemetry::LogConfig;
+use crate::telemetry::{LogConfig, TraceConfig};
 use renamed::Renamed;
 
 /// Prefix of every configuration environment variable.
@@ -40,10 +40,10 @@ pub const ENV_PREFIX: &str = "LANCEFLEET_";
 /// Top-level sections; environment variables outside them (such as `LANCEFLEET_CONFIG`
 /// itself) are not configuration keys.
 const SECTIONS: &[&str] =
-    &["storage", "rest", "flight", "auth", "log", "cluster", "executor", "cache", "control", "indexer"];
+    &["storage", "rest", "flight", "auth", "log", "trace", "cluster", "executor", "cache", "control", "indexer"];
 
 /// Configuration of every role; each reads the sections it needs.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct NodeConfig {
     /// Where tables live.
@@ -56,6 +56,8 @@ pub struct NodeConfig {
     pub auth: AuthConfig,
     /// Logging.
     pub log: LogConfig,
+    /// Distributed traces over OTLP.
+    pub trace: TraceConfig,
     /// The plan executors queries are spread over (query nodes, standalone).
     pub cluster: ClusterConfig,
     /// The plan executor service (plan executors).
@@ -166,6 +168,12 @@ impl NodeConfig {
             }
             figment = figment.merge(Renamed(Toml::file(path)));
         }
+        if let Some(unknown) = unknown_environment_section() {
+            return Err(ConfigError::Value {
+                key: unknown,
+                reason: format!("is not a configuration key: the sections are {}", SECTIONS.join(", ")),
+            });
+        }
         let environment = Env::prefixed(ENV_PREFIX).split("__").filter(|key| is_in_a_section(key.as_str()));
         figment = figment.merge(Renamed(environment));
         for (key, value) in overrides {
@@ -177,9 +185,10 @@ impl NodeConfig {
     /// Checks every section, the rules between sections, and what `service` cannot run
     /// without; the first problem found is the error.
     pub fn validate_for(&self, service: Service) -> Result<(), ConfigError> {
-        StorageRoot::resolve(&self.storage.root)
+        StorageRoot::check(&self.storage.root)
             .map_err(|error| ConfigError::Value { key: "storage.root".into(), reason: error.to_string() })?;
         self.log.validate()?;
+        self.trace.validate()?;
         self.rest.validate()?;
         self.flight.validate()?;
         self.auth.validate()?;
@@ -256,6 +265,17 @@ impl NodeConfig {
             }
         })
     }
+}
+
+/// The first variable `LANCEFLEET_<X>__…` whose `<X>` names no section (a typo such as
+/// `LANCEFLEET_CACHES__MEMORY`); variables without `__` (`LANCEFLEET_CONFIG`,
+/// `LANCEFLEET_API_KEY`) are not configuration keys.
+fn unknown_environment_section() -> Option<String> {
+    std::env::vars_os().find_map(|(name, _)| {
+        let name = name.to_str()?;
+        let (section, _) = name.strip_prefix(ENV_PREFIX)?.split_once("__")?;
+        (!SECTIONS.contains(&section.to_ascii_lowercase().as_str())).then(|| name.to_string())
+    })
 }
 
 /// Whether an environment key (prefix stripped, `__` turned into `.`) belongs to a section.
@@ -420,6 +440,14 @@ mod tests {
             jail.set_env("LANCEFLEET_REST__LISTN", "127.0.0.1:1");
             let error = NodeConfig::load(None, &[]).expect_err("env typo rejected");
             assert!(error.to_string().contains("listn"), "{error}");
+            Ok(())
+        });
+        Jail::expect_with(|jail| {
+            jail.set_env("LANCEFLEET_API_KEY", "not a configuration key");
+            NodeConfig::load(None, &[]).expect("variables without a section are not keys");
+            jail.set_env("LANCEFLEET_CACHES__MEMORY", "1GiB");
+            let error = NodeConfig::load(None, &[]).expect_err("unknown section rejected");
+            assert!(error.to_string().contains("LANCEFLEET_CACHES__MEMORY"), "{error}");
             Ok(())
         });
     }

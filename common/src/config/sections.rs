@@ -115,6 +115,10 @@ pub struct ClusterConfig {
     /// Default: `30s`.
     #[serde(with = "duration")]
     pub fragment_timeout: Duration,
+    /// An executor call slower than this is a "slow take": counted
+    /// (`lancefleet_query_slow_executor_calls_total`) and logged. Default: `1s`.
+    #[serde(with = "duration")]
+    pub slow_call: Duration,
 }
 
 impl Default for ClusterConfig {
@@ -124,6 +128,7 @@ impl Default for ClusterConfig {
             replicas: crate::placement::DEFAULT_REPLICAS,
             virtual_nodes: crate::placement::DEFAULT_VIRTUAL_NODES,
             fragment_timeout: Duration::from_secs(30),
+            slow_call: Duration::from_secs(1),
         }
     }
 }

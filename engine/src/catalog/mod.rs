@@ -30,8 +30,9 @@ use lancefleet_common::storage::{StorageConfig, StorageRoot};
 use moka::future::Cache;
 use object_store::path::Path;
 
-use crate::cache::ObjectCache;
+use crate::cache::{CacheReads, ObjectCache};
 use crate::error::{EngineError, Result};
+use crate::store_metrics::StoreLayers;
 use crate::table_id::{Namespace, TableId, table_name_of_entry};
 
 /// Which version of a table a read may see.
@@ -102,7 +103,7 @@ impl Catalog {
         let store_params = ObjectStoreParams {
             storage_options_accessor: (!options.is_empty())
                 .then(|| Arc::new(StorageOptionsAccessor::with_static_options(options))),
-            object_store_wrapper: cache.clone().map(|cache| Arc::new(cache) as Arc<dyn WrappingObjectStore>),
+            object_store_wrapper: Some(Arc::new(StoreLayers { cache: cache.clone() }) as Arc<dyn WrappingObjectStore>),
             ..Default::default()
         };
         Self { root, store_params, session: Arc::new(Session::default()), snapshots: None, cache }
@@ -117,9 +118,9 @@ impl Catalog {
         self
     }
 
-    /// Chunk reads the object cache answered and fetched so far; zeros without a cache.
-    pub fn cache_reads(&self) -> (u64, u64) {
-        self.cache.as_ref().map_or((0, 0), ObjectCache::reads)
+    /// What the object cache has served so far; zeros without a cache.
+    pub fn cache_reads(&self) -> CacheReads {
+        self.cache.as_ref().map(ObjectCache::reads).unwrap_or_default()
     }
 
     /// The storage root.

@@ -56,17 +56,12 @@ pub async fn analyze(
     scope: Scope<'_>,
     query: &FragmentQuery,
 ) -> Result<AnalyzeReply> {
-    let (hits_before, misses_before) = catalog.cache_reads();
+    let before = catalog.cache_reads();
     let started = Instant::now();
     let plan = build_scanner(dataset, scope, query)?.analyze_plan().await?;
     let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-    let (hits, misses) = catalog.cache_reads();
-    Ok(AnalyzeReply {
-        plan,
-        elapsed_ms,
-        cache_hits: hits.saturating_sub(hits_before),
-        cache_misses: misses.saturating_sub(misses_before),
-    })
+    let reads = catalog.cache_reads().since(&before);
+    Ok(AnalyzeReply { plan, elapsed_ms, cache_hits: reads.hits(), cache_misses: reads.misses })
 }
 
 /// Lance's physical plan of `query` over `scope`, without running it.

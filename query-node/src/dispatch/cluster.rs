@@ -17,17 +17,22 @@ use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 use lancefleet_common::config::{ClusterConfig, ExecutorEndpoint};
 use lancefleet_common::membership::Membership;
-use lancefleet_common::placement::Placement;
+use lancefleet_common::placement::{Placement, first_choice_shares};
+use lancefleet_common::telemetry;
 use lancefleet_engine::QueryOutput;
 use lancefleet_proto::v1::plan_executor_client::PlanExecutorClient;
 use lancefleet_proto::v1::{AnalyzeReply, FragmentQuery, PlanFragment};
 use lancefleet_proto::{ErrorCode, ErrorStatus, RetryTarget, WIRE_VERSION};
 use tokio::sync::watch;
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
+use tracing::{Instrument, Span};
 
 use super::{Pinned, Spread};
 use crate::error::ApiError;
 use crate::metrics::METRICS;
+use crate::request;
 
 /// Largest gRPC message accepted from an executor (one Arrow batch).
 const MAX_MESSAGE_BYTES: usize = 256 << 20;
@@ -39,7 +44,21 @@ const SUSPECT_FOR: Duration = Duration::from_secs(10);
 pub type RowStream = BoxStream<'static, Result<RecordBatch, ApiError>>;
 
 /// One executor call: the executor's node id, its client and the plan fragment to send it.
-type FragmentCall = (Arc<str>, PlanExecutorClient<Channel>, PlanFragment);
+type FragmentCall = (Arc<str>, ExecutorClient, PlanFragment);
+
+/// A client of one executor whose calls carry the caller's trace context.
+type ExecutorClient = PlanExecutorClient<InterceptedService<Channel, PropagateTrace>>;
+
+/// Writes the current span's trace context into every executor call's metadata.
+#[derive(Debug, Clone, Copy)]
+struct PropagateTrace;
+
+impl Interceptor for PropagateTrace {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        telemetry::inject_into_metadata(request.metadata_mut());
+        Ok(request)
+    }
+}
 
 /// The plan executors of a cluster, as membership currently has them.
 #[derive(Debug)]
@@ -51,6 +70,7 @@ pub struct Cluster {
     replicas: usize,
     virtual_nodes: u32,
     fragment_timeout: Duration,
+    slow_call: Duration,
 }
 
 /// Placement and connections for one membership.
@@ -58,7 +78,7 @@ pub struct Cluster {
 struct View {
     members: Arc<[ExecutorEndpoint]>,
     placement: Placement,
-    clients: HashMap<Arc<str>, PlanExecutorClient<Channel>>,
+    clients: HashMap<Arc<str>, ExecutorClient>,
 }
 
 /// One executor's share of a scatter: its fragments, and for each the position of this
@@ -78,7 +98,34 @@ impl Cluster {
             replicas: config.replicas,
             virtual_nodes: config.virtual_nodes,
             fragment_timeout: config.fragment_timeout,
+            slow_call: config.slow_call,
         }
+    }
+
+    /// What `GET /v1/cluster` shows of this cluster: the executors of the current
+    /// membership, whether each is passed over as a suspect, and the placement shares.
+    pub fn summary(&self) -> Result<serde_json::Value, ApiError> {
+        let view = self.current()?;
+        let suspects = self.current_suspects()?;
+        let nodes = view
+            .members
+            .iter()
+            .map(|member| {
+                serde_json::json!({
+                    "node_id": member.id,
+                    "role": "plan-executor",
+                    "address": member.address,
+                    "healthy": !suspects.contains(member.id.as_str()),
+                    "serving_fragments": view.clients.contains_key(member.id.as_str()),
+                })
+            })
+            .collect::<Vec<_>>();
+        let ids = view.placement.nodes().iter().map(|id| &**id);
+        let shares = first_choice_shares(ids, self.virtual_nodes, self.replicas);
+        Ok(serde_json::json!({
+            "nodes": nodes,
+            "placement": { "replicas": self.replicas, "virtual_nodes": self.virtual_nodes, "first_choice_share": shares },
+        }))
     }
 
     /// The view of the current membership, rebuilt when membership changed.
@@ -100,6 +147,7 @@ impl Cluster {
             query: Some(query.clone()),
             timeout_ms: u64::try_from(self.fragment_timeout.as_millis()).unwrap_or(u64::MAX),
             wire_version: WIRE_VERSION,
+            query_id: request::current(),
             ..Default::default()
         }
     }
@@ -227,7 +275,7 @@ impl Cluster {
         }
         let mut assignment = assign(fragments, &lists, &self.current_suspects()?);
         METRICS.fanout.with_label_values(&[] as &[&str]).observe(assignment.len() as f64);
-        let (mut results, failed) = self.run_round(&view, &assignment, template, &call).await?;
+        let (mut results, failed) = self.run_round(&view, &assignment, template, &call, 1).await?;
         if failed.is_empty() {
             count_choices(&assignment);
             return Ok(results);
@@ -251,7 +299,7 @@ impl Cluster {
             }
         }
         METRICS.retries.inc_by(retry.values().map(Vec::len).sum::<usize>() as u64);
-        let (retried, still_failed) = self.run_round(&view, &retry, template, &call).await?;
+        let (retried, still_failed) = self.run_round(&view, &retry, template, &call, 2).await?;
         if let Some((node, status)) = still_failed.into_iter().next() {
             return Err(ApiError::Executor { node: node.to_string(), status });
         }
@@ -280,14 +328,17 @@ impl Cluster {
         Ok(())
     }
 
-    /// Runs one call per executor of `assignment` concurrently. Returns the answers and
-    /// the executors that failed with a retry target; a failure without one fails the round.
+    /// Runs one call per executor of `assignment` concurrently, each in its own span
+    /// (executor, fragments, `attempt`, outcome). Returns the answers and the executors
+    /// that failed with a retry target; a failure without one fails the round. A call
+    /// slower than `cluster.slow_call` is counted and logged.
     async fn run_round<T, F, Fut>(
         &self,
         view: &View,
         assignment: &Assignment,
         template: &PlanFragment,
         call: &F,
+        attempt: u32,
     ) -> Result<(Vec<T>, Vec<(Arc<str>, ErrorStatus)>), ApiError>
     where
         F: Fn(FragmentCall) -> Fut,
@@ -297,7 +348,15 @@ impl Cluster {
             let mut fragment = template.clone();
             fragment.fragment_ids = fragments.iter().map(|(id, _)| *id).collect();
             let client = view.clients.get(node).cloned();
-            let timeout = self.fragment_timeout;
+            let (timeout, slow) = (self.fragment_timeout, self.slow_call);
+            let span = tracing::info_span!(
+                "executor_call",
+                executor = %node,
+                fragments = fragment.fragment_ids.len(),
+                attempt,
+                outcome = tracing::field::Empty,
+            );
+            let started = Instant::now();
             async move {
                 let Some(client) = client else {
                     return (node.clone(), Err(ErrorStatus::new(ErrorCode::Unavailable, "executor left the cluster")));
@@ -306,8 +365,19 @@ impl Cluster {
                     Ok(outcome) => outcome,
                     Err(_elapsed) => Err(ErrorStatus::timeout(format!("no answer within {} ms", timeout.as_millis()))),
                 };
+                let span = Span::current();
+                span.record(
+                    "outcome",
+                    outcome.as_ref().map_or_else(|status| status.error_code().as_str_name(), |_| "ok"),
+                );
+                let elapsed = started.elapsed();
+                if elapsed > slow {
+                    METRICS.slow_calls.with_label_values(&[&*node]).inc();
+                    tracing::warn!(elapsed_ms = elapsed.as_millis() as u64, "slow executor call");
+                }
                 (node.clone(), outcome)
             }
+            .instrument(span)
         });
         let mut answers = Vec::new();
         let mut failed = Vec::new();
@@ -355,12 +425,12 @@ impl View {
 }
 
 /// A lazily connecting client: executors may start after the query node.
-fn connect(member: &ExecutorEndpoint) -> Result<PlanExecutorClient<Channel>, ApiError> {
+fn connect(member: &ExecutorEndpoint) -> Result<ExecutorClient, ApiError> {
     let endpoint = Endpoint::from_shared(member.address.clone()).map_err(|error| {
         ApiError::Config(format!("executor '{}' has an invalid address '{}': {error}", member.id, member.address))
     })?;
     let channel = endpoint.connect_timeout(Duration::from_secs(2)).tcp_nodelay(true).connect_lazy();
-    Ok(PlanExecutorClient::new(channel).max_decoding_message_size(MAX_MESSAGE_BYTES))
+    Ok(PlanExecutorClient::with_interceptor(channel, PropagateTrace).max_decoding_message_size(MAX_MESSAGE_BYTES))
 }
 
 /// Sends each fragment to the first executor of its preference list that is not under
@@ -422,10 +492,7 @@ fn count_choices(assignment: &Assignment) {
 }
 
 /// Sends `fragment` to an executor: its rows, decoded from Flight data as they arrive.
-async fn execute(
-    mut client: PlanExecutorClient<Channel>,
-    fragment: PlanFragment,
-) -> Result<FlightRecordBatchStream, ErrorStatus> {
+async fn execute(mut client: ExecutorClient, fragment: PlanFragment) -> Result<FlightRecordBatchStream, ErrorStatus> {
     let response = client.execute(fragment).await.map_err(|status| ErrorStatus::from_grpc(&status))?;
     let flight = response.into_inner().map_err(|status| FlightError::Tonic(Box::new(status)));
     Ok(FlightRecordBatchStream::new_from_flight_data(flight))

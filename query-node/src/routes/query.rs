@@ -29,6 +29,11 @@ pub async fn query(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let query: TableQuery = json_body(&body)?;
+    let span = tracing::Span::current();
+    if let Some(k) = query.limit() {
+        span.record("k", k);
+    }
+    span.record("filter", query.filter.is_some());
     let run = state.run_query(&id, freshness.read(query.version), &query);
     let (dataset, output) = match request_timeout(&headers)? {
         Some(limit) => tokio::time::timeout(limit, run).await.map_err(|_elapsed| {
@@ -37,6 +42,7 @@ pub async fn query(
         None => run.await?,
     };
     let rows = output.num_rows();
+    span.record("rows", rows);
     let bytes = encode_file(output.schema, output.batches).await?;
     tracing::debug!(table = %id, version = dataset.version().version, rows, "query answered");
     let mut response = bytes.into_response();

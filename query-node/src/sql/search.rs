@@ -31,8 +31,8 @@ use lancefleet_engine::read::plan::searched_column;
 use lancefleet_engine::read::query::{FullTextSearch, QueryVectors};
 use lancefleet_engine::{TableId, TableQuery};
 
-use super::{childless, conform, leaf_properties};
 use super::resolve::Resolved;
+use super::{childless, conform, leaf_properties};
 use crate::error::ApiError;
 use crate::state::AppState;
 
