@@ -40,7 +40,7 @@ use object_store::{
 };
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
-use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts};
 
 use crate::error::{EngineError, Result};
 
@@ -85,6 +85,9 @@ pub struct CacheStats {
     pub bypassed: IntCounter,
     /// `lancefleet_cache_memory_usage_bytes`: weight held by the memory tier.
     pub memory_usage: IntGauge,
+    /// `lancefleet_cache_capacity_bytes{tier}`: configured capacity of the `memory` and
+    /// `disk` tiers (0 without a disk tier).
+    pub capacity: IntGaugeVec,
 }
 
 impl CacheStats {
@@ -110,6 +113,11 @@ impl CacheStats {
             .map_err(metric)?,
             memory_usage: IntGauge::new("lancefleet_cache_memory_usage_bytes", "Bytes held by the memory tier.")
                 .map_err(metric)?,
+            capacity: IntGaugeVec::new(
+                Opts::new("lancefleet_cache_capacity_bytes", "Configured capacity of each cache tier (memory, disk)."),
+                &["tier"],
+            )
+            .map_err(metric)?,
         })
     }
 }
@@ -194,10 +202,15 @@ impl ObjectCache {
             None => builder,
         };
         let cache = builder.build().await.map_err(cache_error)?;
+        let stats = CacheStats::new()?;
+        let disk = if config.disk_dir.is_some() { config.disk.bytes() } else { 0 };
+        for (tier, bytes) in [("memory", config.memory.bytes()), ("disk", disk)] {
+            stats.capacity.with_label_values(&[tier]).set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        }
         if let Some(dir) = &config.disk_dir {
             tracing::info!(dir = %dir.display(), disk = %config.disk, memory = %config.memory, "object cache opened");
         }
-        Ok(Some(Self { cache, chunk_bytes, stats: CacheStats::new()? }))
+        Ok(Some(Self { cache, chunk_bytes, stats }))
     }
 
     /// The cache's counters.
@@ -228,8 +241,15 @@ impl ObjectCache {
 impl Collector for ObjectCache {
     fn desc(&self) -> Vec<&Desc> {
         let stats = &self.stats;
-        [stats.hits.desc(), stats.misses.desc(), stats.bytes.desc(), stats.bypassed.desc(), stats.memory_usage.desc()]
-            .concat()
+        [
+            stats.hits.desc(),
+            stats.misses.desc(),
+            stats.bytes.desc(),
+            stats.bypassed.desc(),
+            stats.memory_usage.desc(),
+            stats.capacity.desc(),
+        ]
+        .concat()
     }
 
     fn collect(&self) -> Vec<MetricFamily> {
@@ -241,6 +261,7 @@ impl Collector for ObjectCache {
             stats.bytes.collect(),
             stats.bypassed.collect(),
             stats.memory_usage.collect(),
+            stats.capacity.collect(),
         ]
         .concat()
     }
