@@ -91,46 +91,9 @@ impl Worker {
                 return Ok(Turn { end: TurnEnd::Idle, cleaned: cleaned(&skip) });
             };
             let kind = job.kind();
-            tracing::info!(
-                table,
-                job = kind.as_str(),
-                version = facts.version,
-                fragments = facts.fragment_rows.len(),
-                "maintenance job started"
-            );
-            let started = Instant::now();
-            let span = tracing::info_span!(
-                "maintenance_job",
-                job = kind.as_str(),
-                table,
-                from_version = facts.version,
-                to_version = tracing::field::Empty,
-                rows = facts.rows,
-                fragments = facts.fragment_rows.len(),
-                outcome = tracing::field::Empty,
-            );
-            let result = self.run(table, &job, &mut dataset).instrument(span.clone()).await;
-            METRICS.job_seconds.with_label_values(&[kind.as_str()]).observe(started.elapsed().as_secs_f64());
-            let outcome = match &result {
-                Ok(Some(_)) => "done",
-                Ok(None) => "nothing",
-                Err(error) if error.is_conflict() => "conflict",
-                Err(_) => "failed",
-            };
-            METRICS.jobs.with_label_values(&[kind.as_str(), outcome]).inc();
-            span.record("outcome", outcome);
-            if let Ok(Some(event)) = &result {
-                span.record("to_version", event.version);
-            }
+            let result = self.run_recorded(table, &job, &facts, &mut dataset).await;
             match result {
                 Ok(Some(event)) => {
-                    tracing::info!(
-                        table,
-                        job = kind.as_str(),
-                        version = event.version,
-                        seconds = started.elapsed().as_secs_f64(),
-                        "maintenance committed"
-                    );
                     self.publish(event).await;
                     if kind == JobKind::Cleanup {
                         skip.push(kind);
@@ -155,6 +118,47 @@ impl Worker {
             }
         }
         Ok(Turn { end: TurnEnd::Again, cleaned: cleaned(&skip) })
+    }
+
+    /// Runs `job` on `dataset` (whose facts are `facts`) in its span, timed and counted by
+    /// outcome.
+    async fn run_recorded(
+        &self,
+        table: &str,
+        job: &Job,
+        facts: &TableFacts,
+        dataset: &mut Dataset,
+    ) -> Result<Option<TableEvent>, IndexerError> {
+        let kind = job.kind().as_str();
+        let fragments = facts.fragment_rows.len();
+        tracing::info!(table, job = kind, version = facts.version, fragments, "maintenance job started");
+        let started = Instant::now();
+        let span = tracing::info_span!(
+            "maintenance_job",
+            job = kind,
+            table,
+            from_version = facts.version,
+            to_version = tracing::field::Empty,
+            rows = facts.rows,
+            fragments,
+            outcome = tracing::field::Empty,
+        );
+        let result = self.run(table, job, dataset).instrument(span.clone()).await;
+        METRICS.job_seconds.with_label_values(&[kind]).observe(started.elapsed().as_secs_f64());
+        let outcome = match &result {
+            Ok(Some(_)) => "done",
+            Ok(None) => "nothing",
+            Err(error) if error.is_conflict() => "conflict",
+            Err(_) => "failed",
+        };
+        METRICS.jobs.with_label_values(&[kind, outcome]).inc();
+        span.record("outcome", outcome);
+        if let Ok(Some(event)) = &result {
+            span.record("to_version", event.version);
+            let seconds = started.elapsed().as_secs_f64();
+            tracing::info!(table, job = kind, version = event.version, seconds, "maintenance committed");
+        }
+        result
     }
 
     /// Runs `job`; the event of its commit, or `None` when it found nothing to do.

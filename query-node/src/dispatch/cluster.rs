@@ -27,7 +27,7 @@ use tokio::sync::watch;
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
-use tracing::{Instrument, Span};
+use tracing::Instrument;
 
 use super::{Pinned, Spread};
 use crate::error::ApiError;
@@ -328,10 +328,8 @@ impl Cluster {
         Ok(())
     }
 
-    /// Runs one call per executor of `assignment` concurrently, each in its own span
-    /// (executor, fragments, `attempt`, outcome). Returns the answers and the executors
-    /// that failed with a retry target; a failure without one fails the round. A call
-    /// slower than `cluster.slow_call` is counted and logged.
+    /// Runs one call per executor of `assignment` concurrently. Returns the answers and the
+    /// executors that failed with a retry target; a failure without one fails the round.
     async fn run_round<T, F, Fut>(
         &self,
         view: &View,
@@ -347,37 +345,7 @@ impl Cluster {
         let calls = assignment.iter().map(|(node, fragments)| {
             let mut fragment = template.clone();
             fragment.fragment_ids = fragments.iter().map(|(id, _)| *id).collect();
-            let client = view.clients.get(node).cloned();
-            let (timeout, slow) = (self.fragment_timeout, self.slow_call);
-            let span = tracing::info_span!(
-                "executor_call",
-                executor = %node,
-                fragments = fragment.fragment_ids.len(),
-                attempt,
-                outcome = tracing::field::Empty,
-            );
-            let started = Instant::now();
-            async move {
-                let Some(client) = client else {
-                    return (node.clone(), Err(ErrorStatus::new(ErrorCode::Unavailable, "executor left the cluster")));
-                };
-                let outcome = match tokio::time::timeout(timeout, call((node.clone(), client, fragment))).await {
-                    Ok(outcome) => outcome,
-                    Err(_elapsed) => Err(ErrorStatus::timeout(format!("no answer within {} ms", timeout.as_millis()))),
-                };
-                let span = Span::current();
-                span.record(
-                    "outcome",
-                    outcome.as_ref().map_or_else(|status| status.error_code().as_str_name(), |_| "ok"),
-                );
-                let elapsed = started.elapsed();
-                if elapsed > slow {
-                    METRICS.slow_calls.with_label_values(&[&*node]).inc();
-                    tracing::warn!(elapsed_ms = elapsed.as_millis() as u64, "slow executor call");
-                }
-                (node.clone(), outcome)
-            }
-            .instrument(span)
+            self.call_executor(view, node, fragment, call, attempt)
         });
         let mut answers = Vec::new();
         let mut failed = Vec::new();
@@ -392,6 +360,53 @@ impl Cluster {
             }
         }
         Ok((answers, failed))
+    }
+}
+
+impl Cluster {
+    /// Sends `fragment` to executor `node` with `call`, within the fragment timeout, in a
+    /// span of its own (executor, fragments, `attempt`, outcome); a call slower than
+    /// `cluster.slow_call` is counted and logged.
+    async fn call_executor<T, F, Fut>(
+        &self,
+        view: &View,
+        node: &Arc<str>,
+        fragment: PlanFragment,
+        call: &F,
+        attempt: u32,
+    ) -> (Arc<str>, Result<T, ErrorStatus>)
+    where
+        F: Fn(FragmentCall) -> Fut,
+        Fut: Future<Output = Result<T, ErrorStatus>>,
+    {
+        let span = tracing::info_span!(
+            "executor_call",
+            executor = %node,
+            fragments = fragment.fragment_ids.len(),
+            attempt,
+            outcome = tracing::field::Empty,
+        );
+        let Some(client) = view.clients.get(node).cloned() else {
+            return (node.clone(), Err(ErrorStatus::new(ErrorCode::Unavailable, "executor left the cluster")));
+        };
+        let started = Instant::now();
+        let timeout = self.fragment_timeout;
+        let outcome = match tokio::time::timeout(
+            timeout,
+            call((node.clone(), client, fragment)).instrument(span.clone()),
+        )
+        .await
+        {
+            Ok(outcome) => outcome,
+            Err(_elapsed) => Err(ErrorStatus::timeout(format!("no answer within {} ms", timeout.as_millis()))),
+        };
+        span.record("outcome", outcome.as_ref().map_or_else(|status| status.error_code().as_str_name(), |_| "ok"));
+        let elapsed = started.elapsed();
+        if elapsed > self.slow_call {
+            METRICS.slow_calls.with_label_values(&[&**node]).inc();
+            span.in_scope(|| tracing::warn!(elapsed_ms = elapsed.as_millis() as u64, "slow executor call"));
+        }
+        (node.clone(), outcome)
     }
 }
 
