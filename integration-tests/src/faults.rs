@@ -3,6 +3,7 @@
 //! message, or never answers, as the test sets it, and records every call it gets.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -53,6 +54,22 @@ struct Controls {
     /// The fault, and for how many more calls (`None`: until changed).
     fault: Mutex<(Fault, Option<usize>)>,
     calls: Mutex<Vec<Call>>,
+    /// Calls whose caller went away before they were answered (a hedge's loser).
+    cancelled: AtomicUsize,
+}
+
+/// Counts a call as cancelled unless it was answered.
+struct Answering<'a> {
+    controls: &'a Controls,
+    answered: bool,
+}
+
+impl Drop for Answering<'_> {
+    fn drop(&mut self) {
+        if !self.answered {
+            self.controls.cancelled.fetch_add(1, Ordering::Relaxed);
+        }
+    }
 }
 
 impl Controls {
@@ -85,7 +102,8 @@ impl FaultyExecutor {
     pub async fn start(id: &str, catalog: Catalog) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("a loopback port");
         let address = listener.local_addr().expect("bound");
-        let controls = Arc::new(Controls { fault: Mutex::new((Fault::None, None)), calls: Mutex::default() });
+        let controls =
+            Arc::new(Controls { fault: Mutex::new((Fault::None, None)), calls: Mutex::default(), cancelled: AtomicUsize::new(0) });
         let service = FaultyService { inner: ExecutorService::new(catalog, 16), controls: controls.clone() };
         let stop = Shutdown::new();
         let stopping = stop.clone();
@@ -115,6 +133,11 @@ impl FaultyExecutor {
     /// The calls it got so far.
     pub fn calls(&self) -> Vec<Call> {
         self.controls.calls.lock().expect("calls").clone()
+    }
+
+    /// Calls whose caller went away before they were answered.
+    pub fn cancelled(&self) -> usize {
+        self.controls.cancelled.load(Ordering::Relaxed)
     }
 
     /// Forgets the calls so far.
@@ -167,7 +190,9 @@ impl PlanExecutor for FaultyService {
 
     async fn execute(&self, request: Request<PlanFragment>) -> Result<Response<Self::ExecuteStream>, Status> {
         let fault = self.controls.call("execute", request.get_ref());
+        let mut answering = Answering { controls: &self.controls, answered: false };
         before(&fault).await?;
+        answering.answered = true;
         let answer = self.inner.execute(request).await?.into_inner();
         if fault != Fault::ResetMidStream {
             return Ok(Response::new(answer));

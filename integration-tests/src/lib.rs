@@ -17,7 +17,7 @@ use std::time::Duration;
 use arrow_array::RecordBatch;
 use arrow_ipc::reader::FileReader;
 use arrow_select::concat::concat_batches;
-use lancefleet_common::config::{ByteSize, ExecutorEndpoint, NodeConfig, Service};
+use lancefleet_common::config::{ByteSize, ExecutorEndpoint, HedgeAfter, NodeConfig, Service};
 use lancefleet_common::membership::StaticMembership;
 use lancefleet_common::storage::StorageRoot;
 use lancefleet_common::{NodeContext, Shutdown};
@@ -35,6 +35,7 @@ pub struct SandboxBuilder {
     faulty: usize,
     replicas: usize,
     fragment_timeout: Duration,
+    hedge_after: HedgeAfter,
     indexer: bool,
 }
 
@@ -60,6 +61,13 @@ impl SandboxBuilder {
     /// How long an executor may take before its fragments move on.
     pub fn fragment_timeout(mut self, timeout: Duration) -> Self {
         self.fragment_timeout = timeout;
+        self
+    }
+
+    /// When the query node hedges a slow executor call (default: `off`, so call counts are
+    /// exact).
+    pub fn hedge_after(mut self, hedge_after: HedgeAfter) -> Self {
+        self.hedge_after = hedge_after;
         self
     }
 
@@ -101,6 +109,7 @@ impl SandboxBuilder {
         config.cluster.executors = members.clone();
         config.cluster.replicas = self.replicas;
         config.cluster.fragment_timeout = self.fragment_timeout;
+        config.cluster.hedge_after = self.hedge_after;
         config.indexer.retry_after = Duration::from_millis(200);
         let context = context.with_membership(membership.clone());
         let service = if self.indexer { Service::Standalone } else { Service::QueryNode };
@@ -147,13 +156,15 @@ pub struct Refused {
 }
 
 impl Sandbox {
-    /// A sandbox with three healthy executors, two replicas per fragment, a 2 s timeout.
+    /// A sandbox with three healthy executors, two replicas per fragment, a 2 s timeout, no
+    /// hedging.
     pub fn builder() -> SandboxBuilder {
         SandboxBuilder {
             executors: 3,
             faulty: 0,
             replicas: 2,
             fragment_timeout: Duration::from_secs(2),
+            hedge_after: HedgeAfter::Off,
             indexer: false,
         }
     }

@@ -1,8 +1,10 @@
 //! Runs compiled queries: in-process (standalone without executors) or spread over plan
 //! executors by fragment, then merges the partial results exactly.
 
+mod assignment;
 mod cluster;
 mod explain;
+mod hedge;
 
 use std::collections::HashMap;
 

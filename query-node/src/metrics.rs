@@ -41,6 +41,9 @@ pub struct QueryNodeMetrics {
     /// `lancefleet_query_slow_executor_calls_total{executor}`: executor calls slower than
     /// `cluster.slow_call` ("slow takes").
     pub slow_calls: IntCounterVec,
+    /// `lancefleet_query_hedged_calls_total{winner}`: executor calls hedged to the next
+    /// replica, by which call answered first (`primary`, `hedge`).
+    pub hedged_calls: IntCounterVec,
 }
 
 /// The metrics, registered on first use.
@@ -122,5 +125,13 @@ pub static METRICS: LazyLock<QueryNodeMetrics> = LazyLock::new(|| {
             &["executor"]
         )
         .expect("register lancefleet_query_slow_executor_calls_total"),
+        hedged_calls: register_int_counter_vec!(
+            Opts::new(
+                "lancefleet_query_hedged_calls_total",
+                "Executor calls hedged to the next replica, by which call answered first."
+            ),
+            &["winner"]
+        )
+        .expect("register lancefleet_query_hedged_calls_total"),
     }
 });

@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 
 pub use renamed::{OldUnit, RENAMED_KEYS};
 pub use sections::{
-    AuthConfig, CacheConfig, ClusterConfig, ControlConfig, ExecutorConfig, ExecutorEndpoint, FlightConfig,
+    AuthConfig, CacheConfig, ClusterConfig, ControlConfig, ExecutorConfig, ExecutorEndpoint, FlightConfig, HedgeAfter,
     IndexerConfig, RestConfig,
 };
 pub use units::ByteSize;
@@ -390,6 +390,15 @@ mod tests {
             assert_eq!(config.cache.chunk, ByteSize::mib(2));
             assert_eq!(config.cluster.fragment_timeout, Duration::from_secs(90));
             assert_eq!(config.control.lease_ttl, Duration::from_secs(15));
+
+            jail.set_env("LANCEFLEET_CLUSTER__HEDGE_AFTER", "50ms");
+            let hedged = NodeConfig::load(None, &[]).expect("a hedge delay");
+            assert_eq!(hedged.cluster.hedge_after, HedgeAfter::After(Duration::from_millis(50)));
+            jail.set_env("LANCEFLEET_CLUSTER__HEDGE_AFTER", "off");
+            assert_eq!(NodeConfig::load(None, &[]).expect("off").cluster.hedge_after, HedgeAfter::Off);
+            jail.set_env("LANCEFLEET_CLUSTER__HEDGE_AFTER", "sometimes");
+            assert!(NodeConfig::load(None, &[]).is_err(), "neither auto, off nor a duration");
+            jail.set_env("LANCEFLEET_CLUSTER__HEDGE_AFTER", "auto");
 
             jail.create_file(
                 "old.toml",

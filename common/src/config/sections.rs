@@ -119,6 +119,45 @@ pub struct ClusterConfig {
     /// (`lancefleet_query_slow_executor_calls_total`) and logged. Default: `1s`.
     #[serde(with = "duration")]
     pub slow_call: Duration,
+    /// When an executor call that has not answered is also sent to the next replica of its
+    /// fragments (the first answer wins, the other call is cancelled): `auto` (after the
+    /// executor's recent 95th-percentile answer time), `off`, or a duration. Default: `auto`.
+    pub hedge_after: HedgeAfter,
+}
+
+/// When a slow executor call is hedged (`cluster.hedge_after`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HedgeAfter {
+    /// After the executor's recent 95th-percentile answer time (once it has answered a few
+    /// calls).
+    #[default]
+    Auto,
+    /// Never.
+    Off,
+    /// After this long.
+    After(Duration),
+}
+
+impl Serialize for HedgeAfter {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::Auto => serializer.serialize_str("auto"),
+            Self::Off => serializer.serialize_str("off"),
+            Self::After(delay) => serializer.collect_str(&humantime::format_duration(*delay)),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for HedgeAfter {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)
+            .map_err(|_| serde::de::Error::custom("expected \"auto\", \"off\" or a duration such as \"50ms\""))?;
+        match text.trim() {
+            "auto" => Ok(Self::Auto),
+            "off" => Ok(Self::Off),
+            other => duration::parse(other).map(Self::After).map_err(serde::de::Error::custom),
+        }
+    }
 }
 
 impl Default for ClusterConfig {
@@ -129,6 +168,7 @@ impl Default for ClusterConfig {
             virtual_nodes: crate::placement::DEFAULT_VIRTUAL_NODES,
             fragment_timeout: Duration::from_secs(30),
             slow_call: Duration::from_secs(1),
+            hedge_after: HedgeAfter::Auto,
         }
     }
 }

@@ -5,6 +5,7 @@
 use std::time::{Duration, Instant};
 
 use lance::Dataset;
+use lancefleet_common::config::HedgeAfter;
 use lancefleet_integration_tests::Sandbox;
 use lancefleet_integration_tests::data::{Numbers, ids, ids_and_distances, lance_count, lance_nearest, vector_table};
 use lancefleet_integration_tests::faults::Fault;
@@ -132,6 +133,35 @@ async fn a_stream_reset_after_its_first_message_is_retried_on_the_next_replica()
     faulty.set(Fault::ResetMidStream);
     assert_exact(&sandbox, &dataset, &Numbers::new(7).vector()).await;
     assert_eq!(faulty.calls().len(), 1);
+    sandbox.stop().await;
+}
+
+#[tokio::test]
+async fn a_slow_executors_fragments_are_hedged_to_their_next_replica_and_the_loser_cancelled() {
+    let sandbox = Sandbox::builder()
+        .executors(1)
+        .faulty(1)
+        .hedge_after(HedgeAfter::After(Duration::from_millis(300)))
+        .fragment_timeout(Duration::from_secs(20))
+        .start()
+        .await;
+    let dataset = table(&sandbox).await;
+    let faulty = sandbox.faulty(0);
+    assert_exact(&sandbox, &dataset, &Numbers::new(9).vector()).await; // both executors open the table
+    for (fault, what) in [(Fault::Delay(Duration::from_secs(5)), "slow"), (Fault::Stall, "stalled")] {
+        faulty.set(fault);
+        faulty.clear_calls();
+        let cancelled = faulty.cancelled();
+        let started = Instant::now();
+        assert_exact(&sandbox, &dataset, &Numbers::new(10).vector()).await;
+        assert!(started.elapsed() < Duration::from_secs(3), "{what}: answered by the hedge in {:?}", started.elapsed());
+        assert!(!faulty.calls().is_empty(), "{what}: the slow executor got its fragments first");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while faulty.cancelled() == cancelled && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(faulty.cancelled() > cancelled, "{what}: the losing call was cancelled");
+    }
     sandbox.stop().await;
 }
 

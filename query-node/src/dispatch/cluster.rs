@@ -1,7 +1,8 @@
-//! Scatter and gather over plan executors: fragments grouped by their first-choice
-//! executor, one gRPC call per executor, and one retry of a failed or timed-out group's
-//! fragments where the error's retry target says: on each fragment's next executor, or
-//! on the same one.
+//! Scatter and gather over plan executors: fragments grouped by their executor
+//! ([`super::assignment`]), one gRPC call per executor, hedged to the next replica when it
+//! is slow ([`super::hedge`]), and one retry of a failed or timed-out group's fragments
+//! where the error's retry target says: on each fragment's next executor, or on the same
+//! one.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
@@ -29,6 +30,8 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 use tracing::Instrument;
 
+use super::assignment::{Assignment, Load, assign, hedge_target, preference_lists, reassign};
+use super::hedge::Hedging;
 use super::{Pinned, Spread};
 use crate::error::ApiError;
 use crate::metrics::METRICS;
@@ -71,6 +74,10 @@ pub struct Cluster {
     virtual_nodes: u32,
     fragment_timeout: Duration,
     slow_call: Duration,
+    /// When slow calls are hedged, and the executors' recent answer times.
+    hedging: Hedging,
+    /// Calls in flight to each executor.
+    in_flight: Mutex<Load>,
 }
 
 /// Placement and connections for one membership.
@@ -80,10 +87,6 @@ struct View {
     placement: Placement,
     clients: HashMap<Arc<str>, ExecutorClient>,
 }
-
-/// One executor's share of a scatter: its fragments, and for each the position of this
-/// executor in the fragment's preference list.
-type Assignment = BTreeMap<Arc<str>, Vec<(u64, usize)>>;
 
 impl Cluster {
     /// A cluster whose executors come from `membership`, placed as `config` says.
@@ -99,6 +102,8 @@ impl Cluster {
             virtual_nodes: config.virtual_nodes,
             fragment_timeout: config.fragment_timeout,
             slow_call: config.slow_call,
+            hedging: Hedging::new(config.hedge_after),
+            in_flight: Mutex::default(),
         }
     }
 
@@ -153,11 +158,11 @@ impl Cluster {
     }
 
     /// Which executor each fragment of `spread` over the table at `uri` would go to now,
-    /// by executor (first choices, unless suspected).
+    /// by executor (first choices, unless suspected or much busier than the second).
     pub fn placement(&self, uri: &str, spread: Spread<'_>) -> Result<BTreeMap<Arc<str>, Vec<u64>>, ApiError> {
         let view = self.current()?;
         let lists = preference_lists(&view.placement, uri, spread);
-        let assignment = assign(spread.placed(), &lists, &self.current_suspects()?);
+        let assignment = assign(spread.placed(), &lists, &self.current_suspects()?, &self.load());
         Ok(assignment
             .into_iter()
             .map(|(node, placed)| (node, placed.into_iter().map(|(id, _)| id).collect()))
@@ -273,9 +278,11 @@ impl Cluster {
                 status: ErrorStatus::new(ErrorCode::Unavailable, "no plan executors are available"),
             });
         }
-        let mut assignment = assign(fragments, &lists, &self.current_suspects()?);
+        let suspects = self.current_suspects()?;
+        let mut assignment = assign(fragments, &lists, &suspects, &self.load());
         METRICS.fanout.with_label_values(&[] as &[&str]).observe(assignment.len() as f64);
-        let (mut results, failed) = self.run_round(&view, &assignment, template, &call, 1).await?;
+        let round = Round { view: &view, lists: &lists, suspects: &suspects, template, attempt: 1 };
+        let (mut results, failed) = self.run_round(&round, &assignment, &call).await?;
         if failed.is_empty() {
             count_choices(&assignment);
             return Ok(results);
@@ -299,7 +306,9 @@ impl Cluster {
             }
         }
         METRICS.retries.inc_by(retry.values().map(Vec::len).sum::<usize>() as u64);
-        let (retried, still_failed) = self.run_round(&view, &retry, template, &call, 2).await?;
+        let suspects = self.current_suspects()?;
+        let round = Round { view: &view, lists: &lists, suspects: &suspects, template, attempt: 2 };
+        let (retried, still_failed) = self.run_round(&round, &retry, &call).await?;
         if let Some((node, status)) = still_failed.into_iter().next() {
             return Err(ApiError::Executor { node: node.to_string(), status });
         }
@@ -309,6 +318,11 @@ impl Cluster {
         count_choices(&retry);
         results.extend(retried);
         Ok(results)
+    }
+
+    /// Calls in flight to each executor now.
+    fn load(&self) -> Load {
+        self.in_flight.lock().map(|load| load.clone()).unwrap_or_default()
     }
 
     /// Executors currently passed over as first choice.
@@ -332,20 +346,19 @@ impl Cluster {
     /// executors that failed with a retry target; a failure without one fails the round.
     async fn run_round<T, F, Fut>(
         &self,
-        view: &View,
+        round: &Round<'_>,
         assignment: &Assignment,
-        template: &PlanFragment,
         call: &F,
-        attempt: u32,
     ) -> Result<(Vec<T>, Vec<(Arc<str>, ErrorStatus)>), ApiError>
     where
         F: Fn(FragmentCall) -> Fut,
         Fut: Future<Output = Result<T, ErrorStatus>>,
     {
         let calls = assignment.iter().map(|(node, fragments)| {
-            let mut fragment = template.clone();
+            let mut fragment = round.template.clone();
             fragment.fragment_ids = fragments.iter().map(|(id, _)| *id).collect();
-            self.call_executor(view, node, fragment, call, attempt)
+            let hedge = hedge_target(node, fragments, round.lists, round.suspects);
+            self.call_executor(round, node, hedge, fragment, call)
         });
         let mut answers = Vec::new();
         let mut failed = Vec::new();
@@ -364,17 +377,73 @@ impl Cluster {
 }
 
 impl Cluster {
-    /// Sends `fragment` to executor `node` with `call`, within the fragment timeout, in a
-    /// span of its own (executor, fragments, `attempt`, outcome); a call slower than
-    /// `cluster.slow_call` is counted and logged.
+    /// Sends `fragment` to executor `node` with `call` within the fragment timeout. When
+    /// it has not answered after its hedge delay, the fragment also goes to `hedge` (the
+    /// next replica): the first answer wins and the other call is dropped (cancelled); an
+    /// error of one waits for the other. Answers with the executor that answered. A call
+    /// slower than `cluster.slow_call` is counted and logged.
     async fn call_executor<T, F, Fut>(
         &self,
-        view: &View,
+        round: &Round<'_>,
+        node: &Arc<str>,
+        hedge: Option<Arc<str>>,
+        fragment: PlanFragment,
+        call: &F,
+    ) -> (Arc<str>, Result<T, ErrorStatus>)
+    where
+        F: Fn(FragmentCall) -> Fut,
+        Fut: Future<Output = Result<T, ErrorStatus>>,
+    {
+        let started = Instant::now();
+        let delay = hedge.as_ref().and_then(|_| self.hedging.delay(node));
+        let primary = self.send(round, node, fragment.clone(), call, false);
+        let answered = tokio::time::timeout(self.fragment_timeout, async {
+            let (Some(other), Some(delay)) = (hedge, delay) else { return (node.clone(), primary.await) };
+            tokio::pin!(primary);
+            tokio::select! {
+                outcome = &mut primary => return (node.clone(), outcome),
+                () = tokio::time::sleep(delay) => {}
+            }
+            let second = self.send(round, &other, fragment, call, true);
+            tokio::pin!(second);
+            let (winner, outcome) = tokio::select! {
+                outcome = &mut primary => match outcome {
+                    Err(error) => second.await.map_or_else(|_| (node.clone(), Err(error)), |answer| (other.clone(), Ok(answer))),
+                    answer => (node.clone(), answer),
+                },
+                outcome = &mut second => match outcome {
+                    Err(_) => (node.clone(), primary.await),
+                    answer => (other.clone(), answer),
+                },
+            };
+            let won = if Arc::ptr_eq(&winner, node) { "primary" } else { "hedge" };
+            METRICS.hedged_calls.with_label_values(&[won]).inc();
+            (winner, outcome)
+        })
+        .await;
+        let (winner, outcome) = answered.unwrap_or_else(|_elapsed| {
+            let timeout = self.fragment_timeout.as_millis();
+            (node.clone(), Err(ErrorStatus::timeout(format!("no answer within {timeout} ms"))))
+        });
+        let elapsed = started.elapsed();
+        if elapsed > self.slow_call {
+            METRICS.slow_calls.with_label_values(&[&**node]).inc();
+            tracing::warn!(executor = %node, elapsed_ms = elapsed.as_millis() as u64, "slow executor call");
+        }
+        (winner, outcome)
+    }
+
+    /// One call of `fragment` to executor `node`, in a span of its own (executor,
+    /// fragments, attempt, whether it is a hedge, outcome), counted in flight while it
+    /// runs, its answer time learnt for hedging.
+    async fn send<T, F, Fut>(
+        &self,
+        round: &Round<'_>,
         node: &Arc<str>,
         fragment: PlanFragment,
         call: &F,
-        attempt: u32,
-    ) -> (Arc<str>, Result<T, ErrorStatus>)
+        hedge: bool,
+    ) -> Result<T, ErrorStatus>
     where
         F: Fn(FragmentCall) -> Fut,
         Fut: Future<Output = Result<T, ErrorStatus>>,
@@ -383,30 +452,56 @@ impl Cluster {
             "executor_call",
             executor = %node,
             fragments = fragment.fragment_ids.len(),
-            attempt,
+            attempt = round.attempt,
+            hedge,
             outcome = tracing::field::Empty,
         );
-        let Some(client) = view.clients.get(node).cloned() else {
-            return (node.clone(), Err(ErrorStatus::new(ErrorCode::Unavailable, "executor left the cluster")));
+        let Some(client) = round.view.clients.get(node).cloned() else {
+            return Err(ErrorStatus::new(ErrorCode::Unavailable, "executor left the cluster"));
         };
+        let _in_flight = InFlight::start(&self.in_flight, node);
         let started = Instant::now();
-        let timeout = self.fragment_timeout;
-        let outcome = match tokio::time::timeout(
-            timeout,
-            call((node.clone(), client, fragment)).instrument(span.clone()),
-        )
-        .await
-        {
-            Ok(outcome) => outcome,
-            Err(_elapsed) => Err(ErrorStatus::timeout(format!("no answer within {} ms", timeout.as_millis()))),
-        };
-        span.record("outcome", outcome.as_ref().map_or_else(|status| status.error_code().as_str_name(), |_| "ok"));
-        let elapsed = started.elapsed();
-        if elapsed > self.slow_call {
-            METRICS.slow_calls.with_label_values(&[&**node]).inc();
-            span.in_scope(|| tracing::warn!(elapsed_ms = elapsed.as_millis() as u64, "slow executor call"));
+        let outcome = call((node.clone(), client, fragment)).instrument(span.clone()).await;
+        if outcome.is_ok() {
+            self.hedging.observe(node, started.elapsed());
         }
-        (node.clone(), outcome)
+        span.record("outcome", outcome.as_ref().map_or_else(|status| status.error_code().as_str_name(), |_| "ok"));
+        outcome
+    }
+}
+
+/// What the calls of one round of a scatter share.
+struct Round<'a> {
+    view: &'a View,
+    lists: &'a HashMap<u64, Vec<Arc<str>>>,
+    suspects: &'a HashSet<Arc<str>>,
+    template: &'a PlanFragment,
+    /// 1 for the first round, 2 for the retry.
+    attempt: u32,
+}
+
+/// A call counted in flight to one executor until it ends or is dropped.
+struct InFlight<'a> {
+    load: &'a Mutex<Load>,
+    node: Arc<str>,
+}
+
+impl<'a> InFlight<'a> {
+    fn start(load: &'a Mutex<Load>, node: &Arc<str>) -> Self {
+        if let Ok(mut load) = load.lock() {
+            *load.entry(node.clone()).or_default() += 1;
+        }
+        Self { load, node: node.clone() }
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut load) = self.load.lock()
+            && let Some(count) = load.get_mut(&self.node)
+        {
+            *count = count.saturating_sub(1);
+        }
     }
 }
 
@@ -448,56 +543,6 @@ fn connect(member: &ExecutorEndpoint) -> Result<ExecutorClient, ApiError> {
     Ok(PlanExecutorClient::with_interceptor(channel, PropagateTrace).max_decoding_message_size(MAX_MESSAGE_BYTES))
 }
 
-/// Sends each fragment to the first executor of its preference list that is not under
-/// suspicion (to its first choice when all are).
-fn assign(fragments: &[u64], lists: &HashMap<u64, Vec<Arc<str>>>, suspects: &HashSet<Arc<str>>) -> Assignment {
-    let mut assignment = Assignment::new();
-    for fragment in fragments {
-        let Some(list) = lists.get(fragment).filter(|list| !list.is_empty()) else { continue };
-        let position = list.iter().position(|node| !suspects.contains(node)).unwrap_or(0);
-        assignment.entry(list[position].clone()).or_default().push((*fragment, position));
-    }
-    assignment
-}
-
-/// The preference list of every fragment `spread` places; fragments to colocate all take
-/// the first one's, so they go to one executor (and move together on a retry).
-fn preference_lists(placement: &Placement, uri: &str, spread: Spread<'_>) -> HashMap<u64, Vec<Arc<str>>> {
-    let colocated = spread.colocate.iter().copied().collect::<HashSet<_>>();
-    let shared = spread.colocate.first().map(|anchor| placement.preference_list(uri, *anchor));
-    spread
-        .placed()
-        .iter()
-        .map(|fragment| {
-            let list = match &shared {
-                Some(list) if colocated.contains(fragment) => list.clone(),
-                _ => placement.preference_list(uri, *fragment),
-            };
-            (*fragment, list)
-        })
-        .collect()
-}
-
-/// Moves the fragments of `failed` executors to the next executor of each fragment's
-/// preference list that has not failed. Fails with the executor whose fragment has no
-/// such next executor.
-fn reassign(
-    assignment: &Assignment,
-    failed: &HashSet<Arc<str>>,
-    lists: &HashMap<u64, Vec<Arc<str>>>,
-) -> Result<Assignment, Arc<str>> {
-    let mut retry = Assignment::new();
-    for (node, fragments) in assignment.iter().filter(|(node, _)| failed.contains(*node)) {
-        for (fragment, position) in fragments {
-            let list = lists.get(fragment).map(Vec::as_slice).unwrap_or_default();
-            let next = list.iter().enumerate().skip(position + 1).find(|(_, candidate)| !failed.contains(*candidate));
-            let Some((next_position, next)) = next else { return Err(node.clone()) };
-            retry.entry(next.clone()).or_default().push((*fragment, next_position));
-        }
-    }
-    Ok(retry)
-}
-
 /// Records placement affinity: fragments answered by their first-choice executor or not.
 fn count_choices(assignment: &Assignment) {
     let total = assignment.values().map(Vec::len).sum::<usize>() as u64;
@@ -517,76 +562,5 @@ fn flight_error_status(error: FlightError) -> ErrorStatus {
     match error {
         FlightError::Tonic(status) => ErrorStatus::from_grpc(&status),
         other => ErrorStatus::new(ErrorCode::Internal, format!("undecodable executor answer: {other}")),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn node(id: &str) -> Arc<str> {
-        Arc::from(id)
-    }
-
-    fn lists() -> HashMap<u64, Vec<Arc<str>>> {
-        HashMap::from([
-            (1, vec![node("a"), node("b")]),
-            (2, vec![node("b"), node("c")]),
-            (3, vec![node("a"), node("c")]),
-        ])
-    }
-
-    #[test]
-    fn fragments_go_to_their_first_choice_unless_it_is_suspected() {
-        let assignment = assign(&[1, 2, 3], &lists(), &HashSet::new());
-        assert_eq!(assignment[&node("a")], vec![(1, 0), (3, 0)]);
-        assert_eq!(assignment[&node("b")], vec![(2, 0)]);
-
-        let assignment = assign(&[1, 2, 3], &lists(), &HashSet::from([node("a")]));
-        assert_eq!(assignment[&node("b")], vec![(1, 1), (2, 0)]);
-        assert_eq!(assignment[&node("c")], vec![(3, 1)]);
-        assert!(!assignment.contains_key(&node("a")));
-
-        let everyone = HashSet::from([node("a"), node("b"), node("c")]);
-        assert_eq!(assign(&[2], &lists(), &everyone)[&node("b")], vec![(2, 0)], "first choice when all are suspected");
-    }
-
-    #[test]
-    fn colocated_fragments_share_one_preference_list() {
-        let placement = Placement::new(["a", "b", "c"], 64, 2);
-        let fragments = (0..40).collect::<Vec<u64>>();
-        let colocate = [7, 11, 23, 31];
-        let lists = preference_lists(
-            &placement,
-            "t",
-            Spread { fragments: &fragments, whole_table: false, colocate: &colocate },
-        );
-        assert_eq!(lists.len(), 40);
-        for fragment in colocate {
-            assert_eq!(lists[&fragment], placement.preference_list("t", 7));
-        }
-        assert_eq!(lists[&5], placement.preference_list("t", 5), "the others keep their own");
-        let spread_out =
-            (0..40).map(|fragment| placement.preference_list("t", fragment)[0].clone()).collect::<HashSet<_>>();
-        assert!(spread_out.len() > 1, "the ring spreads the other fragments");
-        let whole =
-            preference_lists(&placement, "t", Spread { fragments: &fragments, whole_table: true, colocate: &[] });
-        assert_eq!(
-            whole.keys().copied().collect::<Vec<_>>(),
-            vec![0],
-            "a whole-table part is placed by its first fragment"
-        );
-    }
-
-    #[test]
-    fn a_failed_executors_fragments_move_to_their_next_choice_once() {
-        let assignment = assign(&[1, 2, 3], &lists(), &HashSet::new());
-        let retry = reassign(&assignment, &HashSet::from([node("a")]), &lists()).expect("replicas left");
-        assert_eq!(retry[&node("b")], vec![(1, 1)]);
-        assert_eq!(retry[&node("c")], vec![(3, 1)]);
-        assert_eq!(retry.len(), 2, "fragments of healthy executors are not resent");
-
-        let both = HashSet::from([node("a"), node("b")]);
-        assert_eq!(reassign(&assignment, &both, &lists()).expect_err("fragment 1 has no replica left"), node("a"));
     }
 }
