@@ -5,6 +5,11 @@
 //!   revisions order the puts, and a watch from a revision replays every one still in
 //!   etcd's history, so an indexer that was away catches up. When that history has been
 //!   compacted, the subscriber re-lists: each table's latest change.
+//! - `version`: the table's latest recorded version, zero-padded to 20 digits so that
+//!   etcd's byte-wise comparison orders it; a transaction only ever raises it. Strong
+//!   readers read it instead of listing the store.
+//! - `writing/{id}`: a write under way, under the writer's lease: readers list the store
+//!   while one exists (the write may have committed and not be recorded yet).
 //! - `index-requests/{name}`: a pending [`IndexRequest`], written in one transaction
 //!   with its `change`, deleted once built.
 //! - `maintainer`: the id of the indexer maintaining the table, under that indexer's
@@ -20,7 +25,10 @@ use tokio::sync::{Mutex, mpsc};
 
 use crate::Shutdown;
 use crate::etcd::{Client, EtcdError, Keys, Lease};
-use crate::events::{BusError, BusUpdate, ChangeKind, EventBus, IndexRequest, SUBSCRIBER_BUFFER, TableEvent};
+use crate::events::{
+    BusError, BusUpdate, ChangeKind, EventBus, IndexRequest, RecordedVersion, SUBSCRIBER_BUFFER, TableEvent,
+    WriteIntent,
+};
 
 /// How long to wait before re-listing after etcd failed.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
@@ -50,6 +58,14 @@ impl EtcdBus {
 
     fn change_key(&self, table: &str) -> String {
         format!("{}change", self.keys.table(table))
+    }
+
+    fn version_key(&self, table: &str) -> String {
+        format!("{}version", self.keys.table(table))
+    }
+
+    fn writing_prefix(&self, table: &str) -> String {
+        format!("{}writing/", self.keys.table(table))
     }
 
     fn requests_prefix(&self, table: &str) -> String {
@@ -118,24 +134,88 @@ impl EtcdBus {
     }
 }
 
+/// A unique suffix for a write intent's key (this process's writes, in order, and the
+/// time, so two processes on one lease never collide).
+fn uuid_like() -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let next = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{:x}-{next:x}-{}", crate::events::now_ms(), std::process::id())
+}
+
 fn decode_event(value: &[u8]) -> Option<TableEvent> {
     serde_json::from_slice(value).map_err(|error| tracing::warn!(%error, "skipping an event that does not decode")).ok()
+}
+
+/// A version as the `version` key holds it: 20 digits, so byte order is numeric order.
+fn padded(version: u64) -> String {
+    format!("{version:020}")
 }
 
 #[async_trait::async_trait]
 impl EventBus for EtcdBus {
     async fn publish(&self, event: TableEvent) -> Result<(), BusError> {
+        self.publish_write(event, &WriteIntent::default()).await
+    }
+
+    /// A drop deletes every key of the table. Any other change raises `version` and
+    /// replaces `change` when its version is newer than the recorded one (or none is),
+    /// and leaves both alone otherwise (a concurrent write recorded a newer version
+    /// first); the intent ends either way. One transaction.
+    async fn publish_write(&self, event: TableEvent, intent: &WriteIntent) -> Result<(), BusError> {
         let mut client = self.client.clone();
         if event.kind == ChangeKind::Dropped {
-            client
-                .delete(self.keys.table(&event.table), Some(DeleteOptions::new().with_prefix()))
-                .await
-                .map_err(EtcdError::from)?;
-        } else {
-            let value = serde_json::to_vec(&event).map_err(EtcdError::from)?;
-            client.put(self.change_key(&event.table), value, None).await.map_err(EtcdError::from)?;
+            let prefix = Some(DeleteOptions::new().with_prefix());
+            client.delete(self.keys.table(&event.table), prefix).await.map_err(EtcdError::from)?;
+            return Ok(());
+        }
+        let value = serde_json::to_vec(&event).map_err(EtcdError::from)?;
+        let (version_key, version) = (self.version_key(&event.table), padded(event.version));
+        let record = [
+            TxnOp::put(version_key.clone(), version.clone(), None),
+            TxnOp::put(self.change_key(&event.table), value, None),
+        ];
+        let end = intent.key.iter().map(|key| TxnOp::delete(key.clone(), None)).collect::<Vec<_>>();
+        let first =
+            Txn::new().when([Compare::create_revision(version_key.clone(), CompareOp::Equal, 0)]).and_then(record.to_vec());
+        let newer = Txn::new()
+            .when([Compare::value(version_key, CompareOp::Less, version)])
+            .and_then([record.to_vec(), end.clone()].concat())
+            .or_else([end, vec![TxnOp::txn(first)]].concat());
+        client.txn(newer).await.map_err(EtcdError::from)?;
+        Ok(())
+    }
+
+    async fn begin_write(&self, table: &str) -> Result<WriteIntent, BusError> {
+        let lease = self.lock_lease_id().await?;
+        let key = format!("{}{lease:x}-{}", self.writing_prefix(table), uuid_like());
+        let options = PutOptions::new().with_lease(lease);
+        self.client.clone().put(key.clone(), Vec::<u8>::new(), Some(options)).await.map_err(EtcdError::from)?;
+        Ok(WriteIntent { key: Some(key) })
+    }
+
+    async fn abandon_write(&self, intent: &WriteIntent) -> Result<(), BusError> {
+        if let Some(key) = &intent.key {
+            self.client.clone().delete(key.clone(), None).await.map_err(EtcdError::from)?;
         }
         Ok(())
+    }
+
+    /// The `version` key and whether any `writing/` key exists, read in one
+    /// (linearizable) transaction.
+    async fn recorded_version(&self, table: &str) -> Result<Option<RecordedVersion>, BusError> {
+        let writing = GetOptions::new().with_prefix().with_count_only();
+        let txn = Txn::new().and_then([
+            TxnOp::get(self.version_key(table), None),
+            TxnOp::get(self.writing_prefix(table), Some(writing)),
+        ]);
+        let response = self.client.clone().txn(txn).await.map_err(EtcdError::from)?;
+        let mut gets = response.op_responses().into_iter().filter_map(|op| match op {
+            etcd_client::TxnOpResponse::Get(get) => Some(get),
+            _ => None,
+        });
+        let (Some(version), Some(writing)) = (gets.next(), gets.next()) else { return Ok(None) };
+        let version = version.kvs().first().and_then(|kv| kv.value_str().ok()?.parse::<u64>().ok());
+        Ok(version.map(|version| RecordedVersion { version, writing: writing.count() > 0 }))
     }
 
     async fn request_index(&self, event: TableEvent, request: IndexRequest) -> Result<(), BusError> {
@@ -244,6 +324,35 @@ mod tests {
 
     async fn next(updates: &mut mpsc::Receiver<BusUpdate>) -> BusUpdate {
         tokio::time::timeout(Duration::from_secs(10), updates.recv()).await.expect("an update in time").expect("open")
+    }
+
+    #[tokio::test]
+    async fn recorded_versions_only_rise_and_writes_under_way_are_visible() {
+        let Some(etcd) = EtcdServer::start().await else { return };
+        let bus = EtcdBus::new(etcd.client().await, Keys::new("versions"), Duration::from_secs(2));
+        assert_eq!(bus.recorded_version("t").await.expect("read"), None, "nothing recorded yet");
+        let intent = bus.begin_write("t").await.expect("announced");
+        let under_way = bus.recorded_version("t").await.expect("read");
+        assert_eq!(under_way, None, "no version yet, even with a write under way");
+        bus.publish_write(TableEvent::now("t", 9, ChangeKind::Append, 1), &intent).await.expect("recorded");
+        assert_eq!(bus.recorded_version("t").await.expect("read"), Some(RecordedVersion { version: 9, writing: false }));
+
+        // A slower writer of an older version does not move it back; its intent ends.
+        let late = bus.begin_write("t").await.expect("announced");
+        assert_eq!(bus.recorded_version("t").await.expect("read"), Some(RecordedVersion { version: 9, writing: true }));
+        bus.publish_write(TableEvent::now("t", 8, ChangeKind::Append, 1), &late).await.expect("published");
+        assert_eq!(bus.recorded_version("t").await.expect("read"), Some(RecordedVersion { version: 9, writing: false }));
+        // 10 after 9 compares as a number, not as text ("10" < "9").
+        bus.publish(TableEvent::now("t", 10, ChangeKind::Append, 1)).await.expect("published");
+        assert_eq!(bus.recorded_version("t").await.expect("read").map(|recorded| recorded.version), Some(10));
+
+        let abandoned = bus.begin_write("t").await.expect("announced");
+        bus.abandon_write(&abandoned).await.expect("ended");
+        assert_eq!(bus.recorded_version("t").await.expect("read"), Some(RecordedVersion { version: 10, writing: false }));
+        bus.publish(TableEvent::now("t", 0, ChangeKind::Dropped, 0)).await.expect("dropped");
+        assert_eq!(bus.recorded_version("t").await.expect("read"), None, "a drop forgets the version");
+        bus.publish(TableEvent::now("t", 1, ChangeKind::Create, 1)).await.expect("created again");
+        assert_eq!(bus.recorded_version("t").await.expect("read").map(|recorded| recorded.version), Some(1));
     }
 
     #[tokio::test]

@@ -51,6 +51,9 @@ pub enum ChangeKind {
     IndexOptimized,
     /// Maintenance removed old versions.
     CleanedUp,
+    /// A writer outside the cluster (LanceDB OSS on the same storage) committed it; a query
+    /// node found it in the store and recorded it.
+    External,
 }
 
 impl ChangeKind {
@@ -132,7 +135,29 @@ pub enum BusError {
     },
 }
 
+/// A write under way, announced so that strong readers do not trust the recorded version
+/// of its table until the write is recorded (or its writer's lease ends).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WriteIntent {
+    /// The key announcing it; none on a bus that records no versions.
+    pub key: Option<String>,
+}
+
+/// A table's latest version as the bus recorded it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordedVersion {
+    /// The newest version a write (or a check of the store) recorded.
+    pub version: u64,
+    /// Whether a write to the table is under way (announced, not recorded yet).
+    pub writing: bool,
+}
+
 /// Where committed changes go and where the indexer fleet reads them.
+///
+/// In a cluster the bus also records every table's latest version (never backwards), so
+/// strong readers learn it from the bus instead of listing the store: a writer announces
+/// its write ([`Self::begin_write`]), commits, then records it
+/// ([`Self::publish_write`]) before acknowledging; readers ask [`Self::recorded_version`].
 #[async_trait::async_trait]
 pub trait EventBus: Send + Sync + std::fmt::Debug {
     /// Publishes a committed change. A [`ChangeKind::Dropped`] event also forgets the
@@ -159,6 +184,28 @@ pub trait EventBus: Send + Sync + std::fmt::Debug {
 
     /// Releases a lock `holder` took; a lock held by someone else is left alone.
     async fn unlock_table(&self, table: &str, holder: &str) -> Result<(), BusError>;
+
+    /// Announces a write to `table` about to commit. Fails when the bus cannot record it;
+    /// the caller must then not write. The default records nothing.
+    async fn begin_write(&self, _table: &str) -> Result<WriteIntent, BusError> {
+        Ok(WriteIntent::default())
+    }
+
+    /// Publishes the change a write committed (recording its version unless a newer one
+    /// is recorded) and ends its intent.
+    async fn publish_write(&self, event: TableEvent, _intent: &WriteIntent) -> Result<(), BusError> {
+        self.publish(event).await
+    }
+
+    /// Ends the intent of a write that committed nothing.
+    async fn abandon_write(&self, _intent: &WriteIntent) -> Result<(), BusError> {
+        Ok(())
+    }
+
+    /// The latest version of `table` the bus recorded; `None` when it records none.
+    async fn recorded_version(&self, _table: &str) -> Result<Option<RecordedVersion>, BusError> {
+        Ok(None)
+    }
 }
 
 /// Updates a subscriber may fall behind by before it is resynced.

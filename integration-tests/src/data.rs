@@ -99,6 +99,13 @@ pub async fn lance_nearest(dataset: &Dataset, query: &[f32], k: usize, filter: O
     batches.iter().flat_map(ids_and_distances).collect()
 }
 
+/// `batch` as an Arrow IPC stream, the body of REST writes.
+pub fn arrow_stream(batch: &RecordBatch) -> Vec<u8> {
+    let mut writer = arrow_ipc::writer::StreamWriter::try_new(Vec::new(), &batch.schema()).expect("a stream writer");
+    writer.write(batch).expect("written");
+    writer.into_inner().expect("finished")
+}
+
 /// `(id, _distance)` of every row of an answer.
 pub fn ids_and_distances(batch: &RecordBatch) -> Vec<(i64, f32)> {
     let ids = column::<Int64Array>(batch, "id");

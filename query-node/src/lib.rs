@@ -31,6 +31,7 @@ use lancefleet_common::config::{NodeConfig, Service};
 use lancefleet_common::events::EventBus;
 use lancefleet_common::{NodeContext, Shutdown, StartError};
 use lancefleet_engine::Catalog;
+use lancefleet_engine::catalog::recorded::RecordedVersions;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
@@ -81,6 +82,13 @@ pub async fn start(config: NodeConfig, context: &NodeContext, service: Service) 
     };
     let (catalog, cache) = Catalog::open(&config.storage, &config.cache).await?;
     let catalog = catalog.with_weak_reads(config.rest.weak_read_consistency_interval);
+    let external_check = config.rest.external_writer_check;
+    let recorded_versions = context.etcd().is_some() && !external_check.is_zero();
+    let catalog = if recorded_versions {
+        catalog.with_recorded_versions(RecordedVersions::new(context.bus(), external_check))
+    } else {
+        catalog
+    };
     let inline_indexing = context.etcd().is_none() && !config.embeds_indexer(service);
     if inline_indexing {
         tracing::warn!(
@@ -88,7 +96,8 @@ pub async fn start(config: NodeConfig, context: &NodeContext, service: Service) 
         );
     }
     let storage_root = catalog.root().uri().to_string();
-    let node = QueryNode::bind(&config, catalog, dispatcher, context.bus(), inline_indexing).await?;
+    let writes = Writes { events: context.bus(), inline_indexing, recorded_versions };
+    let node = QueryNode::bind(&config, catalog, dispatcher, writes).await?;
     let rest = node.local_addr()?;
     let flight = node.flight_addr()?;
     let node_id = config.node_id(service, rest.port());
@@ -117,6 +126,16 @@ pub async fn start(config: NodeConfig, context: &NodeContext, service: Service) 
     Ok(RunningQueryNode { rest, flight, task })
 }
 
+/// How a query node's writes are announced.
+struct Writes {
+    /// Where committed changes are announced.
+    events: Arc<dyn EventBus>,
+    /// `create_index` builds before it answers (no indexer follows the events).
+    inline_indexing: bool,
+    /// Writes announce themselves before committing and record their versions.
+    recorded_versions: bool,
+}
+
 /// A query node bound to its address, ready to serve.
 #[derive(Debug)]
 struct QueryNode {
@@ -128,16 +147,9 @@ struct QueryNode {
 
 impl QueryNode {
     /// Binds the REST listener of `config` (and its Flight listener, unless disabled) in
-    /// front of `catalog`, running queries with `dispatcher` and announcing committed
-    /// changes on `events`. With `inline_indexing` (no indexer follows the events)
-    /// `create_index` builds before it answers.
-    async fn bind(
-        config: &NodeConfig,
-        catalog: Catalog,
-        dispatcher: Dispatcher,
-        events: Arc<dyn EventBus>,
-        inline_indexing: bool,
-    ) -> Result<Self, ApiError> {
+    /// front of `catalog`, running queries with `dispatcher` and committing as `writes`
+    /// says.
+    async fn bind(config: &NodeConfig, catalog: Catalog, dispatcher: Dispatcher, writes: Writes) -> Result<Self, ApiError> {
         let rest = &config.rest;
         let listener = TcpListener::bind(rest.listen)
             .await
@@ -145,8 +157,9 @@ impl QueryNode {
         let state = state::AppState {
             catalog: Arc::new(catalog),
             dispatcher: Arc::new(dispatcher),
-            events,
-            inline_indexing,
+            events: writes.events,
+            inline_indexing: writes.inline_indexing,
+            recorded_versions: writes.recorded_versions,
             auth: Arc::new(auth::Authenticator::new(&config.auth.api_keys)),
         };
         let flight =

@@ -1,6 +1,7 @@
 //! What every request handler shares, and the operations the REST API and Arrow Flight
 //! both offer: a query against a pinned version, and a streamed write.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -8,7 +9,7 @@ use futures::TryStreamExt;
 use lance::Dataset;
 use lance::deps::datafusion::execution::SendableRecordBatchStream;
 use lance::deps::datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use lancefleet_common::events::{ChangeKind, EventBus, TableEvent};
+use lancefleet_common::events::{ChangeKind, EventBus, TableEvent, WriteIntent};
 use lancefleet_engine::{Catalog, InsertMode, QueryOutput, QueryPlan, ReadVersion, TableId, TableQuery, plan_query};
 
 use crate::auth::Authenticator;
@@ -29,6 +30,9 @@ pub struct AppState {
     pub inline_indexing: bool,
     /// Who may call.
     pub auth: Arc<Authenticator>,
+    /// Writes announce themselves on the bus before they commit and record their version
+    /// after (strong reads learn versions from the bus; see `rest.external_writer_check`).
+    pub recorded_versions: bool,
 }
 
 /// A table version pinned for one query, and the query compiled against it.
@@ -50,15 +54,42 @@ impl PinnedPlan {
 }
 
 impl AppState {
-    /// Announces a committed change. The write is durable and acknowledged whatever
-    /// happens here, so a failure is logged and counted, never returned: the table is
-    /// maintained again on its next change.
-    pub async fn announce(&self, id: &TableId, version: u64, kind: ChangeKind, rows: u64) {
-        let event = TableEvent::now(id.to_string(), version, kind, rows);
-        if let Err(error) = self.events.publish(event).await {
+    /// Runs `write`, a commit to table `id` of `kind`, and announces what it committed
+    /// (`committed` gives its version and the rows it touched) before the caller answers.
+    ///
+    /// Where versions are recorded, the write is first announced on the bus, so strong
+    /// readers elsewhere list the store until it is recorded; a write that cannot be
+    /// announced is refused (503) before anything is written. Once committed the write is
+    /// durable and acknowledged whatever happens to the announcement: a failure to record
+    /// it is logged and counted (its announcement expires with this node's lease).
+    pub async fn commit<T, E>(
+        &self,
+        id: &TableId,
+        kind: ChangeKind,
+        write: impl Future<Output = Result<T, E>>,
+        committed: impl FnOnce(&T) -> (u64, u64),
+    ) -> Result<T, ApiError>
+    where
+        ApiError: From<E>,
+    {
+        let table = id.to_string();
+        let intent = if self.recorded_versions { self.events.begin_write(&table).await? } else { WriteIntent::default() };
+        let done = match write.await {
+            Ok(done) => done,
+            Err(error) => {
+                if let Err(error) = self.events.abandon_write(&intent).await {
+                    tracing::warn!(%table, %error, "could not end the announcement of a failed write");
+                }
+                return Err(error.into());
+            }
+        };
+        let (version, rows) = committed(&done);
+        let event = TableEvent::now(table.clone(), version, kind, rows);
+        if let Err(error) = self.events.publish_write(event, &intent).await {
             METRICS.event_failures.inc();
-            tracing::warn!(table = %id, version, ?kind, %error, "could not publish the change event");
+            tracing::warn!(%table, version, ?kind, %error, "could not publish the change event");
         }
+        Ok(done)
     }
 
     /// Pins the version of table `id` that `read` asks for and compiles `query` against it.
@@ -114,16 +145,16 @@ impl AppState {
             counter.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
         });
         let stream = Box::pin(RecordBatchStreamAdapter::new(schema, counted));
-        let dataset = self.catalog.insert_stream(id, stream, mode).await?;
-        let version = dataset.version().version;
-        let rows = rows.load(Ordering::Relaxed);
-        tracing::info!(table = %id, version, rows, ?mode, "rows written");
         let kind = match mode {
             InsertMode::Append => ChangeKind::Append,
             InsertMode::Overwrite => ChangeKind::Overwrite,
             InsertMode::Create => ChangeKind::Create,
         };
-        self.announce(id, version, kind, rows).await;
+        let written = self.catalog.insert_stream(id, stream, mode);
+        let dataset =
+            self.commit(id, kind, written, |dataset| (dataset.version().version, rows.load(Ordering::Relaxed))).await?;
+        let rows = rows.load(Ordering::Relaxed);
+        tracing::info!(table = %id, version = dataset.version().version, rows, ?mode, "rows written");
         Ok((dataset, rows))
     }
 }

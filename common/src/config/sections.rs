@@ -29,6 +29,13 @@ pub struct RestConfig {
     /// the client's freshness headers ask for newer. Writes are always strong. Default: `0s`.
     #[serde(with = "duration")]
     pub weak_read_consistency_interval: Duration,
+    /// With etcd, reads learn a table's latest version from etcd, where every write
+    /// through the cluster records it before it is acknowledged, instead of listing the
+    /// store on every read; each table is still listed at least this often, which bounds
+    /// how late a write from outside the cluster (LanceDB OSS on the same storage) is
+    /// seen. `0s` lists on every read (and writes then work without etcd). Default: `10s`.
+    #[serde(with = "duration")]
+    pub external_writer_check: Duration,
 }
 
 impl Default for RestConfig {
@@ -38,6 +45,7 @@ impl Default for RestConfig {
             max_body: ByteSize::gib(4),
             shutdown_grace: Duration::from_secs(30),
             weak_read_consistency_interval: Duration::ZERO,
+            external_writer_check: Duration::from_secs(10),
         }
     }
 }

@@ -14,6 +14,7 @@
 
 pub mod facts;
 pub mod namespaces;
+pub mod recorded;
 pub mod stats;
 
 use std::collections::{BTreeMap, HashMap};
@@ -30,6 +31,7 @@ use lancefleet_common::storage::{StorageConfig, StorageRoot};
 use moka::future::Cache;
 use object_store::path::Path;
 
+use self::recorded::{Lookup, RecordedVersions};
 use crate::cache::{CacheReads, ObjectCache};
 use crate::error::{EngineError, Result};
 use crate::store_metrics::StoreLayers;
@@ -76,6 +78,8 @@ pub struct Catalog {
     session: Arc<Session>,
     /// Latest-version snapshots by table uri; `None` under strong consistency.
     snapshots: Option<Cache<String, Snapshot>>,
+    /// Where the cluster records tables' latest versions, when it does.
+    recorded: Option<RecordedVersions>,
     /// The cache immutable objects are read through, if any.
     cache: Option<ObjectCache>,
 }
@@ -106,7 +110,7 @@ impl Catalog {
             object_store_wrapper: Some(Arc::new(StoreLayers { cache: cache.clone() }) as Arc<dyn WrappingObjectStore>),
             ..Default::default()
         };
-        Self { root, store_params, session: Arc::new(Session::default()), snapshots: None, cache }
+        Self { root, store_params, session: Arc::new(Session::default()), snapshots: None, recorded: None, cache }
     }
 
     /// Weak read consistency: reads of the latest version may be served from a snapshot
@@ -115,6 +119,13 @@ impl Catalog {
     pub fn with_weak_reads(mut self, interval: Duration) -> Self {
         self.snapshots =
             (!interval.is_zero()).then(|| Cache::builder().max_capacity(MAX_SNAPSHOTS).time_to_live(interval).build());
+        self
+    }
+
+    /// Reads of the latest version learn it from `recorded` (the cluster's record on its
+    /// event bus) instead of listing the store on every read; see [`recorded`].
+    pub fn with_recorded_versions(mut self, recorded: RecordedVersions) -> Self {
+        self.recorded = Some(recorded);
         self
     }
 
@@ -176,7 +187,7 @@ impl Catalog {
     /// The latest version, or under weak reads a snapshot recent enough for `read`.
     async fn latest(&self, id: &TableId, read: &ReadVersion) -> Result<Dataset> {
         let Some(snapshots) = &self.snapshots else {
-            return self.load(id, None).await;
+            return self.load_latest(id).await;
         };
         let uri = self.table_uri(id);
         if let Some(snapshot) = snapshots.get(&uri).await
@@ -184,8 +195,33 @@ impl Catalog {
         {
             return Ok(snapshot.dataset);
         }
-        let dataset = self.load(id, None).await?;
+        let dataset = self.load_latest(id).await?;
         snapshots.insert(uri, Snapshot::now(dataset.clone())).await;
+        Ok(dataset)
+    }
+
+    /// The latest version of table `id`: the one the cluster recorded when it may be
+    /// trusted, else listed from the store (and recorded when newer).
+    async fn load_latest(&self, id: &TableId) -> Result<Dataset> {
+        let Some(recorded) = &self.recorded else {
+            return self.load(id, None).await;
+        };
+        let known = match recorded.lookup(id).await {
+            Lookup::Open(version) => match self.load(id, Some(version)).await {
+                Ok(dataset) => {
+                    recorded::count_lookup("recorded");
+                    return Ok(dataset);
+                }
+                Err(error) => {
+                    tracing::debug!(table = %id, version, %error, "the recorded version does not open; listing");
+                    None
+                }
+            },
+            Lookup::List(known) => known,
+        };
+        recorded::count_lookup("store");
+        let dataset = self.load(id, None).await?;
+        recorded.listed(id, dataset.version().version, known).await;
         Ok(dataset)
     }
 

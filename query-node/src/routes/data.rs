@@ -87,11 +87,14 @@ pub async fn merge_insert(
 ) -> Result<Response, ApiError> {
     let spec = merge_insert_spec(query.as_deref().unwrap_or_default())?;
     let upload = decode_stream(body).await?;
-    let (outcome, dataset) = state.catalog.merge_insert(&id, &spec, upload.schema, upload.batches).await?;
+    let merge = state.catalog.merge_insert(&id, &spec, upload.schema, upload.batches);
+    let (outcome, dataset) = state
+        .commit(&id, ChangeKind::MergeInsert, merge, |(outcome, dataset)| {
+            (dataset.version().version, outcome.inserted + outcome.updated + outcome.deleted)
+        })
+        .await?;
     let version = dataset.version().version;
     tracing::info!(table = %id, version, ?outcome, "rows merged");
-    let touched = outcome.inserted + outcome.updated + outcome.deleted;
-    state.announce(&id, version, ChangeKind::MergeInsert, touched).await;
     let body = serde_json::json!({
         "version": version,
         "num_inserted_rows": outcome.inserted,
@@ -141,10 +144,11 @@ pub async fn delete_rows(
     let Some(predicate) = request.predicate.filter(|predicate| !predicate.trim().is_empty()) else {
         return Err(ApiError::bad_request("delete needs a predicate; use \"true\" to delete every row"));
     };
-    let (deleted, dataset) = state.catalog.delete_rows(&id, &predicate).await?;
+    let delete = state.catalog.delete_rows(&id, &predicate);
+    let (deleted, dataset) =
+        state.commit(&id, ChangeKind::Delete, delete, |(deleted, dataset)| (dataset.version().version, *deleted)).await?;
     let version = dataset.version().version;
     tracing::info!(table = %id, version, deleted, "rows deleted");
-    state.announce(&id, version, ChangeKind::Delete, deleted).await;
     Ok(with_table_version(version, Json(serde_json::json!({ "num_deleted_rows": deleted, "version": version }))))
 }
 
@@ -164,10 +168,11 @@ pub async fn update_rows(
 ) -> Result<Response, ApiError> {
     let request: UpdateRequest = json_body(&body)?;
     let predicate = request.predicate.as_deref().filter(|predicate| !predicate.trim().is_empty());
-    let (updated, dataset) = state.catalog.update_rows(&id, predicate, &request.updates).await?;
+    let update = state.catalog.update_rows(&id, predicate, &request.updates);
+    let (updated, dataset) =
+        state.commit(&id, ChangeKind::Update, update, |(updated, dataset)| (dataset.version().version, *updated)).await?;
     let version = dataset.version().version;
     tracing::info!(table = %id, version, updated, "rows updated");
-    state.announce(&id, version, ChangeKind::Update, updated).await;
     Ok(with_table_version(version, Json(serde_json::json!({ "rows_updated": updated, "version": version }))))
 }
 

@@ -28,10 +28,10 @@ pub async fn create_index(
     let dataset = state.catalog.open_table(&id, Freshness::default().read(None)).await?;
     let spec = IndexSpec::resolve(&request, &arrow_schema::Schema::from(dataset.schema()))?;
     if state.inline_indexing {
-        let built = state.catalog.build_index(&id, &spec).await?;
+        let build = state.catalog.build_index(&id, &spec);
+        let built = state.commit(&id, ChangeKind::IndexBuilt, build, |built| (built.version().version, 0)).await?;
         let version = built.version().version;
         tracing::info!(table = %id, index = %spec.name, kind = spec.kind.as_str(), version, "index built");
-        state.announce(&id, version, ChangeKind::IndexBuilt, 0).await;
         return Ok(with_table_version(version, Json(serde_json::json!({}))));
     }
     let version = dataset.version().version;
@@ -118,9 +118,9 @@ pub async fn drop_index(
     Path(params): Path<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     let name = params.get("name").map(String::as_str).unwrap_or_default();
-    let dataset = state.catalog.drop_index(&id, name).await?;
+    let drop = state.catalog.drop_index(&id, name);
+    let dataset = state.commit(&id, ChangeKind::IndexDropped, drop, |dataset| (dataset.version().version, 0)).await?;
     let version = dataset.version().version;
     tracing::info!(table = %id, index = name, version, "index dropped");
-    state.announce(&id, version, ChangeKind::IndexDropped, 0).await;
     Ok(with_table_version(version, Json(serde_json::json!({}))))
 }

@@ -1,6 +1,8 @@
 //! Schema evolution routes: add, alter and drop columns, update field metadata. Each
 //! answers with the version it committed and announces it.
 
+use std::future::Future;
+
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -8,7 +10,7 @@ use axum::http::{HeaderMap, header};
 use axum::response::Response;
 use lance::Dataset;
 use lancefleet_common::events::ChangeKind;
-use lancefleet_engine::TableId;
+use lancefleet_engine::{EngineError, TableId};
 use lancefleet_engine::write::schema_change::{Alteration, FieldMetadataUpdate, NewColumns};
 use serde::Deserialize;
 
@@ -31,12 +33,17 @@ pub struct AddColumnsRequest {
     new_columns: Vec<NewColumn>,
 }
 
-/// Answers a schema change with its version, after announcing it.
-async fn changed(state: &AppState, id: &TableId, what: &str, dataset: Dataset) -> Response {
+/// Commits a schema change (`change`) and answers with its version.
+async fn changed(
+    state: &AppState,
+    id: &TableId,
+    what: &str,
+    change: impl Future<Output = Result<Dataset, EngineError>>,
+) -> Result<Response, ApiError> {
+    let dataset = state.commit(id, ChangeKind::SchemaChange, change, |dataset| (dataset.version().version, 0)).await?;
     let version = dataset.version().version;
     tracing::info!(table = %id, version, what, "schema changed");
-    state.announce(id, version, ChangeKind::SchemaChange, 0).await;
-    with_table_version(version, Json(serde_json::json!({ "version": version })))
+    Ok(with_table_version(version, Json(serde_json::json!({ "version": version }))))
 }
 
 /// `POST /v1/table/{id}/add_columns/`: SQL expressions (JSON), or all-null columns (an
@@ -59,8 +66,7 @@ pub async fn add_columns(
             request.new_columns.into_iter().map(|column| (column.name, column.expression)).collect(),
         )
     };
-    let dataset = state.catalog.add_columns(&id, columns).await?;
-    Ok(changed(&state, &id, "add_columns", dataset).await)
+    changed(&state, &id, "add_columns", state.catalog.add_columns(&id, columns)).await
 }
 
 /// Body of `alter_columns`.
@@ -77,8 +83,7 @@ pub async fn alter_columns(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let request: AlterColumnsRequest = json_body(&body)?;
-    let dataset = state.catalog.alter_columns(&id, &request.alterations).await?;
-    Ok(changed(&state, &id, "alter_columns", dataset).await)
+    changed(&state, &id, "alter_columns", state.catalog.alter_columns(&id, &request.alterations)).await
 }
 
 /// Body of `drop_columns`.
@@ -95,8 +100,7 @@ pub async fn drop_columns(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let request: DropColumnsRequest = json_body(&body)?;
-    let dataset = state.catalog.drop_columns(&id, &request.columns).await?;
-    Ok(changed(&state, &id, "drop_columns", dataset).await)
+    changed(&state, &id, "drop_columns", state.catalog.drop_columns(&id, &request.columns)).await
 }
 
 /// Body of `update_field_metadata`.
@@ -113,6 +117,5 @@ pub async fn update_field_metadata(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let request: UpdateFieldMetadataRequest = json_body(&body)?;
-    let dataset = state.catalog.update_field_metadata(&id, &request.updates).await?;
-    Ok(changed(&state, &id, "update_field_metadata", dataset).await)
+    changed(&state, &id, "update_field_metadata", state.catalog.update_field_metadata(&id, &request.updates)).await
 }

@@ -100,10 +100,10 @@ pub async fn create_table(
     };
     let upload = decode_stream(body).await?;
     let rows = upload.batches.iter().map(|batch| batch.num_rows() as u64).sum();
-    let dataset = state.catalog.create_table(&id, upload.schema, upload.batches, mode).await?;
+    let create = state.catalog.create_table(&id, upload.schema, upload.batches, mode);
+    let dataset = state.commit(&id, ChangeKind::Create, create, |dataset| (dataset.version().version, rows)).await?;
     let version = dataset.version().version;
     tracing::info!(table = %id, version, ?mode, "table created");
-    state.announce(&id, version, ChangeKind::Create, rows).await;
     Ok(with_table_version(dataset.version().version, Json(serde_json::json!({}))))
 }
 
@@ -150,9 +150,8 @@ pub async fn drop_table(
     State(state): State<AppState>,
     TablePath(id): TablePath,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    state.catalog.drop_table(&id).await?;
+    state.commit(&id, ChangeKind::Dropped, state.catalog.drop_table(&id), |()| (0, 0)).await?;
     tracing::info!(table = %id, "table dropped");
-    state.announce(&id, 0, ChangeKind::Dropped, 0).await;
     Ok(Json(serde_json::json!({})))
 }
 

@@ -50,10 +50,10 @@ pub async fn restore(
 ) -> Result<Response, ApiError> {
     let request: RestoreRequest = json_body(&body)?;
     let version = request.version.ok_or_else(|| ApiError::bad_request("restore needs the version to restore"))?;
-    let dataset = state.catalog.restore(&id, version).await?;
+    let restore = state.catalog.restore(&id, version);
+    let dataset = state.commit(&id, ChangeKind::Overwrite, restore, |dataset| (dataset.version().version, 0)).await?;
     let new_version = dataset.version().version;
     tracing::info!(table = %id, restored = version, version = new_version, "version restored");
-    state.announce(&id, new_version, ChangeKind::Overwrite, 0).await;
     Ok(with_table_version(new_version, Json(serde_json::json!({ "version": new_version }))))
 }
 
