@@ -67,3 +67,11 @@ ensure_azurite() {
 ensure_etcd() {
   command -v etcd >/dev/null || apt_install etcd-server
 }
+
+# Prometheus and promtool (Debian's prometheus package), for the observability tests: a real
+# Prometheus scrapes a test cluster, promtool checks the alert rules and every /metrics.
+# The package's service is not wanted (the tests start their own on free ports).
+ensure_prometheus() {
+  command -v prometheus >/dev/null && command -v promtool >/dev/null && return
+  apt_install prometheus
+}

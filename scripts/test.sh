@@ -8,6 +8,7 @@ ensure_build_packages
 ensure_python_env
 ensure_azurite
 ensure_etcd
+ensure_prometheus
 
 log "building (target dir $CARGO_TARGET_DIR)"
 cargo build --locked --workspace --bins --tests
@@ -18,8 +19,8 @@ LANCEFLEET_REQUIRE_ETCD=1 cargo test --locked --workspace
 
 export LANCEFLEET_BIN="$CARGO_TARGET_DIR/debug/lancefleet"
 cd integration-tests/python
-log "end-to-end tests with the lancedb Python client (in-process execution; cluster tests on S3/moto, Azure/Azurite, GCS/fake-gcs-server; the Helm chart rendered, validated and run)"
+log "end-to-end tests with the lancedb Python client (in-process execution; cluster tests on S3/moto, Azure/Azurite, GCS/fake-gcs-server; the Helm chart rendered, validated and run; metrics, dashboards and alerts against a real Prometheus; traces to a real OTLP receiver)"
 "$VENV/bin/python" -m pytest -q -p no:cacheprovider "$@"
 
 log "the same end-to-end suite with every query spread over 3 plan executor processes"
-LANCEFLEET_E2E_EXECUTORS=3 "$VENV/bin/python" -m pytest -q -p no:cacheprovider --ignore=test_cluster.py --ignore=test_azure.py --ignore=test_gcs.py --ignore=test_control_plane.py --ignore=test_indexer.py --ignore=test_helm_chart.py --ignore=test_helm_run.py "$@"
+LANCEFLEET_E2E_EXECUTORS=3 "$VENV/bin/python" -m pytest -q -p no:cacheprovider --ignore=test_cluster.py --ignore=test_azure.py --ignore=test_gcs.py --ignore=test_control_plane.py --ignore=test_indexer.py --ignore=test_helm_chart.py --ignore=test_helm_run.py --ignore=test_observability.py --ignore=test_tracing.py "$@"
