@@ -317,7 +317,9 @@ fn main() -> ExitCode {
         }
     };
     let outcome = runtime.block_on(async {
-        let telemetry = match telemetry::init(&config.log, &config.trace, service.as_str()) {
+        let instance = config.node_id(service, listen_port(service, &config));
+        let origin = telemetry::Origin { service: service.as_str(), instance: &instance };
+        let telemetry = match telemetry::init(&config.log, &config.trace, origin) {
             Ok(telemetry) => telemetry,
             Err(error) => {
                 eprintln!("lancefleet: cannot set up logging and tracing: {error}");
@@ -360,28 +362,37 @@ fn status(args: StatusArgs) -> ExitCode {
     let Some(runtime) = client_runtime() else { return ExitCode::FAILURE };
     let source = status::Source { url: args.url, query_node: args.query_node, api_key: args.api_key };
     runtime.block_on(async {
-        loop {
-            let view = match status::gather(&source).await {
-                Ok(view) => view,
-                Err(error) if args.watch.is_some() => serde_json::json!({ "cluster": { "answered_by": error } }),
+        if args.watch.is_none() {
+            return match status::gather(&source).await {
+                Ok(view) if args.json => {
+                    println!("{view:#}");
+                    ExitCode::SUCCESS
+                }
+                Ok(view) => {
+                    print!("{}", status::render(&view));
+                    ExitCode::SUCCESS
+                }
                 Err(error) => {
                     eprintln!("lancefleet status: {error}");
-                    return ExitCode::FAILURE;
+                    ExitCode::FAILURE
                 }
             };
-            if args.json {
-                println!("{view:#}");
-                return ExitCode::SUCCESS;
-            }
-            let Some(seconds) = args.watch else {
-                print!("{}", status::render(&view));
-                return ExitCode::SUCCESS;
+        }
+        let seconds = args.watch.unwrap_or(2).max(1);
+        // One interrupt future for the whole watch, so a Ctrl-C during a gather is not lost.
+        let interrupted = tokio::signal::ctrl_c();
+        tokio::pin!(interrupted);
+        loop {
+            let view = tokio::select! {
+                view = status::gather(&source) => view,
+                _ = &mut interrupted => return ExitCode::SUCCESS,
             };
+            let view = view.unwrap_or_else(|error| serde_json::json!({ "cluster": { "answered_by": error } }));
             // Clear the screen, then draw.
             print!("\x1b[2J\x1b[H{}", status::render(&view));
             tokio::select! {
-                () = tokio::time::sleep(Duration::from_secs(seconds.max(1))) => {}
-                _ = tokio::signal::ctrl_c() => return ExitCode::SUCCESS,
+                () = tokio::time::sleep(Duration::from_secs(seconds)) => {}
+                _ = &mut interrupted => return ExitCode::SUCCESS,
             }
         }
     })
@@ -400,6 +411,16 @@ fn smoke_test(args: SmokeTestArgs) -> ExitCode {
             eprintln!("lancefleet smoke-test failed: {error}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The port a `service` process names itself by (its node id's default suffix).
+fn listen_port(service: Service, config: &NodeConfig) -> u16 {
+    match service {
+        Service::Standalone | Service::QueryNode => config.rest.listen.port(),
+        Service::PlanExecutor => config.executor.listen.port(),
+        Service::ControlPlane => config.control.listen.port(),
+        Service::Indexer | Service::IndexerOnce => config.indexer.listen.port(),
     }
 }
 

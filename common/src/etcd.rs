@@ -27,6 +27,7 @@ use crate::Shutdown;
 use crate::cluster_state::{ClusterState, HealthMark, NodeRecord};
 use crate::config::{ControlConfig, ExecutorEndpoint};
 use crate::membership::Membership;
+use crate::metrics;
 
 /// How long to wait before retrying etcd after a failure.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
@@ -383,6 +384,7 @@ async fn follow(client: Client, keys: Keys, publisher: Publisher, listed: tokio:
     loop {
         let round = async {
             let (mut state, revision) = list(&client, &keys).await?;
+            metrics::etcd_reachable(true);
             publisher.publish(&state);
             if let Some(listed) = listed.take() {
                 let _ = listed.send(());
@@ -391,7 +393,10 @@ async fn follow(client: Client, keys: Keys, publisher: Publisher, listed: tokio:
         };
         match round.await {
             Ok(end) => tracing::info!(?end, "re-listing the cluster state"),
-            Err(error) => tracing::warn!(%error, "lost etcd; keeping the last known membership"),
+            Err(error) => {
+                metrics::etcd_reachable(false);
+                tracing::warn!(%error, "lost etcd; keeping the last known membership");
+            }
         }
         if let Some(listed) = listed.take() {
             let _ = listed.send(());

@@ -175,8 +175,9 @@ impl EventBus for EtcdBus {
             TxnOp::put(self.change_key(&event.table), value, None),
         ];
         let end = intent.key.iter().map(|key| TxnOp::delete(key.clone(), None)).collect::<Vec<_>>();
-        let first =
-            Txn::new().when([Compare::create_revision(version_key.clone(), CompareOp::Equal, 0)]).and_then(record.to_vec());
+        let first = Txn::new()
+            .when([Compare::create_revision(version_key.clone(), CompareOp::Equal, 0)])
+            .and_then(record.to_vec());
         let newer = Txn::new()
             .when([Compare::value(version_key, CompareOp::Less, version)])
             .and_then([record.to_vec(), end.clone()].concat())
@@ -261,12 +262,14 @@ impl EventBus for EtcdBus {
                 while !sender.is_closed() {
                     let round = async {
                         let (latest, revision) = bus.list().await?;
+                        crate::metrics::etcd_reachable(true);
                         if sender.send(BusUpdate::Resync(latest)).await.is_ok() {
                             bus.watch_from(revision + 1, &sender).await?;
                         }
                         Ok::<_, EtcdError>(())
                     };
                     if let Err(error) = round.await {
+                        crate::metrics::etcd_reachable(false);
                         tracing::warn!(%error, "lost etcd while following table events; retrying");
                     }
                     tokio::time::sleep(RETRY_AFTER).await;
@@ -335,20 +338,29 @@ mod tests {
         let under_way = bus.recorded_version("t").await.expect("read");
         assert_eq!(under_way, None, "no version yet, even with a write under way");
         bus.publish_write(TableEvent::now("t", 9, ChangeKind::Append, 1), &intent).await.expect("recorded");
-        assert_eq!(bus.recorded_version("t").await.expect("read"), Some(RecordedVersion { version: 9, writing: false }));
+        assert_eq!(
+            bus.recorded_version("t").await.expect("read"),
+            Some(RecordedVersion { version: 9, writing: false })
+        );
 
         // A slower writer of an older version does not move it back; its intent ends.
         let late = bus.begin_write("t").await.expect("announced");
         assert_eq!(bus.recorded_version("t").await.expect("read"), Some(RecordedVersion { version: 9, writing: true }));
         bus.publish_write(TableEvent::now("t", 8, ChangeKind::Append, 1), &late).await.expect("published");
-        assert_eq!(bus.recorded_version("t").await.expect("read"), Some(RecordedVersion { version: 9, writing: false }));
+        assert_eq!(
+            bus.recorded_version("t").await.expect("read"),
+            Some(RecordedVersion { version: 9, writing: false })
+        );
         // 10 after 9 compares as a number, not as text ("10" < "9").
         bus.publish(TableEvent::now("t", 10, ChangeKind::Append, 1)).await.expect("published");
         assert_eq!(bus.recorded_version("t").await.expect("read").map(|recorded| recorded.version), Some(10));
 
         let abandoned = bus.begin_write("t").await.expect("announced");
         bus.abandon_write(&abandoned).await.expect("ended");
-        assert_eq!(bus.recorded_version("t").await.expect("read"), Some(RecordedVersion { version: 10, writing: false }));
+        assert_eq!(
+            bus.recorded_version("t").await.expect("read"),
+            Some(RecordedVersion { version: 10, writing: false })
+        );
         bus.publish(TableEvent::now("t", 0, ChangeKind::Dropped, 0)).await.expect("dropped");
         assert_eq!(bus.recorded_version("t").await.expect("read"), None, "a drop forgets the version");
         bus.publish(TableEvent::now("t", 1, ChangeKind::Create, 1)).await.expect("created again");

@@ -12,6 +12,7 @@ pub mod membership;
 pub mod metrics;
 pub mod node;
 pub mod placement;
+pub mod process_metrics;
 pub mod shutdown;
 pub mod storage;
 pub mod telemetry;

@@ -40,7 +40,10 @@ pub async fn serve_metrics_on(listener: TcpListener, shutdown: Shutdown) -> std:
 /// time, memory and file descriptors (`process_*`, the Prometheus client's collector) and
 /// `lancefleet_build_info{version, role}` (always 1). Call once per process.
 pub fn register_process(role: &str) {
-    register(Box::new(prometheus::process_collector::ProcessCollector::for_self()));
+    match crate::process_metrics::ProcessMetrics::new() {
+        Ok(process) => register(Box::new(process)),
+        Err(error) => tracing::warn!(%error, "cannot declare the process metrics"),
+    }
     let opts = prometheus::Opts::new("lancefleet_build_info", "The running lancefleet: version and role (always 1).")
         .const_label("version", env!("CARGO_PKG_VERSION"))
         .const_label("role", role);
@@ -50,6 +53,25 @@ pub fn register_process(role: &str) {
             register(Box::new(gauge));
         }
         Err(error) => tracing::warn!(%error, "cannot declare lancefleet_build_info"),
+    }
+}
+
+/// `lancefleet_etcd_reachable`: 1 while this node's last listing or watch of etcd worked,
+/// 0 after one failed (nodes without etcd do not export it).
+static ETCD_REACHABLE: std::sync::LazyLock<Option<prometheus::IntGauge>> = std::sync::LazyLock::new(|| {
+    let gauge = prometheus::IntGauge::new(
+        "lancefleet_etcd_reachable",
+        "1 while this node's last listing or watch of etcd worked, 0 after one failed.",
+    )
+    .ok()?;
+    register(Box::new(gauge.clone()));
+    Some(gauge)
+});
+
+/// Records whether etcd answered this node's last listing or watch.
+pub fn etcd_reachable(reachable: bool) {
+    if let Some(gauge) = ETCD_REACHABLE.as_ref() {
+        gauge.set(i64::from(reachable));
     }
 }
 

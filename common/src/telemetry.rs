@@ -149,43 +149,64 @@ impl Telemetry {
     }
 }
 
-/// Installs logging, and trace export when configured, for a `service` process (its name
-/// in `service.name` unless configured). Call once, inside the async runtime (the OTLP
-/// exporter's gRPC channel lives there).
-pub fn init(log: &LogConfig, trace: &TraceConfig, service: &str) -> Result<Telemetry, TelemetryError> {
+/// Spans exported as traces, whatever the log level: LanceFleet's own (at `info`) and
+/// other crates' warnings.
+const TRACE_FILTER: &str = "warn,lancefleet=info";
+
+/// What a process's telemetry says about it.
+#[derive(Debug, Clone, Copy)]
+pub struct Origin<'a> {
+    /// Its role (`query-node`…), part of the default `service.name`.
+    pub service: &'a str,
+    /// Its node id, the `service.instance.id` of its spans.
+    pub instance: &'a str,
+}
+
+/// Installs logging, and trace export when configured, for the process `origin` names.
+/// Call once, inside the async runtime (the OTLP exporter's gRPC channel lives there). The
+/// log filter applies to log lines only: spans are exported at [`TRACE_FILTER`] even when
+/// the log level is `warn`.
+pub fn init(log: &LogConfig, trace: &TraceConfig, origin: Origin<'_>) -> Result<Telemetry, TelemetryError> {
     let filter = match std::env::var("RUST_LOG") {
         Ok(from_env) if !from_env.is_empty() => EnvFilter::try_new(from_env)?,
         _ => EnvFilter::try_new(&log.level)?,
     };
     let logs = match log.format {
         LogFormat::Text => tracing_subscriber::fmt::layer().with_writer(std::io::stderr).boxed(),
+        // Every line carries the fields of every span it is in (the request id of the
+        // request span, the query id of an executor's fragment span) as `spans`.
         LogFormat::Json => tracing_subscriber::fmt::layer()
             .json()
             .flatten_event(true)
             .with_current_span(true)
-            .with_span_list(false)
+            .with_span_list(true)
             .with_writer(std::io::stderr)
             .boxed(),
     };
-    let provider = trace.exports().then(|| tracer_provider(trace, service)).transpose()?;
-    let spans = provider.as_ref().map(|provider| {
-        global::set_text_map_propagator(TraceContextPropagator::new());
-        tracing_opentelemetry::layer().with_tracer(provider.tracer("lancefleet"))
-    });
-    tracing_subscriber::registry().with(filter).with(logs).with(spans).try_init()?;
+    let provider = trace.exports().then(|| tracer_provider(trace, origin)).transpose()?;
+    let spans = match &provider {
+        Some(provider) => {
+            global::set_text_map_propagator(TraceContextPropagator::new());
+            let layer = tracing_opentelemetry::layer().with_tracer(provider.tracer("lancefleet"));
+            Some(layer.with_filter(EnvFilter::try_new(TRACE_FILTER)?))
+        }
+        None => None,
+    };
+    tracing_subscriber::registry().with(logs.with_filter(filter)).with(spans).try_init()?;
     Ok(Telemetry { provider })
 }
 
 /// The tracer provider exporting to the configured (or the environment's) endpoint.
-fn tracer_provider(trace: &TraceConfig, service: &str) -> Result<SdkTracerProvider, TelemetryError> {
+fn tracer_provider(trace: &TraceConfig, origin: Origin<'_>) -> Result<SdkTracerProvider, TelemetryError> {
     let mut exporter = opentelemetry_otlp::SpanExporter::builder().with_tonic();
     if let Some(endpoint) = &trace.otlp_endpoint {
         exporter = exporter.with_endpoint(endpoint.clone());
     }
     let name = trace.service_name.clone().or_else(|| std::env::var("OTEL_SERVICE_NAME").ok());
     let resource = Resource::builder()
-        .with_service_name(name.unwrap_or_else(|| format!("lancefleet-{service}")))
+        .with_service_name(name.unwrap_or_else(|| format!("lancefleet-{}", origin.service)))
         .with_attribute(opentelemetry::KeyValue::new("service.version", env!("CARGO_PKG_VERSION")))
+        .with_attribute(opentelemetry::KeyValue::new("service.instance.id", origin.instance.to_string()))
         .build();
     Ok(SdkTracerProvider::builder()
         .with_batch_exporter(exporter.build()?)
@@ -209,6 +230,11 @@ pub fn context_from_metadata(metadata: &tonic::metadata::MetadataMap) -> Context
 /// The trace context a caller sent in HTTP `headers`.
 pub fn context_from_headers(headers: &http::HeaderMap) -> Context {
     global::get_text_map_propagator(|propagator| propagator.extract(&HeaderReader(headers)))
+}
+
+/// A span field as OpenTelemetry keeps it: an `i64` (a `u64` would be exported as text).
+pub fn int(value: impl TryInto<i64>) -> i64 {
+    value.try_into().unwrap_or(i64::MAX)
 }
 
 /// Makes `span` a child of the caller's `context` (a no-op without one).

@@ -56,6 +56,11 @@ impl HealthTracker {
         }
     }
 
+    /// How many executors are marked unhealthy now.
+    pub fn marked(&self) -> usize {
+        self.marked.values().filter(|marked| **marked).count()
+    }
+
     /// Forgets executors that are no longer registered.
     pub fn retain(&mut self, registered: impl Fn(&str) -> bool) {
         self.failures.retain(|node_id, _| registered(node_id));

@@ -16,6 +16,7 @@ use lancefleet_common::Shutdown;
 use lancefleet_common::cluster_state::{ClusterState, HealthMark, NodeRecord, Role};
 use lancefleet_common::config::ControlConfig;
 use lancefleet_common::etcd::{self, EtcdError, Keys, Lease};
+use lancefleet_common::telemetry;
 use lancefleet_proto::v1::plan_executor_server::SERVICE_NAME;
 use tokio::sync::watch;
 use tonic::transport::{Channel, Endpoint};
@@ -118,14 +119,16 @@ impl Candidate {
                     channels.entry(node.address.clone()).or_insert_with(|| lazy_channel(&node.address, timeout));
                 probe(channel.clone(), timeout)
             });
-            let round = tracing::info_span!("probe_round", executors = executors.len(), failed = tracing::field::Empty);
+            let count = telemetry::int(executors.len());
+            let round = tracing::info_span!("probe_round", executors = count, failed = tracing::field::Empty);
             let results = join_all(probes.collect::<Vec<_>>()).instrument(round.clone()).await;
-            round.record("failed", results.iter().filter(|result| result.is_err()).count());
+            round.record("failed", telemetry::int(results.iter().filter(|result| result.is_err()).count()));
             for (node, result) in executors.iter().zip(results) {
                 METRICS.probes.with_label_values(&[if result.is_ok() { "passed" } else { "failed" }]).inc();
                 let Some(transition) = tracker.record(&node.node_id, result.is_ok()) else { continue };
                 self.apply(node, transition, result.err(), lease).instrument(round.clone()).await;
             }
+            METRICS.unhealthy.set(telemetry::int(tracker.marked()));
         }
     }
 

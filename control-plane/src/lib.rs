@@ -30,6 +30,7 @@ pub use error::ControlPlaneError;
 /// it stops serving, resigns, and deregisters.
 pub async fn run(config: NodeConfig, shutdown: Shutdown) -> Result<(), ControlPlaneError> {
     config.validate_for(Service::ControlPlane).map_err(StartError::from)?;
+    std::sync::LazyLock::force(&metrics::METRICS);
     let control = &config.control;
     let listener = TcpListener::bind(control.listen)
         .await

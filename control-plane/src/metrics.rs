@@ -16,17 +16,28 @@ pub struct ControlPlaneMetrics {
 }
 
 /// The metrics, registered on first use (registration fails only on a duplicate name).
-pub static METRICS: LazyLock<ControlPlaneMetrics> = LazyLock::new(|| ControlPlaneMetrics {
-    leader: register_int_gauge!("lancefleet_control_leader", "1 while this control-plane instance leads.")
-        .expect("register lancefleet_control_leader"),
-    probes: register_int_counter_vec!(
-        Opts::new("lancefleet_control_probes_total", "Executor health probes, by result."),
-        &["result"]
-    )
-    .expect("register lancefleet_control_probes_total"),
-    unhealthy: register_int_gauge!(
-        "lancefleet_control_unhealthy_executors",
-        "Executors marked unhealthy, as the leader last saw the marks."
-    )
-    .expect("register lancefleet_control_unhealthy_executors"),
+pub static METRICS: LazyLock<ControlPlaneMetrics> = LazyLock::new(|| {
+    let metrics = declare();
+    // Both results start at zero, so the first failed probe shows in rate().
+    for result in ["passed", "failed"] {
+        metrics.probes.with_label_values(&[result]);
+    }
+    metrics
 });
+
+fn declare() -> ControlPlaneMetrics {
+    ControlPlaneMetrics {
+        leader: register_int_gauge!("lancefleet_control_leader", "1 while this control-plane instance leads.")
+            .expect("register lancefleet_control_leader"),
+        probes: register_int_counter_vec!(
+            Opts::new("lancefleet_control_probes_total", "Executor health probes, by result."),
+            &["result"]
+        )
+        .expect("register lancefleet_control_probes_total"),
+        unhealthy: register_int_gauge!(
+            "lancefleet_control_unhealthy_executors",
+            "Executors marked unhealthy, as the leader last saw the marks."
+        )
+        .expect("register lancefleet_control_unhealthy_executors"),
+    }
+}

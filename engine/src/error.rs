@@ -184,13 +184,41 @@ pub fn classify_lance_error(error: &lance::Error) -> (ErrorCode, String) {
         }
         E::TooMuchWriteContention { message, .. } => (ErrorCode::Unavailable, message.clone()),
         E::Timeout { message, .. } => (ErrorCode::Timeout, message.clone()),
+        E::Arrow { message, .. } | E::Execution { message, .. } if is_value_error(message) => {
+            (ErrorCode::InvalidArgument, value_error(message))
+        }
         other => (ErrorCode::Internal, other.to_string()),
     }
+}
+
+/// Errors a query's own values cause when it runs (a cast that fails on some row, a
+/// division by zero): the request's fault, not the server's.
+const VALUE_ERRORS: [&str; 4] = ["Cast error", "Parser error", "Divide by zero", "Arithmetic overflow"];
+
+fn is_value_error(message: &str) -> bool {
+    VALUE_ERRORS.iter().any(|kind| message.contains(kind))
+}
+
+/// The part of `message` from the value error on (without the wrapping layers' prefixes).
+fn value_error(message: &str) -> String {
+    let start = VALUE_ERRORS.iter().filter_map(|kind| message.find(kind)).min().unwrap_or(0);
+    message[start..].to_string()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_query_whose_values_fail_is_the_requests_fault() {
+        let error = EngineError::from(lance::Error::execution(
+            "External error: Arrow error: Cast error: Cannot cast string 'abc' to value of Int64 type",
+        ));
+        assert_eq!(error.error_code(), ErrorCode::InvalidArgument);
+        assert_eq!(error.client_message(), "Cast error: Cannot cast string 'abc' to value of Int64 type");
+        let fault = EngineError::from(lance::Error::arrow("task panicked"));
+        assert_eq!(fault.error_code(), ErrorCode::Internal);
+    }
 
     #[test]
     fn not_found_errors_name_the_table() {

@@ -144,6 +144,7 @@ impl Indexer {
     /// without the object cache (maintenance reads each byte of what it rewrites once),
     /// following `context`'s event bus, holding table locks under the node's id.
     fn of(config: &NodeConfig, context: &NodeContext, service: Service) -> Result<Self, IndexerError> {
+        std::sync::LazyLock::force(&METRICS);
         let root = StorageRoot::resolve(&config.storage.root).map_err(StartError::from)?;
         let catalog = Catalog::new(root, &config.storage.options, None);
         let port =

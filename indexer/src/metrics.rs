@@ -12,6 +12,8 @@ use prometheus::{
     register_histogram_vec, register_int_counter, register_int_counter_vec, register_int_gauge, register_int_gauge_vec,
 };
 
+use crate::policy::JobKind;
+
 /// The indexer's metrics.
 pub struct IndexerMetrics {
     /// `lancefleet_indexer_table_fragments{table}`.
@@ -58,7 +60,7 @@ impl IndexerMetrics {
 /// The metrics, registered on first use.
 pub static METRICS: LazyLock<IndexerMetrics> = LazyLock::new(|| {
     // Registration fails only on a duplicate name, a programming error caught by tests.
-    IndexerMetrics {
+    let metrics = IndexerMetrics {
         fragments: register_int_gauge_vec!(
             Opts::new("lancefleet_indexer_table_fragments", "Fragments of each maintained table."),
             &["table"]
@@ -97,5 +99,13 @@ pub static METRICS: LazyLock<IndexerMetrics> = LazyLock::new(|| {
             "Age of the oldest change not yet handled."
         )
         .expect("register lancefleet_indexer_queue_lag_seconds"),
+    };
+    // Every job kind and outcome starts at zero, so the first of each shows in rate().
+    for kind in JobKind::ALL {
+        metrics.job_seconds.with_label_values(&[kind.as_str()]);
+        for outcome in ["done", "nothing", "conflict", "failed"] {
+            metrics.jobs.with_label_values(&[kind.as_str(), outcome]);
+        }
     }
+    metrics
 });

@@ -25,7 +25,11 @@ pub enum JobKind {
 }
 
 impl JobKind {
-    /// The metric label.
+    /// Every kind.
+    pub const ALL: [JobKind; 5] =
+        [Self::RequestedIndex, Self::AutoIndex, Self::Compaction, Self::OptimizeIndexes, Self::Cleanup];
+
+    /// The kind's name in logs and metrics.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::RequestedIndex => "requested_index",

@@ -8,6 +8,7 @@ use std::time::Instant;
 use lance::Dataset;
 use lancefleet_common::config::IndexerConfig;
 use lancefleet_common::events::{BusError, ChangeKind, EventBus, IndexRequest, TableEvent};
+use lancefleet_common::telemetry;
 use lancefleet_engine::catalog::facts::TableFacts;
 use lancefleet_engine::maintenance;
 use lancefleet_engine::{Catalog, EngineError, IndexSpec, ReadVersion, TableId};
@@ -137,10 +138,10 @@ impl Worker {
             "maintenance_job",
             job = kind,
             table,
-            from_version = facts.version,
+            from_version = telemetry::int(facts.version),
             to_version = tracing::field::Empty,
-            rows = facts.rows,
-            fragments,
+            rows = telemetry::int(facts.rows),
+            fragments = telemetry::int(fragments),
             outcome = tracing::field::Empty,
         );
         let result = self.run(table, job, dataset).instrument(span.clone()).await;
@@ -154,7 +155,7 @@ impl Worker {
         METRICS.jobs.with_label_values(&[kind, outcome]).inc();
         span.record("outcome", outcome);
         if let Ok(Some(event)) = &result {
-            span.record("to_version", event.version);
+            span.record("to_version", telemetry::int(event.version));
             let seconds = started.elapsed().as_secs_f64();
             tracing::info!(table, job = kind, version = event.version, seconds, "maintenance committed");
         }

@@ -471,7 +471,10 @@ def test_monitoring_objects_are_opt_in_and_wired():
     endpoint_ports = {e["port"] for e in monitor["spec"]["endpoints"]}
     scraped = {s["metadata"]["labels"]["app.kubernetes.io/component"] for s in selected
                if endpoint_ports & {p["name"] for p in s["spec"]["ports"]}}
-    assert scraped == set(ROLES), f"every role's /metrics is scraped: {scraped}"
+    assert scraped == set(ROLES) | {"etcd"}, f"every role's and the chart's etcd's /metrics are scraped: {scraped}"
+    external = render({**scenario_values("external-etcd"), "metrics": {"serviceMonitor": {"enabled": True}}})
+    external_roles = external.one("ServiceMonitor", FULLNAME)["spec"]["selector"]["matchExpressions"][0]["values"]
+    assert external_roles == list(ROLES), "an etcd outside the chart is not the chart's to scrape"
     rule = r.one("PrometheusRule", FULLNAME)
     from_files = [g for path in sorted((CHART / "alerts").glob("*.yaml")) for g in yaml.safe_load(path.read_text())["groups"]]
     assert rule["spec"]["groups"] == from_files

@@ -124,12 +124,13 @@ class Load:
 
     def failures(self) -> None:
         """Requests that fail: a missing table, a missing version (HEAD errors on the object
-        store), a filter that fails on the executors (their fragment errors, a 500)."""
+        store), a filter that fails on the executors' data (their fragments fail; the client's
+        error, a 400)."""
         with pytest.raises(ValueError, match="not found"):
             self.db.open_table("no_such_table")
         self.failing_request(query_body([0.1] * DIM, k=3), table="no_such_table")
         self.failing_request(query_body(None, k=3, version=999))
-        self.failing_request(query_body(None, k=3, filter="cast(text as int) > 3"), expected=500)
+        self.failing_request(query_body(None, k=3, filter="cast(text as int) > 3"), expected=400)
 
     def run(self) -> None:
         """About 20 s. Each kind of event happens at least twice, seconds apart: a labelled

@@ -102,8 +102,11 @@ impl FaultyExecutor {
     pub async fn start(id: &str, catalog: Catalog) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("a loopback port");
         let address = listener.local_addr().expect("bound");
-        let controls =
-            Arc::new(Controls { fault: Mutex::new((Fault::None, None)), calls: Mutex::default(), cancelled: AtomicUsize::new(0) });
+        let controls = Arc::new(Controls {
+            fault: Mutex::new((Fault::None, None)),
+            calls: Mutex::default(),
+            cancelled: AtomicUsize::new(0),
+        });
         let service = FaultyService { inner: ExecutorService::new(catalog, 16), controls: controls.clone() };
         let stop = Shutdown::new();
         let stopping = stop.clone();

@@ -76,6 +76,7 @@ impl RunningExecutor {
 /// Starts a plan executor as `config` says within `context` and returns once it serves.
 pub async fn start(config: NodeConfig, context: &NodeContext) -> Result<RunningExecutor, ExecutorError> {
     config.validate_for(Service::PlanExecutor).map_err(lancefleet_common::StartError::from)?;
+    std::sync::LazyLock::force(&metrics::METRICS);
     let (catalog, cache) = Catalog::open(&config.storage, &config.cache).await?;
     let node = PlanExecutorNode::bind(&config, catalog.clone()).await?;
     let address = node.local_addr()?;

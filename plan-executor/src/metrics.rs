@@ -17,20 +17,37 @@ pub struct ExecutorMetrics {
 }
 
 /// The metrics, registered on first use (registration fails only on a duplicate name).
-pub static METRICS: LazyLock<ExecutorMetrics> = LazyLock::new(|| ExecutorMetrics {
-    fragments: register_int_counter_vec!(
-        Opts::new("lancefleet_executor_fragments_total", "Plan fragments received, by RPC."),
-        &["rpc"]
-    )
-    .expect("register lancefleet_executor_fragments_total"),
-    errors: register_int_counter_vec!(
-        Opts::new("lancefleet_executor_fragment_errors_total", "Plan fragments that failed, by error code."),
-        &["code"]
-    )
-    .expect("register lancefleet_executor_fragment_errors_total"),
-    prewarm: register_int_counter_vec!(
-        Opts::new("lancefleet_executor_prewarm_total", "Fragments and indexes prewarmed after maintenance."),
-        &["what"]
-    )
-    .expect("register lancefleet_executor_prewarm_total"),
+pub static METRICS: LazyLock<ExecutorMetrics> = LazyLock::new(|| {
+    let metrics = declare();
+    // The series whose labels are known start at zero, so their first event shows in rate().
+    for rpc in ["execute", "count", "analyze"] {
+        metrics.fragments.with_label_values(&[rpc]);
+    }
+    for what in ["fragment", "index", "failed"] {
+        metrics.prewarm.with_label_values(&[what]);
+    }
+    for code in lancefleet_proto::ErrorCode::ALL {
+        metrics.errors.with_label_values(&[code.as_str_name()]);
+    }
+    metrics
 });
+
+fn declare() -> ExecutorMetrics {
+    ExecutorMetrics {
+        fragments: register_int_counter_vec!(
+            Opts::new("lancefleet_executor_fragments_total", "Plan fragments received, by RPC."),
+            &["rpc"]
+        )
+        .expect("register lancefleet_executor_fragments_total"),
+        errors: register_int_counter_vec!(
+            Opts::new("lancefleet_executor_fragment_errors_total", "Plan fragments that failed, by error code."),
+            &["code"]
+        )
+        .expect("register lancefleet_executor_fragment_errors_total"),
+        prewarm: register_int_counter_vec!(
+            Opts::new("lancefleet_executor_prewarm_total", "Fragments and indexes prewarmed after maintenance."),
+            &["what"]
+        )
+        .expect("register lancefleet_executor_prewarm_total"),
+    }
+}

@@ -95,8 +95,8 @@ impl Work {
             rpc,
             query_id = %plan.query_id,
             table = %plan.table_uri,
-            version = plan.version,
-            fragments = plan.fragment_ids.len(),
+            version = telemetry::int(plan.version),
+            fragments = telemetry::int(plan.fragment_ids.len()),
             rows = empty,
             cache_memory_hits = empty,
             cache_disk_hits = empty,
@@ -121,14 +121,15 @@ impl Work {
     fn finish(&self, rows: u64) {
         let reads = self.catalog.cache_reads().since(&self.cache_before);
         let span = &self.span;
-        span.record("rows", rows);
-        span.record("cache_memory_hits", reads.memory_hits);
-        span.record("cache_disk_hits", reads.disk_hits);
-        span.record("cache_misses", reads.misses);
-        span.record("cache_memory_bytes", reads.memory_bytes);
-        span.record("cache_disk_bytes", reads.disk_bytes);
-        span.record("fetched_bytes", reads.fetched_bytes);
-        span.record("object_store_requests", requests_so_far().saturating_sub(self.requests_before));
+        let int = |value: u64| telemetry::int(value);
+        span.record("rows", int(rows));
+        span.record("cache_memory_hits", int(reads.memory_hits));
+        span.record("cache_disk_hits", int(reads.disk_hits));
+        span.record("cache_misses", int(reads.misses));
+        span.record("cache_memory_bytes", int(reads.memory_bytes));
+        span.record("cache_disk_bytes", int(reads.disk_bytes));
+        span.record("fetched_bytes", int(reads.fetched_bytes));
+        span.record("object_store_requests", int(requests_so_far().saturating_sub(self.requests_before)));
         let elapsed_ms = self.started.elapsed().as_millis() as u64;
         span.in_scope(|| tracing::debug!(rows, elapsed_ms, "fragment answered"));
     }
@@ -145,7 +146,7 @@ impl PlanExecutor for ExecutorService {
             let dataset = self.dataset(&plan).await?;
             Ok::<_, ExecutorError>(execute(&dataset, scope(&plan)?, query(&plan)?).await?)
         };
-        let batches = run.instrument(work.span.clone()).await.map_err(ExecutorError::into_grpc)?;
+        let batches = async { run.await.map_err(ExecutorError::into_grpc) }.instrument(work.span.clone()).await?;
         let schema = batches.schema();
         let deadline = (plan.timeout_ms > 0).then(|| work.started + Duration::from_millis(plan.timeout_ms));
         let rows = Arc::new(AtomicU64::new(0));
@@ -177,7 +178,7 @@ impl PlanExecutor for ExecutorService {
             let filter = query(&plan)?.filter.as_deref();
             Ok::<_, ExecutorError>(count(&dataset, scope(&plan)?, filter).await?)
         };
-        let rows = run.instrument(work.span.clone()).await.map_err(ExecutorError::into_grpc)?;
+        let rows = async { run.await.map_err(ExecutorError::into_grpc) }.instrument(work.span.clone()).await?;
         work.finish(rows);
         Ok(Response::new(CountReply { rows }))
     }
@@ -189,7 +190,7 @@ impl PlanExecutor for ExecutorService {
             let dataset = self.dataset(&plan).await?;
             Ok::<_, ExecutorError>(analyze(&self.catalog, &dataset, scope(&plan)?, query(&plan)?).await?)
         };
-        let reply = run.instrument(work.span.clone()).await.map_err(ExecutorError::into_grpc)?;
+        let reply = async { run.await.map_err(ExecutorError::into_grpc) }.instrument(work.span.clone()).await?;
         work.finish(0);
         Ok(Response::new(reply))
     }

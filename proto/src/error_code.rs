@@ -4,6 +4,19 @@
 use crate::v1::{ErrorCode, ErrorStatus, RetryTarget};
 
 impl ErrorCode {
+    /// Every code a LanceFleet node sends (all but `Unspecified`).
+    pub const ALL: [ErrorCode; 9] = [
+        ErrorCode::InvalidArgument,
+        ErrorCode::NotFound,
+        ErrorCode::AlreadyExists,
+        ErrorCode::Conflict,
+        ErrorCode::Unavailable,
+        ErrorCode::Timeout,
+        ErrorCode::NotSupported,
+        ErrorCode::Internal,
+        ErrorCode::Unauthenticated,
+    ];
+
     /// The HTTP status of this code in the LanceDB REST dialect.
     ///
     /// `AlreadyExists` is 400, not 409: the LanceDB clients recognise "already exists"

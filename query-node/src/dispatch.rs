@@ -25,7 +25,7 @@ pub enum Dispatcher {
     /// In this process, over the whole pinned version.
     Local,
     /// On plan executors, each over the fragments placed on it.
-    Cluster(Cluster),
+    Cluster(Box<Cluster>),
 }
 
 /// A table version pinned for one request.

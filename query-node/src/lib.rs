@@ -76,8 +76,9 @@ impl RunningQueryNode {
 /// `config` says within `context`, and returns once it serves.
 pub async fn start(config: NodeConfig, context: &NodeContext, service: Service) -> Result<RunningQueryNode, ApiError> {
     config.validate_for(service).map_err(StartError::from)?;
+    std::sync::LazyLock::force(&metrics::METRICS);
     let dispatcher = match context.executors(&config.cluster).await {
-        Some(membership) => Dispatcher::Cluster(Cluster::new(membership.as_ref(), &config.cluster)),
+        Some(membership) => Dispatcher::Cluster(Box::new(Cluster::new(membership.as_ref(), &config.cluster))),
         None => Dispatcher::Local,
     };
     let (catalog, cache) = Catalog::open(&config.storage, &config.cache).await?;
@@ -149,7 +150,12 @@ impl QueryNode {
     /// Binds the REST listener of `config` (and its Flight listener, unless disabled) in
     /// front of `catalog`, running queries with `dispatcher` and committing as `writes`
     /// says.
-    async fn bind(config: &NodeConfig, catalog: Catalog, dispatcher: Dispatcher, writes: Writes) -> Result<Self, ApiError> {
+    async fn bind(
+        config: &NodeConfig,
+        catalog: Catalog,
+        dispatcher: Dispatcher,
+        writes: Writes,
+    ) -> Result<Self, ApiError> {
         let rest = &config.rest;
         let listener = TcpListener::bind(rest.listen)
             .await

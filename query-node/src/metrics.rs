@@ -3,6 +3,7 @@
 use std::sync::LazyLock;
 
 use lancefleet_common::metrics::LATENCY_BUCKETS;
+use lancefleet_proto::ErrorCode;
 use prometheus::{
     HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, register_histogram_vec,
     register_int_counter, register_int_counter_vec, register_int_gauge_vec,
@@ -49,7 +50,7 @@ pub struct QueryNodeMetrics {
 /// The metrics, registered on first use.
 pub static METRICS: LazyLock<QueryNodeMetrics> = LazyLock::new(|| {
     // Registration fails only on a duplicate name, a programming error caught by tests.
-    QueryNodeMetrics {
+    let metrics = QueryNodeMetrics {
         requests: register_int_counter_vec!(
             Opts::new("lancefleet_rest_requests_total", "REST requests by route and HTTP status."),
             &["route", "status"]
@@ -133,5 +134,50 @@ pub static METRICS: LazyLock<QueryNodeMetrics> = LazyLock::new(|| {
             &["winner"]
         )
         .expect("register lancefleet_query_hedged_calls_total"),
-    }
+    };
+    metrics.start_known_series();
+    metrics
 });
+
+impl QueryNodeMetrics {
+    /// Creates the series whose labels are known in advance at zero, so that the first
+    /// event of each is a visible increase to `rate()`.
+    fn start_known_series(&self) {
+        for code in ErrorCode::ALL {
+            self.errors.with_label_values(&["rest", code.as_str_name()]);
+            self.executor_errors.with_label_values(&[code.as_str_name()]);
+        }
+        for code in GRPC_CODES {
+            self.errors.with_label_values(&["flight", code]);
+        }
+        for interface in ["rest", "flight"] {
+            self.in_flight.with_label_values(&[interface]);
+        }
+        for choice in ["first", "other"] {
+            self.fragments.with_label_values(&[choice]);
+        }
+        for winner in ["primary", "hedge"] {
+            self.hedged_calls.with_label_values(&[winner]);
+        }
+    }
+}
+
+/// The gRPC codes a failed Flight call is counted under, as `tonic::Code`'s names.
+const GRPC_CODES: [&str; 16] = [
+    "Cancelled",
+    "Unknown",
+    "InvalidArgument",
+    "DeadlineExceeded",
+    "NotFound",
+    "AlreadyExists",
+    "PermissionDenied",
+    "ResourceExhausted",
+    "FailedPrecondition",
+    "Aborted",
+    "OutOfRange",
+    "Unimplemented",
+    "Internal",
+    "Unavailable",
+    "DataLoss",
+    "Unauthenticated",
+];

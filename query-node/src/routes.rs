@@ -124,7 +124,7 @@ async fn record_request(request: Request<Body>, next: Next) -> Response {
     METRICS.in_flight.with_label_values(&["rest"]).dec();
     let elapsed = started.elapsed();
     let status = response.status();
-    span.record("status", status.as_u16());
+    span.record("status", i64::from(status.as_u16()));
     METRICS.request_seconds.with_label_values(&[route.as_str()]).observe(elapsed.as_secs_f64());
     METRICS.requests.with_label_values(&[route.as_str(), status.as_str()]).inc();
     if let Some(code) = response.headers().get(ERROR_CODE_HEADER).and_then(|code| code.to_str().ok()) {
@@ -173,6 +173,10 @@ async fn authenticate(State(state): State<AppState>, request: Request<Body>, nex
 /// table, request id and status, and for queries `k`, whether a filter was given and the
 /// rows returned (failures are logged once, by [`ApiError`]).
 fn request_span(request: &Request<Body>) -> Span {
+    if matches!(request.uri().path(), "/health" | "/metrics") {
+        // Probes and scrapes, every few seconds: not worth a trace.
+        return Span::none();
+    }
     let table = request.uri().path().strip_prefix("/v1/table/").and_then(|rest| rest.split('/').next()).unwrap_or("");
     let span = tracing::info_span!(
         "request",

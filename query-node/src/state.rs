@@ -73,7 +73,8 @@ impl AppState {
         ApiError: From<E>,
     {
         let table = id.to_string();
-        let intent = if self.recorded_versions { self.events.begin_write(&table).await? } else { WriteIntent::default() };
+        let intent =
+            if self.recorded_versions { self.events.begin_write(&table).await? } else { WriteIntent::default() };
         let done = match write.await {
             Ok(done) => done,
             Err(error) => {

@@ -236,17 +236,36 @@ impl Catalog {
 
     /// Reads a table's manifest at `version`, or at the latest version from the store.
     pub(crate) async fn load(&self, id: &TableId, version: Option<u64>) -> Result<Dataset> {
-        let mut builder = DatasetBuilder::from_uri(self.table_uri(id)).with_read_params(self.read_params());
+        self.open_dataset(&self.table_uri(id), &id.to_string(), version).await
+    }
+
+    /// Opens the dataset at `uri` (named `name` in errors) at `version` or its latest.
+    async fn open_dataset(&self, uri: &str, name: &str, version: Option<u64>) -> Result<Dataset> {
+        let mut builder = DatasetBuilder::from_uri(uri).with_read_params(self.read_params());
         if let Some(version) = version {
             builder = builder.with_version(version);
         }
-        builder.load().await.map_err(|error| match (error, version) {
-            (lance::Error::DatasetNotFound { .. }, _) => EngineError::TableNotFound { name: id.to_string() },
+        let error = match builder.load().await {
+            Ok(dataset) => return Ok(dataset),
+            Err(error) => error,
+        };
+        let name = name.to_string();
+        Err(match (error, version) {
             (lance::Error::NotFound { .. } | lance::Error::VersionNotFound { .. }, Some(version)) => {
-                EngineError::VersionNotFound { name: id.to_string(), version }
+                EngineError::VersionNotFound { name, version }
             }
+            // A missing manifest reads as a missing dataset; the table may still exist.
+            (lance::Error::DatasetNotFound { .. }, Some(version)) if self.exists_at(uri).await => {
+                EngineError::VersionNotFound { name, version }
+            }
+            (lance::Error::DatasetNotFound { .. }, _) => EngineError::TableNotFound { name },
             (error, _) => error.into(),
         })
+    }
+
+    /// Whether a dataset exists at `uri` (at any version).
+    async fn exists_at(&self, uri: &str) -> bool {
+        DatasetBuilder::from_uri(uri).with_read_params(self.read_params()).load().await.is_ok()
     }
 
     /// Opens the dataset at `uri` at exactly `version`: how plan executors open the version
@@ -263,14 +282,7 @@ impl Catalog {
                 self.root.uri()
             )));
         }
-        let builder = DatasetBuilder::from_uri(uri).with_read_params(self.read_params()).with_version(version);
-        builder.load().await.map_err(|error| match error {
-            lance::Error::DatasetNotFound { .. } => EngineError::TableNotFound { name: uri.to_string() },
-            lance::Error::NotFound { .. } | lance::Error::VersionNotFound { .. } => {
-                EngineError::VersionNotFound { name: uri.to_string(), version }
-            }
-            error => error.into(),
-        })
+        self.open_dataset(uri, uri, Some(version)).await
     }
 
     /// Removes a table and every version of it.
@@ -393,5 +405,19 @@ mod tests {
         let appended = other_node.insert(&id, schema, batches, InsertMode::Append).await.expect("appended");
         let seen = strong.open_table(&id, latest()).await.expect("read");
         assert_eq!(seen.version().version, appended.version().version);
+    }
+
+    #[tokio::test]
+    async fn a_missing_version_of_an_existing_table_is_not_a_missing_table() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = StorageRoot::resolve(dir.path().to_str().expect("utf-8 path")).expect("root");
+        let catalog = Catalog::new(root, &BTreeMap::new(), None);
+        let id = TableId::parse("t").expect("valid id");
+        let (schema, batches) = rows(&[1]);
+        catalog.create_table(&id, schema, batches, CreateMode::Create).await.expect("created");
+        assert!(matches!(catalog.load(&id, Some(999)).await, Err(EngineError::VersionNotFound { version: 999, .. })));
+        let missing = TableId::parse("missing").expect("valid id");
+        assert!(matches!(catalog.load(&missing, Some(1)).await, Err(EngineError::TableNotFound { .. })));
+        assert!(matches!(catalog.load(&missing, None).await, Err(EngineError::TableNotFound { .. })));
     }
 }

@@ -64,6 +64,9 @@ impl RecordedVersions {
     /// Versions recorded on `bus`, with the store listed at least every `external_check`
     /// per table.
     pub fn new(bus: Arc<dyn EventBus>, external_check: Duration) -> Self {
+        for source in ["recorded", "store"] {
+            LOOKUPS.with_label_values(&[source]);
+        }
         let listed = moka::sync::Cache::builder().max_capacity(100_000).time_to_live(external_check).build();
         Self { bus, listed }
     }

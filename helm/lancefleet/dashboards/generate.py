@@ -546,6 +546,11 @@ def control_plane() -> dict:
         timeseries("etcd keys", "Keys in etcd (LanceFleet registers one per node plus health marks, the election and "
                    "table locks).",
                    [target("max by (instance) (etcd_debugging_mvcc_keys_total)", "{{instance}}")], "short", width=8),
+        timeseries("Nodes cut off from etcd", "LanceFleet nodes, by role, whose last listing or watch of etcd failed "
+                   "(lancefleet_etcd_reachable 0). Many nodes at once: etcd itself is down; a single node: the path "
+                   "from it to etcd (NetworkPolicy, DNS, authentication).",
+                   [target(f"sum by (role) ((1 - lancefleet_etcd_reachable) * {ROLE})", "{{role}}")], "short",
+                   width=24),
     ]
     return dashboard("lancefleet-control-plane", "LanceFleet / Control plane and etcd",
                      "The control plane (leader election, executor health probes, unhealthy executors) and the etcd "

@@ -64,13 +64,15 @@ async fn a_write_through_one_query_node_is_read_at_once_through_another_without_
     for name in ["qn-1", "qn-2"] {
         let node_config = config(root.path(), &etcd.endpoint(), name);
         let context = NodeContext::connect(&node_config, shutdown.clone()).await.expect("etcd");
-        nodes.push(lancefleet_query_node::start(node_config, &context, Service::QueryNode).await.expect("a query node"));
+        nodes
+            .push(lancefleet_query_node::start(node_config, &context, Service::QueryNode).await.expect("a query node"));
     }
     let [writer, reader] = [0, 1].map(|index| format!("http://{}", nodes[index].rest_address()));
     let http = reqwest::Client::new();
     let arrow = "application/vnd.apache.arrow.stream";
     let mut numbers = Numbers::new(3);
-    let created = post(&http, &format!("{writer}/v1/table/t/create/"), arrow_stream(&rows(0, 10, &mut numbers)), arrow).await;
+    let created =
+        post(&http, &format!("{writer}/v1/table/t/create/"), arrow_stream(&rows(0, 10, &mut numbers)), arrow).await;
     assert!(created.status().is_success(), "{:?}", created.text().await);
     assert_eq!(count(&http, &reader).await, 10, "the first read lists and records");
 
@@ -87,7 +89,10 @@ async fn a_write_through_one_query_node_is_read_at_once_through_another_without_
     // A writer outside the cluster is seen within the check interval.
     let outside = catalog_at(root.path());
     let id = TableId::parse("t").expect("a name");
-    outside.insert(&id, schema(), vec![rows(9_000, 7, &mut numbers)], InsertMode::Append).await.expect("written outside");
+    outside
+        .insert(&id, schema(), vec![rows(9_000, 7, &mut numbers)], InsertMode::Append)
+        .await
+        .expect("written outside");
     tokio::time::sleep(Duration::from_millis(2_100)).await;
     assert_eq!(count(&http, &reader).await, 10 + 40 + 7, "an outside write, after the check interval");
     assert_eq!(count(&http, &writer).await, 57, "and recorded for every node");

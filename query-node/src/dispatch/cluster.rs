@@ -395,36 +395,22 @@ impl Cluster {
         Fut: Future<Output = Result<T, ErrorStatus>>,
     {
         let started = Instant::now();
+        let deadline = tokio::time::Instant::from_std(started + self.fragment_timeout);
         let delay = hedge.as_ref().and_then(|_| self.hedging.delay(node));
-        let primary = self.send(round, node, fragment.clone(), call, false);
-        let answered = tokio::time::timeout(self.fragment_timeout, async {
-            let (Some(other), Some(delay)) = (hedge, delay) else { return (node.clone(), primary.await) };
-            tokio::pin!(primary);
-            tokio::select! {
-                outcome = &mut primary => return (node.clone(), outcome),
-                () = tokio::time::sleep(delay) => {}
+        let primary = self.send(round, node, fragment.clone(), call, deadline, false);
+        let (winner, outcome) = match (hedge, delay) {
+            (Some(other), Some(delay)) => {
+                tokio::pin!(primary);
+                tokio::select! {
+                    outcome = &mut primary => (node.clone(), outcome),
+                    () = tokio::time::sleep(delay) => {
+                        let second = self.send(round, &other, fragment, call, deadline, true);
+                        first_answer((node.clone(), primary), (other.clone(), second)).await
+                    }
+                }
             }
-            let second = self.send(round, &other, fragment, call, true);
-            tokio::pin!(second);
-            let (winner, outcome) = tokio::select! {
-                outcome = &mut primary => match outcome {
-                    Err(error) => second.await.map_or_else(|_| (node.clone(), Err(error)), |answer| (other.clone(), Ok(answer))),
-                    answer => (node.clone(), answer),
-                },
-                outcome = &mut second => match outcome {
-                    Err(_) => (node.clone(), primary.await),
-                    answer => (other.clone(), answer),
-                },
-            };
-            let won = if Arc::ptr_eq(&winner, node) { "primary" } else { "hedge" };
-            METRICS.hedged_calls.with_label_values(&[won]).inc();
-            (winner, outcome)
-        })
-        .await;
-        let (winner, outcome) = answered.unwrap_or_else(|_elapsed| {
-            let timeout = self.fragment_timeout.as_millis();
-            (node.clone(), Err(ErrorStatus::timeout(format!("no answer within {timeout} ms"))))
-        });
+            _ => (node.clone(), primary.await),
+        };
         let elapsed = started.elapsed();
         if elapsed > self.slow_call {
             METRICS.slow_calls.with_label_values(&[&**node]).inc();
@@ -433,8 +419,9 @@ impl Cluster {
         (winner, outcome)
     }
 
-    /// One call of `fragment` to executor `node`, in a span of its own (executor,
-    /// fragments, attempt, whether it is a hedge, outcome), counted in flight while it
+    /// One call of `fragment` to executor `node` until `deadline`, in a span of its own
+    /// (executor, fragments, attempt, whether it is a hedge, and its outcome: `ok`, an
+    /// error code, or `cancelled` when its caller dropped it), counted in flight while it
     /// runs, its answer time learnt for hedging.
     async fn send<T, F, Fut>(
         &self,
@@ -442,6 +429,7 @@ impl Cluster {
         node: &Arc<str>,
         fragment: PlanFragment,
         call: &F,
+        deadline: tokio::time::Instant,
         hedge: bool,
     ) -> Result<T, ErrorStatus>
     where
@@ -451,22 +439,72 @@ impl Cluster {
         let span = tracing::info_span!(
             "executor_call",
             executor = %node,
-            fragments = fragment.fragment_ids.len(),
-            attempt = round.attempt,
+            fragments = telemetry::int(fragment.fragment_ids.len()),
+            attempt = i64::from(round.attempt),
             hedge,
             outcome = tracing::field::Empty,
         );
+        let mut outcome = Outcome { span: span.clone(), recorded: false };
         let Some(client) = round.view.clients.get(node).cloned() else {
-            return Err(ErrorStatus::new(ErrorCode::Unavailable, "executor left the cluster"));
+            return outcome.record(Err(ErrorStatus::new(ErrorCode::Unavailable, "executor left the cluster")));
         };
         let _in_flight = InFlight::start(&self.in_flight, node);
         let started = Instant::now();
-        let outcome = call((node.clone(), client, fragment)).instrument(span.clone()).await;
-        if outcome.is_ok() {
+        let answer = tokio::time::timeout_at(deadline, call((node.clone(), client, fragment)).instrument(span)).await;
+        let answer = answer.unwrap_or_else(|_elapsed| {
+            let timeout = self.fragment_timeout.as_millis();
+            Err(ErrorStatus::timeout(format!("no answer within {timeout} ms")))
+        });
+        if answer.is_ok() {
             self.hedging.observe(node, started.elapsed());
         }
-        span.record("outcome", outcome.as_ref().map_or_else(|status| status.error_code().as_str_name(), |_| "ok"));
-        outcome
+        outcome.record(answer)
+    }
+}
+
+/// The first success of two racing calls (`primary` goes first), or, when both fail, the
+/// primary's error; with the executor that gave it. The slower call is dropped.
+async fn first_answer<T>(
+    (node, primary): (Arc<str>, impl Future<Output = Result<T, ErrorStatus>>),
+    (other, second): (Arc<str>, impl Future<Output = Result<T, ErrorStatus>>),
+) -> (Arc<str>, Result<T, ErrorStatus>) {
+    tokio::pin!(primary);
+    tokio::pin!(second);
+    let (winner, outcome) = tokio::select! {
+        outcome = &mut primary => match outcome {
+            Err(error) => second.await.map_or_else(|_| (node.clone(), Err(error)), |answer| (other.clone(), Ok(answer))),
+            answer => (node.clone(), answer),
+        },
+        outcome = &mut second => match outcome {
+            Err(_) => (node.clone(), primary.await),
+            answer => (other.clone(), answer),
+        },
+    };
+    let won = if Arc::ptr_eq(&winner, &node) { "primary" } else { "hedge" };
+    METRICS.hedged_calls.with_label_values(&[won]).inc();
+    (winner, outcome)
+}
+
+/// Records an executor call's outcome on its span: its answer's, or `cancelled` when the
+/// call is dropped first (a hedge's loser).
+struct Outcome {
+    span: tracing::Span,
+    recorded: bool,
+}
+
+impl Outcome {
+    fn record<T>(&mut self, answer: Result<T, ErrorStatus>) -> Result<T, ErrorStatus> {
+        self.span.record("outcome", answer.as_ref().map_or_else(|status| status.error_code().as_str_name(), |_| "ok"));
+        self.recorded = true;
+        answer
+    }
+}
+
+impl Drop for Outcome {
+    fn drop(&mut self) {
+        if !self.recorded {
+            self.span.record("outcome", "cancelled");
+        }
     }
 }
 

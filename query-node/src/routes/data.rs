@@ -145,8 +145,9 @@ pub async fn delete_rows(
         return Err(ApiError::bad_request("delete needs a predicate; use \"true\" to delete every row"));
     };
     let delete = state.catalog.delete_rows(&id, &predicate);
-    let (deleted, dataset) =
-        state.commit(&id, ChangeKind::Delete, delete, |(deleted, dataset)| (dataset.version().version, *deleted)).await?;
+    let (deleted, dataset) = state
+        .commit(&id, ChangeKind::Delete, delete, |(deleted, dataset)| (dataset.version().version, *deleted))
+        .await?;
     let version = dataset.version().version;
     tracing::info!(table = %id, version, deleted, "rows deleted");
     Ok(with_table_version(version, Json(serde_json::json!({ "num_deleted_rows": deleted, "version": version }))))
@@ -169,8 +170,9 @@ pub async fn update_rows(
     let request: UpdateRequest = json_body(&body)?;
     let predicate = request.predicate.as_deref().filter(|predicate| !predicate.trim().is_empty());
     let update = state.catalog.update_rows(&id, predicate, &request.updates);
-    let (updated, dataset) =
-        state.commit(&id, ChangeKind::Update, update, |(updated, dataset)| (dataset.version().version, *updated)).await?;
+    let (updated, dataset) = state
+        .commit(&id, ChangeKind::Update, update, |(updated, dataset)| (dataset.version().version, *updated))
+        .await?;
     let version = dataset.version().version;
     tracing::info!(table = %id, version, updated, "rows updated");
     Ok(with_table_version(version, Json(serde_json::json!({ "rows_updated": updated, "version": version }))))

@@ -31,7 +31,7 @@ pub async fn query(
     let query: TableQuery = json_body(&body)?;
     let span = tracing::Span::current();
     if let Some(k) = query.limit() {
-        span.record("k", k);
+        span.record("k", lancefleet_common::telemetry::int(k));
     }
     span.record("filter", query.filter.is_some());
     let run = state.run_query(&id, freshness.read(query.version), &query);
@@ -42,7 +42,7 @@ pub async fn query(
         None => run.await?,
     };
     let rows = output.num_rows();
-    span.record("rows", rows);
+    span.record("rows", lancefleet_common::telemetry::int(rows));
     let bytes = encode_file(output.schema, output.batches).await?;
     tracing::debug!(table = %id, version = dataset.version().version, rows, "query answered");
     let mut response = bytes.into_response();

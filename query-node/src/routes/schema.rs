@@ -10,8 +10,8 @@ use axum::http::{HeaderMap, header};
 use axum::response::Response;
 use lance::Dataset;
 use lancefleet_common::events::ChangeKind;
-use lancefleet_engine::{EngineError, TableId};
 use lancefleet_engine::write::schema_change::{Alteration, FieldMetadataUpdate, NewColumns};
+use lancefleet_engine::{EngineError, TableId};
 use serde::Deserialize;
 
 use crate::arrow_body::{ARROW_STREAM_CONTENT_TYPE, decode_stream};
