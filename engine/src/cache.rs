@@ -80,6 +80,9 @@ pub struct CacheStats {
     /// `lancefleet_cache_read_bytes_total{tier}`: bytes served from `memory`, `disk` or
     /// fetched from the `object_store`.
     pub bytes: IntCounterVec,
+    /// `lancefleet_cache_index_read_bytes_total{tier}`: the part of `bytes` read from index
+    /// files (`_indices/`), the share of an index this node opens.
+    pub index_bytes: IntCounterVec,
     /// `lancefleet_cache_bypassed_reads_total`: reads of mutable objects or conditional
     /// reads, never cached.
     pub bypassed: IntCounter,
@@ -106,6 +109,14 @@ impl CacheStats {
                 &["tier"],
             )
             .map_err(metric)?,
+            index_bytes: IntCounterVec::new(
+                Opts::new(
+                    "lancefleet_cache_index_read_bytes_total",
+                    "Bytes of index files read, by tier (memory, disk, object_store).",
+                ),
+                &["tier"],
+            )
+            .map_err(metric)?,
             bypassed: IntCounter::new(
                 "lancefleet_cache_bypassed_reads_total",
                 "Reads of mutable objects or conditional reads, passed to the object store.",
@@ -119,6 +130,16 @@ impl CacheStats {
             )
             .map_err(metric)?,
         })
+    }
+}
+
+impl CacheStats {
+    /// Counts `bytes` read from `tier`, of an index file when `index`.
+    fn count_bytes(&self, tier: &str, bytes: usize, index: bool) {
+        self.bytes.with_label_values(&[tier]).inc_by(bytes as u64);
+        if index {
+            self.index_bytes.with_label_values(&[tier]).inc_by(bytes as u64);
+        }
     }
 }
 
@@ -207,6 +228,9 @@ impl ObjectCache {
         for (tier, bytes) in [("memory", config.memory.bytes()), ("disk", disk)] {
             stats.capacity.with_label_values(&[tier]).set(i64::try_from(bytes).unwrap_or(i64::MAX));
         }
+        for tier in ["memory", "disk", "object_store"] {
+            stats.index_bytes.with_label_values(&[tier]);
+        }
         if let Some(dir) = &config.disk_dir {
             tracing::info!(dir = %dir.display(), disk = %config.disk, memory = %config.memory, "object cache opened");
         }
@@ -245,6 +269,7 @@ impl Collector for ObjectCache {
             stats.hits.desc(),
             stats.misses.desc(),
             stats.bytes.desc(),
+            stats.index_bytes.desc(),
             stats.bypassed.desc(),
             stats.memory_usage.desc(),
             stats.capacity.desc(),
@@ -259,6 +284,7 @@ impl Collector for ObjectCache {
             stats.hits.collect(),
             stats.misses.collect(),
             stats.bytes.collect(),
+            stats.index_bytes.collect(),
             stats.bypassed.collect(),
             stats.memory_usage.collect(),
             stats.capacity.collect(),
@@ -286,14 +312,23 @@ impl WrappingObjectStore for ObjectCache {
     }
 }
 
+/// Whether `path` lies in a directory named `dir`.
+fn in_dir(path: &Path, dir: &str) -> bool {
+    let path = path.as_ref();
+    path.starts_with(&format!("{dir}/")) || path.contains(&format!("/{dir}/"))
+}
+
 /// Whether `path` names an object lance never rewrites.
 pub fn is_immutable(path: &Path) -> bool {
-    let path = path.as_ref();
-    let in_dir = |dir: &str| path.starts_with(&format!("{dir}/")) || path.contains(&format!("/{dir}/"));
-    (in_dir("data") && path.ends_with(".lance"))
-        || in_dir("_indices")
-        || in_dir("_deletions")
-        || in_dir("_transactions")
+    (in_dir(path, "data") && path.as_ref().ends_with(".lance"))
+        || is_index(path)
+        || in_dir(path, "_deletions")
+        || in_dir(path, "_transactions")
+}
+
+/// Whether `path` names a file of an index.
+fn is_index(path: &Path) -> bool {
+    in_dir(path, "_indices")
 }
 
 /// An object store whose reads of immutable objects go through the cache.
@@ -355,11 +390,12 @@ impl CachingStore {
         let inner = self.inner.clone();
         let path = location.clone();
         let stats = self.cache.stats.clone();
+        let index = is_index(location);
         let entry = self
             .lookup(location, chunk, || async move {
                 let bytes = inner.get_range(&path, start..end).await?;
                 stats.misses.inc();
-                stats.bytes.with_label_values(&["object_store"]).inc_by(bytes.len() as u64);
+                stats.count_bytes("object_store", bytes.len(), index);
                 Ok::<_, object_store::Error>(bytes)
             })
             .await?;
@@ -370,7 +406,7 @@ impl CachingStore {
             Source::Outer => return Ok(value),
         };
         self.cache.stats.hits.with_label_values(&[tier]).inc();
-        self.cache.stats.bytes.with_label_values(&[tier]).inc_by(value.len() as u64);
+        self.cache.stats.count_bytes(tier, value.len(), index);
         Ok(value)
     }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use lancefleet_common::config::IndexerConfig;
 use lancefleet_common::events::IndexRequest;
-use lancefleet_engine::catalog::facts::TableFacts;
+use lancefleet_engine::catalog::facts::{IndexFacts, TableFacts};
 
 /// The kinds of job, for metrics and for skipping a kind that found nothing to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -55,11 +55,8 @@ pub enum Job {
     },
     /// Compact small fragments and fragments with many deletions.
     Compact,
-    /// Index new rows as deltas; with `merge`, merge that many newest segments instead.
-    Optimize {
-        /// Segments to merge, if an index has too many.
-        merge: Option<usize>,
-    },
+    /// Index new rows, merge small segments, or rebuild a vector index as segments.
+    Optimize(Optimize),
     /// Remove versions older than the retention.
     Cleanup,
 }
@@ -71,10 +68,25 @@ impl Job {
             Self::BuildRequested(_) => JobKind::RequestedIndex,
             Self::BuildAuto { .. } => JobKind::AutoIndex,
             Self::Compact => JobKind::Compaction,
-            Self::Optimize { .. } => JobKind::OptimizeIndexes,
+            Self::Optimize(_) => JobKind::OptimizeIndexes,
             Self::Cleanup => JobKind::Cleanup,
         }
     }
+}
+
+/// An index optimization: lance's `optimize_indices` over some of a table's indexes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Optimize {
+    /// The indexes it optimizes: the vector indexes, or all others (each kind is split
+    /// into segments differently, and a job is one commit).
+    pub indexes: Vec<String>,
+    /// Merge the newest this many segments (with the new rows); `None` only adds the new
+    /// rows, as a new segment.
+    pub merge: Option<usize>,
+    /// Rows per output segment; `None`: no bound (a merge makes one segment).
+    pub segment_rows: Option<u64>,
+    /// Train the index again and rebuild it whole, as segments of `segment_rows`.
+    pub retrain: bool,
 }
 
 /// The next job for a table, in priority order: what clients asked for, then compaction
@@ -106,25 +118,54 @@ pub fn next_job(
     {
         return Some(job);
     }
-    if allowed(JobKind::OptimizeIndexes) {
-        if let Some(segments) = facts
-            .indexes
-            .iter()
-            .map(|index| index.segments)
-            .filter(|segments| *segments > config.max_index_segments)
-            .max()
-        {
-            return Some(Job::Optimize { merge: Some(segments) });
-        }
-        let threshold = config.optimize_min_unindexed_rows;
-        if facts.indexes.iter().any(|index| index.unindexed_rows >= threshold) {
-            return Some(Job::Optimize { merge: None });
-        }
+    if allowed(JobKind::OptimizeIndexes)
+        && let Some(job) = optimize(facts, config, true).or_else(|| optimize(facts, config, false))
+    {
+        return Some(Job::Optimize(job));
     }
     if allowed(JobKind::Cleanup) && cleanup_due {
         return Some(Job::Cleanup);
     }
     None
+}
+
+/// The optimization the table's vector indexes (`vector`) or its other indexes need:
+/// - a vector index with a segment of more than twice `vector_segment_rows` over several
+///   fragments (built as one segment, or by LanceDB) is trained again and rebuilt as
+///   segments of `vector_segment_rows`;
+/// - an index with more than `max_index_segments` small segments (under half of
+///   `vector_segment_rows` for a vector index; every segment of the others) has them
+///   merged, a vector index's into segments of at most `vector_segment_rows`;
+/// - an index missing `optimize_min_unindexed_rows` rows gets them as new segments.
+///
+/// Segments of a vector index are the unit executors divide its search by, so they are
+/// kept near `vector_segment_rows`; lance searches every segment of the other kinds on
+/// every executor, so those stay one segment plus a few deltas.
+fn optimize(facts: &TableFacts, config: &IndexerConfig, vector: bool) -> Option<Optimize> {
+    let segment_rows = (vector && config.vector_segment_rows > 0).then_some(config.vector_segment_rows);
+    let indexes = facts.indexes.iter().filter(|index| index.is_vector == vector);
+    let job = |indexes: Vec<String>, merge, retrain| Optimize { indexes, merge, segment_rows, retrain };
+    if let Some(rows) = segment_rows {
+        let unsplit = |index: &&IndexFacts| {
+            index.segment_sizes.iter().any(|size| size.fragments > 1 && size.rows > rows.saturating_mul(2))
+        };
+        if let Some(index) = indexes.clone().find(unsplit) {
+            return Some(job(vec![index.name.clone()], None, true));
+        }
+    }
+    let small = |index: &IndexFacts| match segment_rows {
+        Some(rows) => index.segment_sizes.iter().filter(|size| size.rows < rows / 2).count(),
+        None => index.segments,
+    };
+    let crowded = indexes.clone().filter(|index| small(index) > config.max_index_segments).collect::<Vec<_>>();
+    if let Some(segments) = crowded.iter().map(|index| index.segments).max() {
+        return Some(job(crowded.iter().map(|index| index.name.clone()).collect(), Some(segments), false));
+    }
+    let behind = indexes
+        .filter(|index| index.unindexed_rows >= config.optimize_min_unindexed_rows)
+        .map(|index| index.name.clone())
+        .collect::<Vec<_>>();
+    (!behind.is_empty()).then(|| job(behind, None, false))
 }
 
 /// The first automatic index the table lacks, once it is big enough.
@@ -161,7 +202,7 @@ pub fn cleanup_due(last_cleanup: Option<Duration>, config: &IndexerConfig) -> Op
 
 #[cfg(test)]
 mod tests {
-    use lancefleet_engine::catalog::facts::IndexFacts;
+    use lancefleet_engine::catalog::facts::SegmentSize;
 
     use super::*;
 
@@ -190,16 +231,31 @@ mod tests {
         }
     }
 
+    /// A vector index of `segments` segments of 1000 rows (one fragment each).
     fn vector_index(unindexed_rows: u64, segments: usize) -> IndexFacts {
+        sized_vector_index(unindexed_rows, &vec![1000; segments])
+    }
+
+    /// A vector index whose segments have `rows` rows, one fragment per 1000 rows.
+    fn sized_vector_index(unindexed_rows: u64, rows: &[u64]) -> IndexFacts {
         IndexFacts {
             name: "vector_idx".into(),
             column: "vector".into(),
             index_type: "IVF_PQ".into(),
             is_vector: true,
             unindexed_rows,
-            indexed_rows: 10_000,
-            segments,
+            indexed_rows: rows.iter().sum(),
+            segments: rows.len(),
+            segment_sizes: rows
+                .iter()
+                .map(|&rows| SegmentSize { rows, fragments: rows.div_ceil(1000) as usize })
+                .collect(),
         }
+    }
+
+    fn optimize(indexes: &[&str], merge: Option<usize>, segment_rows: Option<u64>, retrain: bool) -> Option<Job> {
+        let indexes = indexes.iter().map(|name| name.to_string()).collect();
+        Some(Job::Optimize(Optimize { indexes, merge, segment_rows, retrain }))
     }
 
     #[test]
@@ -253,10 +309,61 @@ mod tests {
     fn indexes_are_extended_past_the_threshold_and_merged_past_the_segment_bound() {
         let indexed =
             |unindexed, segments| TableFacts { indexes: vec![vector_index(unindexed, segments)], ..table(&[1000]) };
-        let no_auto = IndexerConfig { auto_fts_columns: Vec::new(), ..config() };
+        let no_auto = IndexerConfig { auto_fts_columns: Vec::new(), vector_segment_rows: 0, ..config() };
         assert_eq!(next_job(&indexed(99, 1), &[], &no_auto, &[], false), None);
-        assert_eq!(next_job(&indexed(100, 1), &[], &no_auto, &[], false), Some(Job::Optimize { merge: None }));
-        assert_eq!(next_job(&indexed(0, 4), &[], &no_auto, &[], false), Some(Job::Optimize { merge: Some(4) }));
+        assert_eq!(next_job(&indexed(100, 1), &[], &no_auto, &[], false), optimize(&["vector_idx"], None, None, false));
+        assert_eq!(
+            next_job(&indexed(0, 4), &[], &no_auto, &[], false),
+            optimize(&["vector_idx"], Some(4), None, false)
+        );
+    }
+
+    #[test]
+    fn vector_indexes_are_kept_as_segments_of_the_configured_size() {
+        let config = IndexerConfig { auto_fts_columns: Vec::new(), vector_segment_rows: 4000, ..config() };
+        let with = |index: IndexFacts| TableFacts { indexes: vec![index], ..table(&[1000]) };
+        let segmented = Some(4000);
+        assert_eq!(
+            next_job(&with(sized_vector_index(0, &[20_000])), &[], &config, &[], false),
+            optimize(&["vector_idx"], None, segmented, true),
+            "built as one segment: rebuilt as segments"
+        );
+        assert_eq!(next_job(&with(sized_vector_index(0, &[8000])), &[], &config, &[], false), None, "within 2x");
+        let one_big_fragment = IndexFacts {
+            segment_sizes: vec![SegmentSize { rows: 20_000, fragments: 1 }],
+            ..sized_vector_index(0, &[20_000])
+        };
+        assert_eq!(next_job(&with(one_big_fragment), &[], &config, &[], false), None, "a fragment is never split");
+        let full = [4000; 10];
+        assert_eq!(next_job(&with(sized_vector_index(0, &full)), &[], &config, &[], false), None, "many full segments");
+        let deltas = [&full[..], &[1000; 4]].concat();
+        assert_eq!(
+            next_job(&with(sized_vector_index(0, &deltas)), &[], &config, &[], false),
+            optimize(&["vector_idx"], Some(14), segmented, false)
+        );
+        let three = [&full[..], &[1000; 3]].concat();
+        assert_eq!(next_job(&with(sized_vector_index(0, &three)), &[], &config, &[], false), None, "3 small ones");
+        assert_eq!(
+            next_job(&with(sized_vector_index(500, &full)), &[], &config, &[], false),
+            optimize(&["vector_idx"], None, segmented, false),
+            "new rows, as segments"
+        );
+    }
+
+    #[test]
+    fn other_indexes_are_optimized_apart_from_vector_ones_and_unsplit() {
+        let config = IndexerConfig { auto_fts_columns: Vec::new(), vector_segment_rows: 4000, ..config() };
+        let fts = IndexFacts {
+            name: "text_idx".into(),
+            column: "text".into(),
+            index_type: "Inverted".into(),
+            is_vector: false,
+            ..sized_vector_index(500, &[1000; 2])
+        };
+        let facts = TableFacts { indexes: vec![vector_index(500, 1), fts], ..table(&[1000]) };
+        assert_eq!(next_job(&facts, &[], &config, &[], false), optimize(&["vector_idx"], None, Some(4000), false));
+        let vector_done = TableFacts { indexes: vec![vector_index(0, 1), facts.indexes[1].clone()], ..facts };
+        assert_eq!(next_job(&vector_done, &[], &config, &[], false), optimize(&["text_idx"], None, None, false));
     }
 
     #[test]

@@ -16,7 +16,7 @@ use tracing::Instrument;
 
 use crate::error::IndexerError;
 use crate::metrics::METRICS;
-use crate::policy::{Job, JobKind, next_job};
+use crate::policy::{Job, JobKind, Optimize, next_job};
 
 /// Jobs one turn runs at most before yielding to other tables.
 const JOBS_PER_TURN: usize = 16;
@@ -177,8 +177,13 @@ impl Worker {
                 Some(compacted) => (ChangeKind::Compacted, compacted.new_fragments),
                 None => return Ok(None),
             },
-            Job::Optimize { merge } => {
-                maintenance::optimize_indexes(dataset, *merge).await?;
+            Job::Optimize(optimize) => {
+                let Optimize { indexes, merge, segment_rows, retrain } = optimize.clone();
+                // Boxed: lance's optimize futures are too deep to nest in the turn's.
+                let optimized = Box::pin(maintenance::optimize_indexes(dataset, indexes, merge, segment_rows, retrain));
+                if !optimized.await? {
+                    return Ok(None);
+                }
                 (ChangeKind::IndexOptimized, Vec::new())
             }
             Job::Cleanup => {

@@ -11,11 +11,15 @@ plan executors and `lancefleet indexer` processes, driven by the real `lancedb` 
 - a table written by LanceDB OSS and maintained by `lancefleet indexer --once` still opens,
   searches and takes writes in LanceDB OSS;
 - standalone builds `create_index` requests in-process; bad requests are 400s that change
-  nothing.
+  nothing;
+- a vector index is kept as segments of `indexer.vector_segment_rows` rows, each placed
+  with its fragments: every one of 3 executors opens about a third of the index, flat
+  results equal exact search, ANN recall is lance's, and appends keep the layout.
 """
 
 from __future__ import annotations
 
+import shutil
 import threading
 import time
 from datetime import timedelta
@@ -58,15 +62,16 @@ def rows(ids: np.ndarray, seed: int) -> pa.Table:
 
 
 class Stack:
-    """etcd, moto, two executors and a query node over s3://{BUCKET}/{name}; indexers on demand."""
+    """etcd, moto, `executors` executors and a query node over s3://{BUCKET}/{name};
+    indexers on demand."""
 
-    def __init__(self, root, moto: str, name: str):
+    def __init__(self, root, moto: str, name: str, executors: int = 2, env: dict | None = None):
         self.root = root
         self.moto = moto
         self.etcd = Etcd(root).start()
-        self.env = {**etcd_env(self.etcd, name), **s3_env(moto), **MAINTENANCE}
+        self.env = {**etcd_env(self.etcd, name), **s3_env(moto), **MAINTENANCE, **(env or {})}
         self.data = f"s3://{BUCKET}/{name}"
-        self.executors = [PlanExecutor(root, self.data, f"pe-{i}", self.env).start() for i in range(2)]
+        self.executors = [PlanExecutor(root, self.data, f"pe-{i}", self.env).start() for i in range(executors)]
         (root / "qn").mkdir()
         self.query_node = LanceFleetServer(root / "qn", data_dir=self.data, executors=0, env=self.env).start()
         self.db = connect_remote(self.query_node.url)
@@ -325,3 +330,98 @@ def test_standalone_builds_requested_indexes_and_refuses_bad_ones(tmp_path):
         assert missing.status_code == 404
     finally:
         server.stop()
+
+
+SEGMENT_ROWS = 1000
+
+
+def test_a_vector_index_kept_as_segments_divides_its_search_over_executors(tmp_path, moto):
+    """12 fragments of 500 rows, an IVF_PQ index asked for by the client: the indexer builds
+    it, then rebuilds it as 6 segments of 1000 rows sharing one model. Each of 3 executors
+    opens about a third of the index bytes (it read all of them before segments were
+    placed), ANN results are lance's in-process on the same segments, flat results equal
+    exact search, and rows appended later go into new segments of the same size."""
+    env = {
+        "LANCEFLEET_INDEXER__VECTOR_SEGMENT_ROWS": str(SEGMENT_ROWS),
+        "LANCEFLEET_INDEXER__TARGET_ROWS_PER_FRAGMENT": "500",
+        "LANCEFLEET_INDEXER__AUTO_INDEX_MIN_ROWS": "0",
+        "LANCEFLEET_INDEXER__AUTO_SCALAR_COLUMNS": "[]",
+        # A hedged call opens the segments on a second replica too: measured without.
+        "LANCEFLEET_CLUSTER__HEDGE_AFTER": "off",
+    }
+    stack = Stack(tmp_path, moto, "segmented-index", executors=3, env=env)
+    try:
+        stack.indexer("ix-0")
+        table = stack.db.create_table("docs", rows(np.arange(500), seed=0))
+        for batch in range(1, 12):
+            table.add(rows(np.arange(batch * 500, (batch + 1) * 500), seed=batch))
+        table.create_index("vector", config=IvfPq(num_partitions=4, num_sub_vectors=4))
+
+        def segments():
+            found = [index for index in stack.dataset("docs").list_indices() if index["name"] == "vector_idx"]
+            return found if len(found) == 6 else None
+
+        found = wait_until(segments, 120, "the vector index rebuilt as 6 segments")
+        covered = sorted(sorted(segment["fragment_ids"]) for segment in found)
+        assert covered == [[2 * i, 2 * i + 1] for i in range(6)], covered
+        dataset = stack.dataset("docs")
+        [description] = [d for d in dataset.describe_indices() if d.name == "vector_idx"]
+        index_bytes = description.total_size_bytes
+
+        explained = table.search([0.5] * DIM).limit(10).explain_plan()
+        assert explained.count("one vector index segment") == 6, explained
+
+        # Restarted with empty caches, the executors have fetched no index yet (each had
+        # prewarmed the index as first built, whole): what they fetch from the object store
+        # now is what the queries need of it, each chunk once.
+        for executor in stack.executors:
+            executor.stop()
+            shutil.rmtree(executor.cache_dir)
+            executor.start()
+        rng = np.random.default_rng(7)
+        queries = rng.random((20, DIM), dtype=np.float32)
+
+        def answered():
+            try:
+                return [table.search(q).nprobes(4).limit(10).to_arrow()["id"].to_pylist() for q in queries]
+            except (OSError, RuntimeError, ValueError):  # the executors are registering again
+                return None
+
+        fleet = wait_until(answered, 60, "queries answered after the restart")
+        read = [metric(e.metrics(), "lancefleet_cache_index_read_bytes_total", tier="object_store")
+                for e in stack.executors]
+        print(f"index bytes fetched per executor: {read} of {index_bytes}")
+        assert all(0 < bytes_read <= 0.7 * index_bytes for bytes_read in read), (read, index_bytes)
+
+        local = [dataset.to_table(columns=["id"], nearest={
+            "column": "vector", "q": q, "k": 10, "nprobes": 4, "refine_factor": 1})["id"].to_pylist()
+            for q in queries]
+        vectors, ids = _all(dataset)
+        exact = [exact_top10(vectors, ids, q) for q in queries]
+        recall = lambda results: np.mean([len(set(r) & set(e)) / 10 for r, e in zip(results, exact)])  # noqa: E731
+        assert recall(fleet) >= recall(local) - 0.02, (recall(fleet), recall(local))
+        flat = [table.search(q).bypass_vector_index().limit(10).to_arrow()["id"].to_pylist() for q in queries[:5]]
+        assert flat == exact[:5]
+
+        for start in (6000, 6500):
+            table.add(rows(np.arange(start, start + 500), seed=start))
+
+        def appended():
+            found = [i for i in stack.dataset("docs").list_indices() if i["name"] == "vector_idx"]
+            covered = [fragment for segment in found for fragment in segment["fragment_ids"]]
+            return found if len(set(covered)) == 14 else None
+
+        found = wait_until(appended, 120, "the appended rows indexed")
+        covered = [fragment for segment in found for fragment in segment["fragment_ids"]]
+        assert len(covered) == 14, f"segments do not overlap: {found}"
+        assert all(len(segment["fragment_ids"]) <= 2 for segment in found), f"at most {SEGMENT_ROWS} rows: {found}"
+        assert table.search(queries[0]).bypass_vector_index().limit(10).to_arrow()["id"].to_pylist() == \
+            exact_top10(*_all(stack.dataset("docs")), queries[0])
+    finally:
+        stack.stop()
+
+
+def _all(dataset) -> tuple[np.ndarray, np.ndarray]:
+    """The vectors and ids of `dataset`."""
+    data = dataset.to_table(columns=["vector", "id"])
+    return np.stack(data["vector"].to_numpy(zero_copy_only=False)), data["id"].to_numpy()

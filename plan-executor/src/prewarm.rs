@@ -1,7 +1,8 @@
 //! Cache refill after maintenance: an executor follows the event bus, and when a
 //! compaction or an index commit lands, reads the new fragments it owns (those whose
-//! preference list holds it) and the table's indexes through its cache, so queries on the
-//! new version do not fall off a cold cliff.
+//! preference list holds it) and the table's indexes through its cache — of a vector index
+//! kept as segments, the segments placed on it — so queries on the new version do not fall
+//! off a cold cliff.
 
 use std::sync::Arc;
 
@@ -11,6 +12,7 @@ use lancefleet_common::Shutdown;
 use lancefleet_common::config::{ClusterConfig, ExecutorEndpoint};
 use lancefleet_common::events::{BusUpdate, ChangeKind, EventBus, TableEvent};
 use lancefleet_common::placement::Placement;
+use lancefleet_engine::catalog::facts::{index_facts, vector_segment_anchors};
 use lancefleet_engine::{Catalog, EngineError, TableId};
 use tokio::sync::watch;
 
@@ -45,7 +47,8 @@ impl Prewarmer {
         }
     }
 
-    /// The new fragments of `event` this executor owns.
+    /// Which of `fragments` of the table at `uri` this executor owns (is in their
+    /// preference lists).
     fn owned(&self, uri: &str, fragments: &[u64]) -> Vec<u64> {
         let members = self.membership.borrow().clone();
         let placement = Placement::new(
@@ -81,15 +84,24 @@ impl Prewarmer {
             );
         }
         if matches!(event.kind, ChangeKind::IndexBuilt | ChangeKind::IndexOptimized) {
-            let indexes = dataset.load_indices().await?;
-            let mut names = indexes.iter().map(|index| index.name.clone()).collect::<Vec<_>>();
-            names.sort();
-            names.dedup();
-            for name in names.iter().filter(|name| !name.starts_with("__")) {
-                dataset.prewarm_index(name).await?;
-                METRICS.prewarm.with_label_values(&["index"]).inc();
+            let indexes = index_facts(&dataset).await?;
+            for index in &indexes {
+                if !index.is_vector || index.segments < 2 {
+                    dataset.prewarm_index(&index.name).await?;
+                    continue;
+                }
+                // Only the segments placed here: the others are other executors' work.
+                let anchors = vector_segment_anchors(&dataset, &index.column).await?;
+                let placed_here = self.owned(&uri, &anchors.iter().map(|(_, anchor)| *anchor).collect::<Vec<_>>());
+                let owned =
+                    anchors.iter().filter(|(_, anchor)| placed_here.contains(anchor)).map(|(segment, _)| segment.uuid);
+                let owned = owned.collect::<Vec<_>>();
+                if !owned.is_empty() {
+                    dataset.prewarm_index_segments(&index.name, &owned).await?;
+                }
             }
-            tracing::info!(table = event.table, version = event.version, indexes = names.len(), "prewarmed indexes");
+            METRICS.prewarm.with_label_values(&["index"]).inc_by(indexes.len() as u64);
+            tracing::info!(table = event.table, version = event.version, indexes = indexes.len(), "prewarmed indexes");
         }
         Ok(())
     }

@@ -46,7 +46,7 @@ pub struct Spread<'a> {
     /// where the first fragment lives.
     pub whole_table: bool,
     /// Fragments that must be read by one executor together.
-    pub colocate: &'a [u64],
+    pub colocate: &'a [Vec<u64>],
 }
 
 impl<'a> Spread<'a> {

@@ -432,8 +432,16 @@ pub struct IndexerConfig {
     /// Add the new rows to a table's indexes (an append delta) once an index misses
     /// this many rows. Default: 10000.
     pub optimize_min_unindexed_rows: u64,
-    /// Merge an index's segments once it has more than this many. Default: 4.
+    /// Merge an index's small segments once it has more than this many besides its
+    /// full ones (`vector_segment_rows`). Default: 4.
     pub max_index_segments: usize,
+    /// Rows per segment of a vector index, the unit plan executors divide index work and
+    /// cache by: a vector index is kept as segments of at most this many rows over runs
+    /// of whole fragments, sharing one IVF model and codebook, and each segment is placed
+    /// with its fragments. An index built as one larger segment is rebuilt as segments.
+    /// A fragment is never split, so a segment holds at least one. 0 keeps each vector
+    /// index as one segment plus append deltas, as LanceDB does. Default: 1048576.
+    pub vector_segment_rows: u64,
     /// Create a vector index (IVF_PQ, `{column}_idx`) on a table's vector column once the
     /// table has this many rows and no vector index; 0 never does. Default: 100000.
     pub auto_index_min_rows: u64,
@@ -469,6 +477,7 @@ impl Default for IndexerConfig {
             compact_min_small_fragments: 8,
             optimize_min_unindexed_rows: 10_000,
             max_index_segments: 4,
+            vector_segment_rows: 1024 * 1024,
             auto_index_min_rows: 100_000,
             auto_fts_columns: Vec::new(),
             auto_scalar_columns: Vec::new(),

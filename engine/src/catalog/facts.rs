@@ -29,6 +29,17 @@ pub struct IndexFacts {
     pub indexed_rows: u64,
     /// Its segments (the original build plus append deltas).
     pub segments: usize,
+    /// Each segment's size, in index order.
+    pub segment_sizes: Vec<SegmentSize>,
+}
+
+/// What one segment of an index covers, among the table's live fragments.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SegmentSize {
+    /// Rows of its fragments (deleted rows included).
+    pub rows: u64,
+    /// Its fragments.
+    pub fragments: usize,
 }
 
 /// What a table looks like at one version.
@@ -171,12 +182,134 @@ async fn indexes_over(dataset: &Dataset, fragments: &[FragmentRows]) -> Result<V
             unindexed_rows,
             indexed_rows,
             segments: segments.len(),
+            segment_sizes: segments.iter().map(|segment| segment_size(segment, fragments)).collect(),
         });
     }
     Ok(facts)
 }
 
+/// What `segment` covers among `fragments`.
+fn segment_size(segment: &IndexMetadata, fragments: &[FragmentRows]) -> SegmentSize {
+    let Some(bitmap) = &segment.fragment_bitmap else { return SegmentSize::default() };
+    fragments.iter().filter(|fragment| u32::try_from(fragment.id).is_ok_and(|id| bitmap.contains(id))).fold(
+        SegmentSize::default(),
+        |size, fragment| SegmentSize { rows: size.rows + fragment.physical, fragments: size.fragments + 1 },
+    )
+}
+
+/// The fragments of `dataset` that must be read together for a search of `column`'s
+/// vector index to divide by segment: each group holds the live fragments of segments
+/// that share a fragment (after a compaction two segments may cover one fragment), so an
+/// executor given a group searches exactly those segments and no other executor opens
+/// them. Groups of one fragment are left out; groups are in fragment order, and a group
+/// is placed by its first fragment.
+pub async fn vector_segment_groups(dataset: &Dataset, column: &str) -> Result<Vec<Vec<u64>>> {
+    let mut groups = FragmentGroups::default();
+    for (_, fragments) in vector_segments(dataset, column).await? {
+        groups.join(fragments.into_iter());
+    }
+    Ok(groups.into_groups())
+}
+
+/// The segments of `column`'s vector index, each with the fragment it is placed by (the
+/// first of its group in [`vector_segment_groups`]); segments over no live fragment are
+/// left out.
+pub async fn vector_segment_anchors(dataset: &Dataset, column: &str) -> Result<Vec<(IndexMetadata, u64)>> {
+    let anchor_of = vector_segment_groups(dataset, column)
+        .await?
+        .into_iter()
+        .flat_map(|group| group.iter().map(|fragment| (*fragment, group[0])).collect::<Vec<_>>())
+        .collect::<std::collections::HashMap<_, _>>();
+    Ok(vector_segments(dataset, column)
+        .await?
+        .into_iter()
+        .filter_map(|(segment, fragments)| {
+            let first = *fragments.first()?;
+            Some((segment, anchor_of.get(&first).copied().unwrap_or(first)))
+        })
+        .collect())
+}
+
+/// The segments of the vector index on `column`, each with its live fragments in order.
+async fn vector_segments(dataset: &Dataset, column: &str) -> Result<Vec<(IndexMetadata, Vec<u64>)>> {
+    let Some(field) = dataset.schema().field(column) else { return Ok(Vec::new()) };
+    let live = dataset.fragments().iter().map(|fragment| fragment.id).collect::<BTreeSet<_>>();
+    let segments = dataset.load_indices().await?;
+    Ok(segments
+        .iter()
+        .filter(|segment| segment.fields.first() == Some(&field.id) && !lance_index::is_system_index(segment))
+        .map(|segment| {
+            let fragments = segment.fragment_bitmap.iter().flatten().map(u64::from).filter(|id| live.contains(id));
+            (segment.clone(), fragments.collect())
+        })
+        .collect())
+}
+
+/// Fragments joined into groups (a union-find over fragment ids).
+#[derive(Debug, Default)]
+struct FragmentGroups {
+    parent: std::collections::HashMap<u64, u64>,
+}
+
+impl FragmentGroups {
+    fn root(&mut self, fragment: u64) -> u64 {
+        let mut root = fragment;
+        while let Some(&parent) = self.parent.get(&root).filter(|parent| **parent != root) {
+            root = parent;
+        }
+        self.parent.insert(fragment, root);
+        root
+    }
+
+    /// Puts `fragments` in one group, with every group one of them is in.
+    fn join(&mut self, fragments: impl Iterator<Item = u64>) {
+        let mut group = None;
+        for fragment in fragments {
+            let root = self.root(fragment);
+            group = Some(group.map_or(root, |group| self.union(group, root)));
+        }
+    }
+
+    /// Joins the groups of `a` and `b`; their root, the smaller fragment id.
+    fn union(&mut self, a: u64, b: u64) -> u64 {
+        let (a, b) = (self.root(a), self.root(b));
+        let (low, high) = (a.min(b), a.max(b));
+        if low != high {
+            self.parent.insert(high, low);
+        }
+        low
+    }
+
+    fn into_groups(mut self) -> Vec<Vec<u64>> {
+        let mut groups = std::collections::BTreeMap::<u64, Vec<u64>>::new();
+        let mut fragments = self.parent.keys().copied().collect::<Vec<_>>();
+        fragments.sort_unstable();
+        for fragment in fragments {
+            let root = self.root(fragment);
+            groups.entry(root).or_default().push(fragment);
+        }
+        groups.into_values().filter(|group| group.len() > 1).collect()
+    }
+}
+
 /// The fragments the segments of one index cover.
 pub fn covered_fragments(segments: &[IndexMetadata]) -> BTreeSet<u32> {
     segments.iter().filter_map(|segment| segment.fragment_bitmap.as_ref()).flat_map(|bitmap| bitmap.iter()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segments_sharing_a_fragment_are_one_group() {
+        let mut groups = FragmentGroups::default();
+        groups.join([1, 2, 3].into_iter());
+        groups.join([4, 5].into_iter());
+        groups.join([9].into_iter());
+        groups.join([7, 8].into_iter());
+        groups.join([8, 6].into_iter());
+        groups.join([5, 10].into_iter());
+        assert_eq!(groups.into_groups(), vec![vec![1, 2, 3], vec![4, 5, 10], vec![6, 7, 8]]);
+    }
 }

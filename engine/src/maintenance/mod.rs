@@ -13,7 +13,7 @@ use std::time::Duration;
 use lance::Dataset;
 use lance::dataset::index::DatasetIndexRemapperOptions;
 use lance::dataset::optimize::{CompactionOptions, commit_compaction, plan_compaction};
-use lance::index::DatasetIndexExt;
+use lance::index::optimize::{commit_optimize_indices, plan_optimize_indices};
 use lance_index::optimize::OptimizeOptions;
 
 use crate::catalog::facts::MATERIALIZE_DELETIONS_THRESHOLD;
@@ -59,12 +59,42 @@ pub async fn compact(dataset: &mut Dataset, target_rows_per_fragment: usize) -> 
     }))
 }
 
-/// Adds the unindexed rows to every index as a new delta segment; with `merge`, merges
-/// each index's newest `merge` segments (and the new rows) into one instead.
-pub async fn optimize_indexes(dataset: &mut Dataset, merge: Option<usize>) -> Result<()> {
-    let options = merge.map_or_else(OptimizeOptions::append, OptimizeOptions::merge);
-    dataset.optimize_indices(&options).await?;
-    Ok(())
+/// Optimizes the indexes named `indexes` in one commit: adds their unindexed rows as a
+/// new segment; with `merge`, merges each one's newest `merge` segments (and the new
+/// rows) instead. With `segment_rows`, the output is segments of at most that many rows
+/// over runs of whole fragments, encoded with the index's model (lance's split
+/// optimize); with `retrain` too, the model is trained again and the whole index rebuilt
+/// as such segments — or nothing is committed when lance cannot split it (a rebuild
+/// into one segment would be asked for again and again). Returns whether it committed.
+///
+/// It runs lance's plan / execute / commit stages, so the tasks could run elsewhere.
+pub async fn optimize_indexes(
+    dataset: &mut Dataset,
+    indexes: Vec<String>,
+    merge: Option<usize>,
+    segment_rows: Option<u64>,
+    retrain: bool,
+) -> Result<bool> {
+    let mut options = merge.map_or_else(OptimizeOptions::append, OptimizeOptions::merge);
+    options.index_names = Some(indexes);
+    options.retrain = retrain;
+    options.max_rows_per_segment = segment_rows;
+    options.max_rows_per_task = segment_rows;
+    let plan = plan_optimize_indices(dataset, &options).await?;
+    if plan.merges.is_empty() || (retrain && plan.merges.len() < 2) {
+        return Ok(false);
+    }
+    let mut built = Vec::with_capacity(plan.tasks.len());
+    for task in &plan.tasks {
+        built.extend(task.execute(dataset).await?);
+    }
+    let mut merged = Vec::with_capacity(plan.merges.len());
+    for unit in &plan.merges {
+        merged.extend(unit.execute(dataset, &built).await?);
+    }
+    let before = dataset.version().version;
+    commit_optimize_indices(dataset, merged, &options).await?;
+    Ok(dataset.version().version != before)
 }
 
 /// Removes versions older than `retention` (tagged versions stay) and returns how many.
@@ -73,4 +103,58 @@ pub async fn cleanup(dataset: &Dataset, retention: Duration) -> Result<u64> {
         .map_err(|_| EngineError::invalid_input(format!("retention {retention:?} is too long")))?;
     let stats = dataset.cleanup_old_versions(older_than, Some(false), Some(false)).await?;
     Ok(stats.old_versions)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow_array::{FixedSizeListArray, Float32Array, RecordBatch, RecordBatchIterator};
+    use arrow_schema::{DataType, Field, Schema};
+    use lance::dataset::WriteParams;
+
+    use super::*;
+    use crate::catalog::facts::vector_segment_groups;
+    use crate::maintenance::index_spec::IndexSpec;
+
+    const DIM: i32 = 8;
+
+    /// A table of `fragments` fragments of 300 vectors with an IVF_PQ index (one segment).
+    async fn indexed_table(dir: &std::path::Path, fragments: usize) -> Dataset {
+        let item = Arc::new(Field::new("item", DataType::Float32, true));
+        let schema =
+            Arc::new(Schema::new(vec![Field::new("vector", DataType::FixedSizeList(item.clone(), DIM), false)]));
+        let rows = fragments * 300;
+        let values = (0..rows * DIM as usize).map(|i| ((i * 7919) % 1000) as f32 / 1000.0);
+        let vectors = FixedSizeListArray::try_new(item, DIM, Arc::new(Float32Array::from_iter_values(values)), None)
+            .expect("vectors");
+        let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(vectors)]).expect("batch");
+        let params = WriteParams { max_rows_per_file: 300, ..WriteParams::default() };
+        let uri = dir.to_str().expect("utf-8 path");
+        let mut dataset = Dataset::write(RecordBatchIterator::new([Ok(batch)], schema.clone()), uri, Some(params))
+            .await
+            .expect("written");
+        let spec =
+            serde_json::json!({"column": "vector", "index_type": "IVF_PQ", "num_partitions": 2, "num_sub_vectors": 2});
+        IndexSpec::resolve(&spec, &schema).expect("valid spec").build(&mut dataset).await.expect("indexed");
+        dataset
+    }
+
+    #[tokio::test]
+    async fn a_vector_index_is_rebuilt_as_segments_placed_with_their_fragments() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut dataset = indexed_table(dir.path(), 8).await;
+        assert!(vector_segment_groups(&dataset, "vector").await.expect("groups").len() == 1, "one segment");
+
+        let names = vec!["vector_idx".to_string()];
+        assert!(optimize_indexes(&mut dataset, names.clone(), None, Some(600), true).await.expect("rebuilt"));
+        let groups = vector_segment_groups(&dataset, "vector").await.expect("groups");
+        assert_eq!(groups, vec![vec![0, 1], vec![2, 3], vec![4, 5], vec![6, 7]]);
+
+        let one_fragment = tempfile::tempdir().expect("tempdir");
+        let mut unsplittable = indexed_table(one_fragment.path(), 1).await;
+        let version = unsplittable.version().version;
+        assert!(!optimize_indexes(&mut unsplittable, names, None, Some(100), true).await.expect("planned"));
+        assert_eq!(unsplittable.version().version, version, "a rebuild that cannot split commits nothing");
+    }
 }

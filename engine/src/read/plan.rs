@@ -29,7 +29,7 @@ use lancefleet_proto::v1::{
     DistanceType, FragmentQuery, NearestQuery, OutputColumn, Projection as WireProjection, VectorKind,
 };
 
-use crate::catalog::facts::covered_fragments;
+use crate::catalog::facts::{covered_fragments, vector_segment_groups};
 use crate::error::{EngineError, Result};
 use crate::read::query::{Projection, TableQuery};
 use crate::read::vector_column::{VectorColumn, resolve_vector_column};
@@ -82,8 +82,9 @@ pub struct QueryPlan {
     pub merge: Merge,
     /// Prepend the Int32 `query_index` column (several query vectors).
     pub query_index: bool,
-    /// Fragments one executor must read together (those no full-text index covers).
-    pub colocate: Vec<u64>,
+    /// Groups of fragments one executor must read together: those no full-text index
+    /// covers (a full-text search), those of one vector index segment (a vector search).
+    pub colocate: Vec<Vec<u64>>,
 }
 
 /// Compiles `query` against the schema and size of `dataset` (the pinned version).
@@ -104,7 +105,9 @@ pub async fn plan_query(dataset: &Dataset, query: &TableQuery) -> Result<QueryPl
             ..Default::default()
         };
         let plan = split_or_whole(vec![part], splits, MergeOrder::Score, query, offset, limit);
-        return Ok(QueryPlan { colocate: fragments_without_full_text_index(dataset).await?, ..plan });
+        let uncovered = fragments_without_full_text_index(dataset).await?;
+        let colocate = if uncovered.len() > 1 { vec![uncovered] } else { Vec::new() };
+        return Ok(QueryPlan { colocate, ..plan });
     }
     let vectors = &query.vector.0;
     if vectors.is_empty() {
@@ -147,7 +150,8 @@ pub async fn plan_query(dataset: &Dataset, query: &TableQuery) -> Result<QueryPl
         })
         .collect();
     let plan = split_or_whole(parts, splits, MergeOrder::Distance, query, offset, limit);
-    Ok(QueryPlan { query_index, ..plan })
+    let colocate = vector_segment_groups(dataset, &column.name).await?;
+    Ok(QueryPlan { query_index, colocate, ..plan })
 }
 
 /// The vector column a vector search of `query` searches in a table of `schema`, checked

@@ -394,6 +394,11 @@ def executors() -> dict:
                    "store: what its cache did not hold.",
                    [target(f"sum by (instance) (rate(lancefleet_cache_read_bytes_total{{tier=\"object_store\", {sel}}}"
                            f"[{RI}]))", "{{instance}}")], "Bps", width=8),
+        timeseries("Index bytes fetched by executor", "Bytes per second of index files each executor fetched from "
+                   "the object store: the indexes it opens. Vector index segments are placed with their fragments, so "
+                   "each executor opens about its share of a vector index.",
+                   [target(f"sum by (instance) (rate(lancefleet_cache_index_read_bytes_total"
+                           f"{{tier=\"object_store\", {sel}}}[{RI}]))", "{{instance}}")], "Bps", width=8),
         timeseries("Memory tier: used and capacity", "Bytes held by each executor's memory tier "
                    "(lancefleet_cache_memory_usage_bytes) against its configured capacity (cache.memory).",
                    [target(f"lancefleet_cache_memory_usage_bytes{{{sel}}} * {executor}", "used {{instance}}", "A"),

@@ -67,19 +67,23 @@ pub fn hedge_target(
     votes.into_iter().max_by_key(|(candidate, count)| (*count, std::cmp::Reverse(candidate.clone()))).map(|(c, _)| c)
 }
 
-/// The preference list of every fragment `spread` places; fragments to colocate all take
-/// the first one's, so they go to one executor (and move together on a retry).
+/// The preference list of every fragment `spread` places; the fragments of a group to
+/// colocate all take its first one's, so they go to one executor (and move together on
+/// a retry).
 pub fn preference_lists(placement: &Placement, uri: &str, spread: Spread<'_>) -> HashMap<u64, Vec<Arc<str>>> {
-    let colocated = spread.colocate.iter().copied().collect::<HashSet<_>>();
-    let shared = spread.colocate.first().map(|anchor| placement.preference_list(uri, *anchor));
+    let anchors = spread
+        .colocate
+        .iter()
+        .filter_map(|group| group.first().map(|anchor| (anchor, group)))
+        .flat_map(|(anchor, group)| group.iter().map(move |fragment| (*fragment, *anchor)))
+        .collect::<HashMap<u64, u64>>();
+    let mut lists = HashMap::<u64, Vec<Arc<str>>>::new();
     spread
         .placed()
         .iter()
         .map(|fragment| {
-            let list = match &shared {
-                Some(list) if colocated.contains(fragment) => list.clone(),
-                _ => placement.preference_list(uri, *fragment),
-            };
+            let anchor = anchors.get(fragment).copied().unwrap_or(*fragment);
+            let list = lists.entry(anchor).or_insert_with(|| placement.preference_list(uri, anchor)).clone();
             (*fragment, list)
         })
         .collect()
@@ -172,15 +176,17 @@ mod tests {
     fn colocated_fragments_share_one_preference_list() {
         let placement = Placement::new(["a", "b", "c"], 64, 2);
         let fragments = (0..40).collect::<Vec<u64>>();
-        let colocate = [7, 11, 23, 31];
+        let colocate = [vec![7, 11, 23, 31], vec![2, 3]];
         let lists = preference_lists(
             &placement,
             "t",
             Spread { fragments: &fragments, whole_table: false, colocate: &colocate },
         );
         assert_eq!(lists.len(), 40);
-        for fragment in colocate {
-            assert_eq!(lists[&fragment], placement.preference_list("t", 7));
+        for (group, anchor) in colocate.iter().zip([7, 2]) {
+            for fragment in group {
+                assert_eq!(lists[fragment], placement.preference_list("t", anchor), "fragment {fragment}");
+            }
         }
         assert_eq!(lists[&5], placement.preference_list("t", 5), "the others keep their own");
         let spread_out =

@@ -85,12 +85,13 @@ fn header(pinned: Pinned<'_>, plan: &QueryPlan, fragments: usize) -> String {
     if plan.parts.len() > 1 {
         text.push_str("Parts run concurrently, one per query vector.\n");
     }
-    if !plan.colocate.is_empty() {
-        let _ = writeln!(
-            text,
-            "Fragments {:?} (not covered by every full-text index) are searched together, by one executor",
-            plan.colocate
-        );
+    let why = if plan.parts.iter().any(|part| part.full_text.is_some()) {
+        "not covered by every full-text index"
+    } else {
+        "one vector index segment"
+    };
+    for group in &plan.colocate {
+        let _ = writeln!(text, "Fragments {group:?} ({why}) are searched together, by one executor");
     }
     text
 }
