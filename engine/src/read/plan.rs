@@ -150,7 +150,9 @@ pub async fn plan_query(dataset: &Dataset, query: &TableQuery) -> Result<QueryPl
         })
         .collect();
     let plan = split_or_whole(parts, splits, MergeOrder::Distance, query, offset, limit);
-    let colocate = vector_segment_groups(dataset, &column.name).await?;
+    // A search through the index divides by index segment; a flat one by fragment.
+    let colocate =
+        if query.bypass_vector_index { Vec::new() } else { vector_segment_groups(dataset, &column.name).await? };
     Ok(QueryPlan { query_index, colocate, ..plan })
 }
 
