@@ -86,11 +86,12 @@ impl Prewarmer {
         if matches!(event.kind, ChangeKind::IndexBuilt | ChangeKind::IndexOptimized) {
             let indexes = index_facts(&dataset).await?;
             for index in &indexes {
-                if !index.is_vector || index.segments < 2 {
+                if !index.is_vector {
                     dataset.prewarm_index(&index.name).await?;
                     continue;
                 }
-                // Only the segments placed here: the others are other executors' work.
+                // Only the segments placed here (searches through the index send each
+                // segment's fragments to one executor): the others are other executors' work.
                 let anchors = vector_segment_anchors(&dataset, &index.column).await?;
                 let placed_here = self.owned(&uri, &anchors.iter().map(|(_, anchor)| *anchor).collect::<Vec<_>>());
                 let owned =

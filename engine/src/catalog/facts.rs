@@ -36,7 +36,8 @@ pub struct IndexFacts {
 /// What one segment of an index covers, among the table's live fragments.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SegmentSize {
-    /// Rows of its fragments (deleted rows included).
+    /// Live rows of its fragments (deleted ones left out, as lance counts them when it
+    /// packs segments, so the policy and lance agree on what is full).
     pub rows: u64,
     /// Its fragments.
     pub fragments: usize,
@@ -193,7 +194,10 @@ fn segment_size(segment: &IndexMetadata, fragments: &[FragmentRows]) -> SegmentS
     let Some(bitmap) = &segment.fragment_bitmap else { return SegmentSize::default() };
     fragments.iter().filter(|fragment| u32::try_from(fragment.id).is_ok_and(|id| bitmap.contains(id))).fold(
         SegmentSize::default(),
-        |size, fragment| SegmentSize { rows: size.rows + fragment.physical, fragments: size.fragments + 1 },
+        |size, fragment| SegmentSize {
+            rows: size.rows + fragment.physical.saturating_sub(fragment.deleted),
+            fragments: size.fragments + 1,
+        },
     )
 }
 
