@@ -32,6 +32,19 @@ def wait_healthy(url: str, proc: subprocess.Popen) -> None:
     raise RuntimeError(f"{url} did not start")
 
 
+def wait_listening(port: int, proc: subprocess.Popen) -> None:
+    """Waits until a process listens on `port` (a plan executor's gRPC port)."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the process for port {port} exited")
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"nothing listens on port {port}")
+
+
 @dataclass
 class Servers:
     """A running query node (REST `url`, Flight `flight_url`) and its executors."""
@@ -54,9 +67,12 @@ def start(binary: str, data: Path, log: Path, executors: int) -> Servers:
         port = free_port()
         processes.append(subprocess.Popen(
             [binary, "plan-executor", "--data-dir", str(data), "--node-id", f"pe-{index}",
-             "--listen", f"127.0.0.1:{port}"], stdout=out, stderr=subprocess.STDOUT,
+             "--listen", f"127.0.0.1:{port}", "--metrics-listen", f"127.0.0.1:{free_port()}"],
+            stdout=out, stderr=subprocess.STDOUT,
         ))
         endpoints += ["--executor", f"pe-{index}=http://127.0.0.1:{port}"]
+    for process, endpoint in zip(processes, endpoints[1::2]):
+        wait_listening(int(endpoint.rsplit(":", 1)[1]), process)
     port, flight_port = free_port(), free_port()
     processes.append(subprocess.Popen(
         [binary, "standalone", "--data-dir", str(data), "--rest-listen", f"127.0.0.1:{port}",
