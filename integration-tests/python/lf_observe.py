@@ -40,13 +40,22 @@ ALERTS = CHART / "alerts"
 DOC = REPO / "docs" / "observability.md"
 
 
-def json_lines(path: Path) -> list[dict]:
-    """The JSON objects of a log file (other lines skipped)."""
-    lines = []
+def json_lines(path: Path, since: int = 0) -> list[dict]:
+    """The JSON objects of a log file from byte `since` on (other lines skipped)."""
     try:
-        text = Path(path).read_text(errors="replace")
+        with open(path, "rb") as log:
+            log.seek(since)
+            text = log.read().decode(errors="replace")
     except FileNotFoundError:
-        return lines
+        return []
+    lines = []
+    for line in text.splitlines():
+        if line.startswith("{"):
+            try:
+                lines.append(json.loads(line))
+            except ValueError:
+                continue
+    return lines
     for line in text.splitlines():
         if line.startswith("{"):
             try:

@@ -145,20 +145,6 @@ def log_mark(paths) -> dict:
     return {path: path.stat().st_size if path.exists() else 0 for path in paths}
 
 
-def lines_since(path, mark: int) -> list[dict]:
-    with open(path, "rb") as log:
-        log.seek(mark)
-        text = log.read().decode(errors="replace")
-    out = []
-    for line in text.splitlines():
-        if line.startswith("{"):
-            try:
-                out.append(json.loads(line))
-            except ValueError:
-                pass
-    return out
-
-
 def test_one_trace_per_distributed_query_with_parent_links_and_request_ids(traced):
     fleet = traced.fleet
     request_id = f"obs-{uuid.uuid4().hex[:12]}"
@@ -205,12 +191,12 @@ def test_one_trace_per_distributed_query_with_parent_links_and_request_ids(trace
 
     # The request id on every log line each node wrote for the query.
     time.sleep(0.2)
-    answered = [line for line in lines_since(fleet.query_node.log_path, mark[fleet.query_node.log_path])
+    answered = [line for line in json_lines(fleet.query_node.log_path, mark[fleet.query_node.log_path])
                 if line.get("message") == "request answered"]
     assert [line["span"]["request_id"] for line in answered] == [request_id], answered
     for path in logs:
         node = path.stem
-        lines = [line for line in lines_since(path, mark[path]) if "span" in line]
+        lines = [line for line in json_lines(path, mark[path]) if "span" in line]
         if node in executors:
             assert any(line.get("message") == "fragment answered" and line["span"].get("query_id") == request_id
                        for line in lines), f"{node}: no 'fragment answered' line for {request_id}"

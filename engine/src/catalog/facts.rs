@@ -208,30 +208,35 @@ fn segment_size(segment: &IndexMetadata, fragments: &[FragmentRows]) -> SegmentS
 /// them. Groups of one fragment are left out; groups are in fragment order, and a group
 /// is placed by its first fragment.
 pub async fn vector_segment_groups(dataset: &Dataset, column: &str) -> Result<Vec<Vec<u64>>> {
-    let mut groups = FragmentGroups::default();
-    for (_, fragments) in vector_segments(dataset, column).await? {
-        groups.join(fragments.into_iter());
-    }
-    Ok(groups.into_groups())
+    Ok(groups_of(&vector_segments(dataset, column).await?))
 }
 
 /// The segments of `column`'s vector index, each with the fragment it is placed by (the
 /// first of its group in [`vector_segment_groups`]); segments over no live fragment are
 /// left out.
 pub async fn vector_segment_anchors(dataset: &Dataset, column: &str) -> Result<Vec<(IndexMetadata, u64)>> {
-    let anchor_of = vector_segment_groups(dataset, column)
-        .await?
+    let segments = vector_segments(dataset, column).await?;
+    let anchor_of = groups_of(&segments)
         .into_iter()
         .flat_map(|group| group.iter().map(|fragment| (*fragment, group[0])).collect::<Vec<_>>())
         .collect::<std::collections::HashMap<_, _>>();
-    Ok(vector_segments(dataset, column)
-        .await?
+    Ok(segments
         .into_iter()
         .filter_map(|(segment, fragments)| {
             let first = *fragments.first()?;
             Some((segment, anchor_of.get(&first).copied().unwrap_or(first)))
         })
         .collect())
+}
+
+/// The groups of fragments `segments` (each with its fragments) make: see
+/// [`vector_segment_groups`].
+fn groups_of(segments: &[(IndexMetadata, Vec<u64>)]) -> Vec<Vec<u64>> {
+    let mut groups = FragmentGroups::default();
+    for (_, fragments) in segments {
+        groups.join(fragments.iter().copied());
+    }
+    groups.into_groups()
 }
 
 /// The segments of the vector index on `column`, each with its live fragments in order.
