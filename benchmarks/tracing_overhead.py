@@ -25,7 +25,6 @@ import argparse
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -36,7 +35,8 @@ import lance
 import lancedb
 import numpy as np
 import pyarrow as pa
-import requests
+
+from servers import free_port, wait_healthy
 
 FRAGMENTS = 12
 EXECUTORS = 3
@@ -78,12 +78,6 @@ while True:
 """
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def build_table(root: Path, rows: int, dim: int) -> str:
     name = f"trace_{rows}x{dim}"
     uri = root / f"{name}.lance"
@@ -96,20 +90,6 @@ def build_table(root: Path, rows: int, dim: int) -> str:
             lance.write_dataset(data, str(uri), mode="create" if index == 0 else "append")
     assert len(lance.dataset(str(uri)).get_fragments()) == FRAGMENTS
     return name
-
-
-def wait_healthy(url: str, proc: subprocess.Popen) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"{url} exited with {proc.returncode}")
-        try:
-            if requests.get(f"{url}/health", timeout=1).ok:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.1)
-    raise SystemExit(f"{url} did not start")
 
 
 class Cluster:
