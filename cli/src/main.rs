@@ -449,7 +449,7 @@ async fn run(service: Service, config: NodeConfig) -> Result<(), Box<dyn std::er
 /// indexer it embeds, sharing one context, so one event bus.
 async fn standalone(config: NodeConfig, shutdown: Shutdown) -> Result<(), Box<dyn std::error::Error>> {
     let context = NodeContext::connect(&config, shutdown).await?;
-    let indexer = lancefleet_indexer::start_embedded(&config, &context, Service::Standalone)?;
+    let indexer = lancefleet_indexer::start_embedded(&config, &context, Service::Standalone).await?;
     let node = lancefleet_query_node::start(config, &context, Service::Standalone).await?;
     let served = node.wait().await;
     if let Some(indexer) = indexer

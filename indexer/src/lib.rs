@@ -24,6 +24,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use lancefleet_common::cluster_state::{NodeRecord, Role};
 use lancefleet_common::config::{IndexerConfig, NodeConfig, Service};
 use lancefleet_common::events::{BusUpdate, EventBus, TableEvent, now_ms};
+use lancefleet_common::membership::Membership;
 use lancefleet_common::storage::StorageRoot;
 use lancefleet_common::{NodeContext, Shutdown, StartError};
 use lancefleet_engine::{Catalog, Namespace};
@@ -88,7 +89,7 @@ pub async fn run(config: NodeConfig, shutdown: Shutdown) -> Result<(), IndexerEr
         .map_err(|source| IndexerError::Listen { address: listen.to_string(), source })?;
     let address =
         listener.local_addr().map_err(|source| IndexerError::Listen { address: listen.to_string(), source })?;
-    let indexer = Indexer::of(&config, &context, Service::Indexer)?;
+    let indexer = Indexer::of(&config, &context, Service::Indexer).await?;
     let holder = indexer.worker.holder.clone();
     let presence =
         context.register(NodeRecord::new(holder.clone(), Role::Indexer, format!("http://{address}"), 0)).await;
@@ -109,13 +110,13 @@ pub async fn run(config: NodeConfig, shutdown: Shutdown) -> Result<(), IndexerEr
 pub async fn run_once(config: NodeConfig, shutdown: Shutdown) -> Result<usize, IndexerError> {
     config.validate_for(Service::IndexerOnce).map_err(StartError::from)?;
     let context = NodeContext::connect(&config, shutdown.clone()).await?;
-    Indexer::of(&config, &context, Service::IndexerOnce)?.run_once(shutdown).await
+    Indexer::of(&config, &context, Service::IndexerOnce).await?.run_once(shutdown).await
 }
 
 /// Starts the indexer a `service` process embeds (standalone, unless `indexer.embedded`
 /// is off) on `context`'s event bus; `None` when it embeds none. It stops on the
 /// context's shutdown signal.
-pub fn start_embedded(
+pub async fn start_embedded(
     config: &NodeConfig,
     context: &NodeContext,
     service: Service,
@@ -123,7 +124,7 @@ pub fn start_embedded(
     if !config.embeds_indexer(service) {
         return Ok(None);
     }
-    let indexer = Indexer::of(config, context, service)?;
+    let indexer = Indexer::of(config, context, service).await?;
     Ok(Some(tokio::spawn(indexer.run(context.shutdown().clone()))))
 }
 
@@ -135,22 +136,31 @@ pub struct Indexer {
 
 impl Indexer {
     /// An indexer maintaining the tables of `catalog` as `config` says, following `bus`,
-    /// identified as `holder` in table locks.
-    pub fn new(catalog: Catalog, bus: Arc<dyn EventBus>, config: IndexerConfig, holder: String) -> Self {
-        Self { worker: Arc::new(Worker { catalog: Arc::new(catalog), bus, config, holder }) }
+    /// identified as `holder` in table locks, sizing fragments for the plan executors of
+    /// `fleet` (`None`: none).
+    pub fn new(
+        catalog: Catalog,
+        bus: Arc<dyn EventBus>,
+        config: IndexerConfig,
+        holder: String,
+        fleet: Option<Arc<dyn Membership>>,
+    ) -> Self {
+        Self { worker: Arc::new(Worker { catalog: Arc::new(catalog), bus, config, holder, fleet }) }
     }
 
     /// The indexer of a `service` process: the tables of `config`'s storage root, read
     /// without the object cache (maintenance reads each byte of what it rewrites once),
-    /// following `context`'s event bus, holding table locks under the node's id.
-    fn of(config: &NodeConfig, context: &NodeContext, service: Service) -> Result<Self, IndexerError> {
+    /// following `context`'s event bus and executors, holding table locks under the
+    /// node's id.
+    async fn of(config: &NodeConfig, context: &NodeContext, service: Service) -> Result<Self, IndexerError> {
         std::sync::LazyLock::force(&METRICS);
         let root = StorageRoot::resolve(&config.storage.root).map_err(StartError::from)?;
         let catalog = Catalog::new(root, &config.storage.options, None);
         let port =
             if service == Service::Standalone { config.rest.listen.port() } else { config.indexer.listen.port() };
         let holder = config.node_id(service, port);
-        Ok(Self::new(catalog, context.bus(), config.indexer.clone(), holder))
+        let fleet = context.executors(&config.cluster).await;
+        Ok(Self::new(catalog, context.bus(), config.indexer.clone(), holder, fleet))
     }
 
     /// Maintains every table of the root namespace once, then tables as their changes

@@ -18,6 +18,8 @@ pub enum JobKind {
     AutoIndex,
     /// Rewrite small fragments.
     Compaction,
+    /// Rewrite large fragments into smaller ones for the fleet to share.
+    Split,
     /// Add new rows to indexes, or merge their segments.
     OptimizeIndexes,
     /// Remove old versions.
@@ -26,8 +28,8 @@ pub enum JobKind {
 
 impl JobKind {
     /// Every kind.
-    pub const ALL: [JobKind; 5] =
-        [Self::RequestedIndex, Self::AutoIndex, Self::Compaction, Self::OptimizeIndexes, Self::Cleanup];
+    pub const ALL: [JobKind; 6] =
+        [Self::RequestedIndex, Self::AutoIndex, Self::Compaction, Self::Split, Self::OptimizeIndexes, Self::Cleanup];
 
     /// The kind's name in logs and metrics.
     pub fn as_str(self) -> &'static str {
@@ -35,6 +37,7 @@ impl JobKind {
             Self::RequestedIndex => "requested_index",
             Self::AutoIndex => "auto_index",
             Self::Compaction => "compaction",
+            Self::Split => "split_fragments",
             Self::OptimizeIndexes => "optimize_indexes",
             Self::Cleanup => "cleanup",
         }
@@ -53,8 +56,17 @@ pub enum Job {
         /// The request body.
         spec: serde_json::Value,
     },
-    /// Compact small fragments and fragments with many deletions.
-    Compact,
+    /// Compact fragments smaller than `target_rows` and fragments with many deletions.
+    Compact {
+        /// Rows per fragment compaction aims at ([`FragmentTargets`]).
+        target_rows: u64,
+    },
+    /// Rewrite fragments of at least twice `target_rows` rows into fragments of
+    /// `target_rows`, so that more executors share the table.
+    Split {
+        /// Rows per fragment ([`FragmentTargets`]).
+        target_rows: u64,
+    },
     /// Index new rows, merge small segments, or rebuild a vector index as segments.
     Optimize(Optimize),
     /// Remove versions older than the retention.
@@ -67,7 +79,8 @@ impl Job {
         match self {
             Self::BuildRequested(_) => JobKind::RequestedIndex,
             Self::BuildAuto { .. } => JobKind::AutoIndex,
-            Self::Compact => JobKind::Compaction,
+            Self::Compact { .. } => JobKind::Compaction,
+            Self::Split { .. } => JobKind::Split,
             Self::Optimize(_) => JobKind::OptimizeIndexes,
             Self::Cleanup => JobKind::Cleanup,
         }
@@ -89,14 +102,17 @@ pub struct Optimize {
     pub retrain: bool,
 }
 
-/// The next job for a table, in priority order: what clients asked for, then compaction
-/// (so indexes are built and extended over fewer, larger fragments), automatic indexes,
-/// index optimization, and cleanup when it is `cleanup_due` (see [`cleanup_due`]). Kinds
-/// in `skip` found nothing to do earlier in this turn and are not planned again.
+/// The next job for a table served by `executors` plan executors (0: none, queries run
+/// in-process), in priority order: what clients asked for, then compaction (so indexes
+/// are built and extended over fewer, larger fragments), splitting fragments too large
+/// for the fleet to share, automatic indexes, index optimization, and cleanup when it is
+/// `cleanup_due` (see [`cleanup_due`]). Kinds in `skip` found nothing to do earlier in
+/// this turn and are not planned again.
 pub fn next_job(
     facts: &TableFacts,
     requests: &[IndexRequest],
     config: &IndexerConfig,
+    executors: usize,
     skip: &[JobKind],
     cleanup_due: bool,
 ) -> Option<Job> {
@@ -106,12 +122,19 @@ pub fn next_job(
     {
         return Some(Job::BuildRequested(request.clone()));
     }
-    let target = u64::try_from(config.target_rows_per_fragment).unwrap_or(u64::MAX);
-    let small = facts.small_fragments(target);
+    let targets = FragmentTargets::of(facts, config, executors);
+    let small = facts.small_fragments(targets.compact);
     if allowed(JobKind::Compaction)
         && ((small >= config.compact_min_small_fragments.max(2)) || facts.fragments_with_many_deletions > 0)
     {
-        return Some(Job::Compact);
+        return Some(Job::Compact { target_rows: targets.compact });
+    }
+    let slots = executors.saturating_mul(config.fragments_per_executor);
+    if allowed(JobKind::Split)
+        && facts.fragment_rows.len() < slots
+        && facts.fragment_rows.iter().any(|rows| *rows >= targets.split.saturating_mul(2))
+    {
+        return Some(Job::Split { target_rows: targets.split });
     }
     if allowed(JobKind::AutoIndex)
         && let Some(job) = auto_index(facts, config)
@@ -127,6 +150,37 @@ pub fn next_job(
         return Some(Job::Cleanup);
     }
     None
+}
+
+/// The fragment sizes a table served by `executors` plan executors is kept at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FragmentTargets {
+    /// Fragments with fewer rows are small, and compaction aims at this size.
+    pub compact: u64,
+    /// Fragments of at least twice this many rows are split into fragments of this size
+    /// while the table has fewer fragments than the fleet should share.
+    pub split: u64,
+}
+
+impl FragmentTargets {
+    /// Its sizes: without executors, `target_rows_per_fragment` to compact at and no
+    /// split; with them, fragments of the table's share (its rows ÷ (executors ×
+    /// `fragments_per_executor`), at least `min_fragment_rows`, at most
+    /// `target_rows_per_fragment`) to split into, and half a share to compact under.
+    ///
+    /// A split writes fragments of at least one share and compaction merges only those
+    /// under half a share (into fragments under a share), so the two never undo each
+    /// other: split fragments are merged again once the table has doubled, and a fleet
+    /// that changes by less than half leaves the layout alone.
+    pub fn of(facts: &TableFacts, config: &IndexerConfig, executors: usize) -> Self {
+        let target = u64::try_from(config.target_rows_per_fragment).unwrap_or(u64::MAX);
+        let slots = u64::try_from(executors.saturating_mul(config.fragments_per_executor)).unwrap_or(u64::MAX);
+        if slots == 0 {
+            return Self { compact: target, split: u64::MAX };
+        }
+        let share = facts.rows.div_ceil(slots).max(config.min_fragment_rows);
+        Self { compact: target.min(share / 2).max(1), split: target.min(share) }
+    }
 }
 
 /// The optimization the table's vector indexes (`vector`) or its other indexes need:
@@ -260,7 +314,7 @@ mod tests {
 
     #[test]
     fn a_quiet_table_needs_nothing() {
-        assert_eq!(next_job(&table(&[1000, 1000, 10]), &[], &config(), &[], false), None);
+        assert_eq!(next_job(&table(&[1000, 1000, 10]), &[], &config(), 0, &[], false), None);
     }
 
     #[test]
@@ -268,41 +322,80 @@ mod tests {
         let request = IndexRequest { name: "id_idx".into(), spec: serde_json::json!({}), requested_at_ms: 1 };
         let many_small = table(&[10; 20]);
         assert_eq!(
-            next_job(&many_small, std::slice::from_ref(&request), &config(), &[], false),
+            next_job(&many_small, std::slice::from_ref(&request), &config(), 0, &[], false),
             Some(Job::BuildRequested(request.clone()))
         );
-        assert_eq!(next_job(&many_small, &[request], &config(), &[JobKind::RequestedIndex], false), Some(Job::Compact));
+        assert_eq!(
+            next_job(&many_small, &[request], &config(), 0, &[JobKind::RequestedIndex], false),
+            Some(Job::Compact { target_rows: 1000 })
+        );
     }
 
     #[test]
     fn compaction_starts_at_the_small_fragment_bound_or_at_deletions() {
-        assert_eq!(next_job(&table(&[10, 10, 10, 4000]), &[], &config(), &[], false), None, "3 small < 4");
-        assert_eq!(next_job(&table(&[10, 10, 10, 10, 5000]), &[], &config(), &[], false), Some(Job::Compact));
-        let deleted = TableFacts { fragments_with_many_deletions: 1, ..table(&[4000]) };
-        assert_eq!(next_job(&deleted, &[], &config(), &[], false), Some(Job::Compact));
+        assert_eq!(next_job(&table(&[10, 10, 10, 4000]), &[], &config(), 0, &[], false), None, "3 small < 4");
         assert_eq!(
-            next_job(&deleted, &[], &config(), &[JobKind::Compaction], false),
+            next_job(&table(&[10, 10, 10, 10, 5000]), &[], &config(), 0, &[], false),
+            Some(Job::Compact { target_rows: 1000 })
+        );
+        let deleted = TableFacts { fragments_with_many_deletions: 1, ..table(&[4000]) };
+        assert_eq!(next_job(&deleted, &[], &config(), 0, &[], false), Some(Job::Compact { target_rows: 1000 }));
+        assert_eq!(
+            next_job(&deleted, &[], &config(), 0, &[JobKind::Compaction], false),
             None,
             "skipped after finding nothing"
         );
     }
 
     #[test]
+    fn a_table_with_fewer_fragments_than_the_fleet_serves_is_split_to_its_share() {
+        let config = IndexerConfig {
+            target_rows_per_fragment: 1 << 20,
+            min_fragment_rows: 10_000,
+            auto_index_min_rows: 0,
+            ..config()
+        };
+        let one_fragment = table(&[100_000]);
+        let split = |executors| next_job(&one_fragment, &[], &config, executors, &[], false);
+        assert_eq!(split(3), Some(Job::Split { target_rows: 16_667 }), "2 fragments for each of 3 executors");
+        assert_eq!(split(0), None, "no fleet: queries run in-process");
+        assert_eq!(split(1), Some(Job::Split { target_rows: 50_000 }));
+        assert_eq!(split(20), Some(Job::Split { target_rows: 10_000 }), "not under min_fragment_rows");
+        let off = IndexerConfig { fragments_per_executor: 0, ..config.clone() };
+        assert_eq!(next_job(&one_fragment, &[], &off, 3, &[], false), None);
+        let big = FragmentTargets::of(&table(&[5 << 20; 4]), &config, 3);
+        assert_eq!(big, FragmentTargets { compact: 1 << 20, split: 1 << 20 }, "at most target_rows_per_fragment");
+
+        // What a split leaves (fragments of at least the target) is neither compacted nor
+        // split again, on this fleet or one a third smaller or larger.
+        let after = table(&[16_667, 16_667, 16_666, 16_667, 16_667, 16_666]);
+        for executors in [2, 3, 4] {
+            assert_eq!(next_job(&after, &[], &config, executors, &[], false), None, "{executors} executors");
+        }
+        // Appended rows are compacted among themselves; the split fragments stay whole
+        // until the table has doubled.
+        let appended = table(&[16_667, 16_667, 16_666, 16_667, 16_667, 16_666, 500, 500, 500, 500]);
+        assert_eq!(next_job(&appended, &[], &config, 3, &[], false), Some(Job::Compact { target_rows: 8500 }));
+        let doubled = table(&[16_667, 16_667, 16_666, 16_667, 16_667, 16_666, 100_000]);
+        assert_eq!(FragmentTargets::of(&doubled, &config, 3).compact, 16_667);
+    }
+
+    #[test]
     fn big_tables_get_their_vector_index_then_configured_ones() {
         let big = table(&[3000, 3000]);
-        let Some(Job::BuildAuto { column, spec }) = next_job(&big, &[], &config(), &[], false) else {
+        let Some(Job::BuildAuto { column, spec }) = next_job(&big, &[], &config(), 0, &[], false) else {
             panic!("auto index")
         };
         assert_eq!((column.as_str(), spec["index_type"].as_str()), ("vector", Some("IVF_PQ")));
         let with_vector_index = TableFacts { indexes: vec![vector_index(0, 1)], ..big.clone() };
-        let Some(Job::BuildAuto { column, .. }) = next_job(&with_vector_index, &[], &config(), &[], false) else {
+        let Some(Job::BuildAuto { column, .. }) = next_job(&with_vector_index, &[], &config(), 0, &[], false) else {
             panic!("the configured FTS index")
         };
         assert_eq!(column, "text");
         let small = table(&[3000]);
-        assert_eq!(next_job(&small, &[], &config(), &[], false), None, "below auto_index_min_rows");
+        assert_eq!(next_job(&small, &[], &config(), 0, &[], false), None, "below auto_index_min_rows");
         let disabled = IndexerConfig { auto_index_min_rows: 0, ..config() };
-        assert_eq!(next_job(&big, &[], &disabled, &[], false), None);
+        assert_eq!(next_job(&big, &[], &disabled, 0, &[], false), None);
     }
 
     #[test]
@@ -310,10 +403,13 @@ mod tests {
         let indexed =
             |unindexed, segments| TableFacts { indexes: vec![vector_index(unindexed, segments)], ..table(&[1000]) };
         let no_auto = IndexerConfig { auto_fts_columns: Vec::new(), vector_segment_rows: 0, ..config() };
-        assert_eq!(next_job(&indexed(99, 1), &[], &no_auto, &[], false), None);
-        assert_eq!(next_job(&indexed(100, 1), &[], &no_auto, &[], false), optimize(&["vector_idx"], None, None, false));
+        assert_eq!(next_job(&indexed(99, 1), &[], &no_auto, 0, &[], false), None);
         assert_eq!(
-            next_job(&indexed(0, 4), &[], &no_auto, &[], false),
+            next_job(&indexed(100, 1), &[], &no_auto, 0, &[], false),
+            optimize(&["vector_idx"], None, None, false)
+        );
+        assert_eq!(
+            next_job(&indexed(0, 4), &[], &no_auto, 0, &[], false),
             optimize(&["vector_idx"], Some(4), None, false)
         );
     }
@@ -324,27 +420,31 @@ mod tests {
         let with = |index: IndexFacts| TableFacts { indexes: vec![index], ..table(&[1000]) };
         let segmented = Some(4000);
         assert_eq!(
-            next_job(&with(sized_vector_index(0, &[20_000])), &[], &config, &[], false),
+            next_job(&with(sized_vector_index(0, &[20_000])), &[], &config, 0, &[], false),
             optimize(&["vector_idx"], None, segmented, true),
             "built as one segment: rebuilt as segments"
         );
-        assert_eq!(next_job(&with(sized_vector_index(0, &[8000])), &[], &config, &[], false), None, "within 2x");
+        assert_eq!(next_job(&with(sized_vector_index(0, &[8000])), &[], &config, 0, &[], false), None, "within 2x");
         let one_big_fragment = IndexFacts {
             segment_sizes: vec![SegmentSize { rows: 20_000, fragments: 1 }],
             ..sized_vector_index(0, &[20_000])
         };
-        assert_eq!(next_job(&with(one_big_fragment), &[], &config, &[], false), None, "a fragment is never split");
+        assert_eq!(next_job(&with(one_big_fragment), &[], &config, 0, &[], false), None, "a fragment is never split");
         let full = [4000; 10];
-        assert_eq!(next_job(&with(sized_vector_index(0, &full)), &[], &config, &[], false), None, "many full segments");
+        assert_eq!(
+            next_job(&with(sized_vector_index(0, &full)), &[], &config, 0, &[], false),
+            None,
+            "many full segments"
+        );
         let deltas = [&full[..], &[1000; 4]].concat();
         assert_eq!(
-            next_job(&with(sized_vector_index(0, &deltas)), &[], &config, &[], false),
+            next_job(&with(sized_vector_index(0, &deltas)), &[], &config, 0, &[], false),
             optimize(&["vector_idx"], Some(14), segmented, false)
         );
         let three = [&full[..], &[1000; 3]].concat();
-        assert_eq!(next_job(&with(sized_vector_index(0, &three)), &[], &config, &[], false), None, "3 small ones");
+        assert_eq!(next_job(&with(sized_vector_index(0, &three)), &[], &config, 0, &[], false), None, "3 small ones");
         assert_eq!(
-            next_job(&with(sized_vector_index(500, &full)), &[], &config, &[], false),
+            next_job(&with(sized_vector_index(500, &full)), &[], &config, 0, &[], false),
             optimize(&["vector_idx"], None, segmented, false),
             "new rows, as segments"
         );
@@ -361,18 +461,22 @@ mod tests {
             ..sized_vector_index(500, &[1000; 2])
         };
         let facts = TableFacts { indexes: vec![vector_index(500, 1), fts], ..table(&[1000]) };
-        assert_eq!(next_job(&facts, &[], &config, &[], false), optimize(&["vector_idx"], None, Some(4000), false));
+        assert_eq!(next_job(&facts, &[], &config, 0, &[], false), optimize(&["vector_idx"], None, Some(4000), false));
         let vector_done = TableFacts { indexes: vec![vector_index(0, 1), facts.indexes[1].clone()], ..facts };
-        assert_eq!(next_job(&vector_done, &[], &config, &[], false), optimize(&["text_idx"], None, None, false));
+        assert_eq!(next_job(&vector_done, &[], &config, 0, &[], false), optimize(&["text_idx"], None, None, false));
     }
 
     #[test]
     fn cleanup_runs_when_due_and_at_most_once_per_retention() {
         let quiet = table(&[1000]);
-        assert_eq!(next_job(&quiet, &[], &config(), &[], true), Some(Job::Cleanup));
-        assert_eq!(next_job(&quiet, &[], &config(), &[JobKind::Cleanup], true), None, "once per turn");
+        assert_eq!(next_job(&quiet, &[], &config(), 0, &[], true), Some(Job::Cleanup));
+        assert_eq!(next_job(&quiet, &[], &config(), 0, &[JobKind::Cleanup], true), None, "once per turn");
         let busy = table(&[10; 20]);
-        assert_eq!(next_job(&busy, &[], &config(), &[], true), Some(Job::Compact), "cleanup comes last");
+        assert_eq!(
+            next_job(&busy, &[], &config(), 0, &[], true),
+            Some(Job::Compact { target_rows: 1000 }),
+            "cleanup comes last"
+        );
         assert_eq!(cleanup_due(None, &config()), None, "never cleaned: due now");
         assert_eq!(cleanup_due(Some(Duration::from_secs(20)), &config()), Some(Duration::from_secs(40)));
         assert_eq!(cleanup_due(Some(Duration::from_secs(60)), &config()), None);

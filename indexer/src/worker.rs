@@ -8,6 +8,7 @@ use std::time::Instant;
 use lance::Dataset;
 use lancefleet_common::config::IndexerConfig;
 use lancefleet_common::events::{BusError, ChangeKind, EventBus, IndexRequest, TableEvent};
+use lancefleet_common::membership::Membership;
 use lancefleet_common::telemetry;
 use lancefleet_engine::catalog::facts::TableFacts;
 use lancefleet_engine::maintenance;
@@ -53,9 +54,17 @@ pub struct Worker {
     pub config: IndexerConfig,
     /// This indexer's id (the lock holder).
     pub holder: String,
+    /// The plan executors serving the tables, whose number sizes fragments; `None`:
+    /// queries run in the query node's process.
+    pub fleet: Option<Arc<dyn Membership>>,
 }
 
 impl Worker {
+    /// How many plan executors serve the tables now.
+    fn executors(&self) -> usize {
+        self.fleet.as_ref().map_or(0, |fleet| fleet.subscribe().borrow().len())
+    }
+
     /// One turn on `table`, cleaning old versions too when `cleanup_due`.
     pub async fn turn(&self, table: &str, cleanup_due: bool) -> Result<Turn, IndexerError> {
         let id = TableId::parse(table).map_err(IndexerError::from)?;
@@ -88,7 +97,7 @@ impl Worker {
             let facts = TableFacts::read(&dataset).await?;
             METRICS.observe(table, &facts);
             let requests = self.bus.index_requests(table).await?;
-            let Some(job) = next_job(&facts, &requests, &self.config, &skip, cleanup_due) else {
+            let Some(job) = next_job(&facts, &requests, &self.config, self.executors(), &skip, cleanup_due) else {
                 return Ok(Turn { end: TurnEnd::Idle, cleaned: cleaned(&skip) });
             };
             let kind = job.kind();
@@ -173,8 +182,12 @@ impl Worker {
                 }
                 (ChangeKind::IndexBuilt, Vec::new())
             }
-            Job::Compact => match maintenance::compact(dataset, self.config.target_rows_per_fragment).await? {
+            Job::Compact { target_rows } => match maintenance::compact(dataset, *target_rows).await? {
                 Some(compacted) => (ChangeKind::Compacted, compacted.new_fragments),
+                None => return Ok(None),
+            },
+            Job::Split { target_rows } => match maintenance::split_fragments(dataset, *target_rows).await? {
+                Some(split) => (ChangeKind::Compacted, split.new_fragments),
                 None => return Ok(None),
             },
             Job::Optimize(optimize) => {

@@ -14,7 +14,9 @@ plan executors and `lancefleet indexer` processes, driven by the real `lancedb` 
   nothing;
 - a vector index is kept as segments of `indexer.vector_segment_rows` rows, each placed
   with its fragments: every one of 3 executors opens about a third of the index, flat
-  results equal exact search, ANN recall is lance's, and appends keep the layout.
+  results equal exact search, ANN recall is lance's, and appends keep the layout;
+- a table written as one fragment is split into fragments sized to the fleet, so that all
+  3 executors serve it (before: one), with the same rows in the same order.
 """
 
 from __future__ import annotations
@@ -417,6 +419,51 @@ def test_a_vector_index_kept_as_segments_divides_its_search_over_executors(tmp_p
         assert all(len(segment["fragment_ids"]) <= 2 for segment in found), f"at most {SEGMENT_ROWS} rows: {found}"
         assert table.search(queries[0]).bypass_vector_index().limit(10).to_arrow()["id"].to_pylist() == \
             exact_top10(*_all(stack.dataset("docs")), queries[0])
+    finally:
+        stack.stop()
+
+
+def test_a_one_fragment_table_is_split_for_every_executor_to_serve_part(tmp_path, moto):
+    """12000 rows written as one fragment, served by 3 executors: one executor serves all
+    of it until the indexer splits it into 6 fragments of 2000 rows (2 per executor, each
+    at least `min_fragment_rows`); then every executor serves part of each query, and the
+    table has the same rows in the same order."""
+    env = {
+        "LANCEFLEET_INDEXER__TARGET_ROWS_PER_FRAGMENT": "1048576",
+        "LANCEFLEET_INDEXER__MIN_FRAGMENT_ROWS": "1000",
+        "LANCEFLEET_INDEXER__AUTO_INDEX_MIN_ROWS": "0",
+        "LANCEFLEET_INDEXER__AUTO_SCALAR_COLUMNS": "[]",
+        "LANCEFLEET_CLUSTER__HEDGE_AFTER": "off",
+    }
+    stack = Stack(tmp_path, moto, "split-fragments", executors=3, env=env)
+    try:
+        table = stack.db.create_table("docs", rows(np.arange(12_000), seed=0))
+        assert stack.fragments("docs") == 1
+        before = stack.dataset("docs").to_table(columns=["id", "vector", "text"])
+        query = np.random.default_rng(3).random(DIM, dtype=np.float32)
+        exact = exact_top10(*_all(stack.dataset("docs")), query)
+
+        def served(search) -> list[float]:
+            """How many plan fragments each executor received for `search`."""
+            calls = lambda: [metric(e.metrics(), "lancefleet_executor_fragments_total") for e in stack.executors]  # noqa: E731
+            start = calls()
+            search()
+            return [after - was for after, was in zip(calls(), start)]
+
+        flat = lambda: table.search(query).bypass_vector_index().limit(10).to_arrow()["id"].to_pylist()  # noqa: E731
+        assert sorted(served(flat)) == [0, 0, 1], "one fragment: one executor"
+
+        stack.indexer("ix-0")
+        wait_until(lambda: stack.fragments("docs") == 6, 120, "the table split into 6 fragments")
+        dataset = stack.dataset("docs")
+        assert [f.count_rows() for f in dataset.get_fragments()] == [2000] * 6
+        assert dataset.to_table(columns=["id", "vector", "text"]) == before, "same rows, same order"
+
+        assert served(flat) == [1, 1, 1], "each executor serves its 2 fragments in one call"
+        assert flat() == exact
+        scanned = table.search().where("id % 1000 = 7").limit(100).to_arrow()["id"].to_pylist()
+        assert sorted(scanned) == list(range(7, 12_000, 1000))
+        assert table.count_rows() == 12_000
     finally:
         stack.stop()
 

@@ -114,7 +114,7 @@ impl SandboxBuilder {
         let context = context.with_membership(membership.clone());
         let service = if self.indexer { Service::Standalone } else { Service::QueryNode };
         config.indexer.embedded = self.indexer;
-        let indexer = lancefleet_indexer::start_embedded(&config, &context, service).expect("indexer starts");
+        let indexer = lancefleet_indexer::start_embedded(&config, &context, service).await.expect("indexer starts");
         let query_node = lancefleet_query_node::start(config, &context, service).await.expect("query node starts");
         Sandbox {
             dir,

@@ -424,8 +424,19 @@ pub struct IndexerConfig {
     /// Tables maintained at the same time by one indexer. Default: 2.
     pub concurrent_tables: usize,
     /// A fragment with fewer rows than this is small, and compaction aims at fragments
-    /// of this size. Default: 1048576 (lance's default).
+    /// of this size (half a table's fleet share when that is less, see
+    /// `fragments_per_executor`). Default: 1048576 (lance's default).
     pub target_rows_per_fragment: usize,
+    /// Fragments, the unit of placement, a table is kept in per plan executor: a table
+    /// with fewer fragments than executors × this has its fragments of at least twice its
+    /// share (its rows ÷ that count, at least `min_fragment_rows`, at most
+    /// `target_rows_per_fragment`) rewritten into fragments of one share, and compaction
+    /// merges only fragments under half a share, so that every executor serves and caches
+    /// part of the table. 0 never splits. Default: 2.
+    pub fragments_per_executor: usize,
+    /// Fragments are not split below this many rows (each fragment costs every query
+    /// that reads it a call's share and its files a request each). Default: 16384.
+    pub min_fragment_rows: u64,
     /// Compact once a table has this many small fragments (or a fragment whose deleted
     /// share passes lance's threshold, 10 %). Default: 8.
     pub compact_min_small_fragments: usize,
@@ -474,6 +485,8 @@ impl Default for IndexerConfig {
             embedded: true,
             concurrent_tables: 2,
             target_rows_per_fragment: 1024 * 1024,
+            fragments_per_executor: 2,
+            min_fragment_rows: 16 * 1024,
             compact_min_small_fragments: 8,
             optimize_min_unindexed_rows: 10_000,
             max_index_segments: 4,
@@ -493,6 +506,7 @@ impl IndexerConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         ensure(self.concurrent_tables >= 1, "indexer.concurrent_tables", || "must be at least 1".into())?;
         ensure(self.target_rows_per_fragment >= 1, "indexer.target_rows_per_fragment", || "must be at least 1".into())?;
+        ensure(self.min_fragment_rows >= 1, "indexer.min_fragment_rows", || "must be at least 1".into())?;
         ensure(self.compact_min_small_fragments >= 2, "indexer.compact_min_small_fragments", || {
             format!(
                 "must be at least 2 (compacting one fragment changes nothing), got {}",

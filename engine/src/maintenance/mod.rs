@@ -7,12 +7,13 @@
 
 pub mod index_spec;
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use lance::Dataset;
 use lance::dataset::index::DatasetIndexRemapperOptions;
-use lance::dataset::optimize::{CompactionOptions, commit_compaction, plan_compaction};
+use lance::dataset::optimize::{CompactionOptions, CompactionPlan, TaskData, commit_compaction, plan_compaction};
 use lance::index::optimize::{commit_optimize_indices, plan_optimize_indices};
 use lance_index::optimize::OptimizeOptions;
 
@@ -33,14 +34,41 @@ pub struct Compacted {
 /// Compacts `dataset` toward fragments of `target_rows_per_fragment` rows (materializing
 /// deletions past lance's threshold) with lance's plan/execute/commit API, remapping
 /// indexes in the same commit. Returns `None` when lance plans nothing.
-pub async fn compact(dataset: &mut Dataset, target_rows_per_fragment: usize) -> Result<Option<Compacted>> {
-    let options = CompactionOptions {
-        target_rows_per_fragment,
+pub async fn compact(dataset: &mut Dataset, target_rows_per_fragment: u64) -> Result<Option<Compacted>> {
+    let options = compaction_options(target_rows_per_fragment);
+    let plan = plan_compaction(dataset, &options).await?;
+    rewrite(dataset, plan).await
+}
+
+/// Rewrites each fragment of `dataset` with at least twice `target_rows` rows into
+/// fragments of `target_rows` to `2 × target_rows` rows (lance's compaction tasks, one
+/// per fragment, committed together with index remapping), so that more executors share
+/// the table. Row order is kept. Returns `None` when no fragment is that large.
+pub async fn split_fragments(dataset: &mut Dataset, target_rows: u64) -> Result<Option<Compacted>> {
+    let mut tasks = Vec::new();
+    for fragment in dataset.get_fragments() {
+        let rows = fragment.physical_rows().await?;
+        if u64::try_from(rows).unwrap_or(u64::MAX) >= target_rows.saturating_mul(2) {
+            tasks.push(TaskData { fragments: vec![fragment.metadata().clone()] });
+        }
+    }
+    let plan =
+        CompactionPlan { tasks, read_version: dataset.version().version, options: compaction_options(target_rows) };
+    rewrite(dataset, plan).await
+}
+
+/// Lance's compaction options aiming at `target_rows` per fragment.
+fn compaction_options(target_rows: u64) -> CompactionOptions {
+    CompactionOptions {
+        target_rows_per_fragment: usize::try_from(target_rows).unwrap_or(usize::MAX),
         materialize_deletions: true,
         materialize_deletions_threshold: MATERIALIZE_DELETIONS_THRESHOLD,
         ..CompactionOptions::default()
-    };
-    let plan = plan_compaction(dataset, &options).await?;
+    }
+}
+
+/// Runs `plan`'s tasks and commits them as one version.
+async fn rewrite(dataset: &mut Dataset, plan: CompactionPlan) -> Result<Option<Compacted>> {
     if plan.num_tasks() == 0 {
         return Ok(None);
     }
@@ -48,10 +76,12 @@ pub async fn compact(dataset: &mut Dataset, target_rows_per_fragment: usize) -> 
     for task in plan.compaction_tasks() {
         results.push(task.execute(dataset).await?);
     }
+    // Written fragments get their ids when committed.
+    let before = dataset.fragments().iter().map(|fragment| fragment.id).collect::<HashSet<_>>();
+    let remap = Arc::new(DatasetIndexRemapperOptions::default());
+    let metrics = commit_compaction(dataset, results, remap, plan.options()).await?;
     let new_fragments =
-        results.iter().flat_map(|result| result.new_fragments.iter().map(|fragment| fragment.id)).collect();
-    let metrics =
-        commit_compaction(dataset, results, Arc::new(DatasetIndexRemapperOptions::default()), &options).await?;
+        dataset.fragments().iter().map(|fragment| fragment.id).filter(|id| !before.contains(id)).collect();
     Ok(Some(Compacted {
         fragments_removed: metrics.fragments_removed,
         fragments_added: metrics.fragments_added,
@@ -156,5 +186,21 @@ mod tests {
         let version = unsplittable.version().version;
         assert!(!optimize_indexes(&mut unsplittable, names, None, Some(100), true).await.expect("planned"));
         assert_eq!(unsplittable.version().version, version, "a rebuild that cannot split commits nothing");
+    }
+
+    #[tokio::test]
+    async fn a_large_fragment_is_split_in_order_with_its_index_remapped() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut dataset = indexed_table(dir.path(), 1).await;
+        let before = dataset.scan().try_into_batch().await.expect("scanned");
+
+        assert_eq!(split_fragments(&mut dataset, 200).await.expect("planned"), None, "300 rows < 2 × 200");
+        let split = split_fragments(&mut dataset, 100).await.expect("split").expect("a commit");
+        assert_eq!((split.fragments_removed, split.fragments_added), (1, 3));
+        let rows = dataset.get_fragments().iter().map(|f| f.metadata().physical_rows).collect::<Vec<_>>();
+        assert_eq!(rows, vec![Some(100); 3]);
+        assert_eq!(dataset.scan().try_into_batch().await.expect("scanned"), before, "same rows, same order");
+        let groups = vector_segment_groups(&dataset, "vector").await.expect("groups");
+        assert_eq!(groups, vec![split.new_fragments.clone()], "the index covers the new fragments");
     }
 }

@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
-use lancefleet_common::placement::Placement;
+use lancefleet_common::placement::{Placement, balance};
 
 use super::Spread;
 
@@ -69,7 +69,7 @@ pub fn hedge_target(
 
 /// The preference list of every fragment `spread` places; the fragments of a group to
 /// colocate all take its first one's, so they go to one executor (and move together on
-/// a retry).
+/// a retry). The lists' first choices are evened out ([`balance`]), in id order.
 pub fn preference_lists(placement: &Placement, uri: &str, spread: Spread<'_>) -> HashMap<u64, Vec<Arc<str>>> {
     let anchors = spread
         .colocate
@@ -77,16 +77,15 @@ pub fn preference_lists(placement: &Placement, uri: &str, spread: Spread<'_>) ->
         .filter_map(|group| group.first().map(|anchor| (anchor, group)))
         .flat_map(|(anchor, group)| group.iter().map(move |fragment| (*fragment, *anchor)))
         .collect::<HashMap<u64, u64>>();
-    let mut lists = HashMap::<u64, Vec<Arc<str>>>::new();
-    spread
-        .placed()
-        .iter()
-        .map(|fragment| {
-            let anchor = anchors.get(fragment).copied().unwrap_or(*fragment);
-            let list = lists.entry(anchor).or_insert_with(|| placement.preference_list(uri, anchor)).clone();
-            (*fragment, list)
-        })
-        .collect()
+    let placed = spread.placed();
+    let anchor_of = |fragment: &u64| anchors.get(fragment).copied().unwrap_or(*fragment);
+    let mut lists =
+        placed.iter().map(|fragment| (anchor_of(fragment), Vec::new())).collect::<BTreeMap<u64, Vec<Arc<str>>>>();
+    for (anchor, list) in &mut lists {
+        *list = placement.preference_list(uri, *anchor);
+    }
+    balance(&mut lists, placement.nodes().len());
+    placed.iter().filter_map(|fragment| Some((*fragment, lists.get(&anchor_of(fragment))?.clone()))).collect()
 }
 
 /// Moves the fragments of `failed` executors to the next executor of each fragment's
@@ -185,10 +184,17 @@ mod tests {
         assert_eq!(lists.len(), 40);
         for (group, anchor) in colocate.iter().zip([7, 2]) {
             for fragment in group {
-                assert_eq!(lists[fragment], placement.preference_list("t", anchor), "fragment {fragment}");
+                assert_eq!(lists[fragment], lists[&anchor], "fragment {fragment}");
             }
         }
-        assert_eq!(lists[&5], placement.preference_list("t", 5), "the others keep their own");
+        let same_replicas = |fragment: u64| {
+            let mut balanced = lists[&fragment].clone();
+            let mut ring = placement.preference_list("t", fragment);
+            balanced.sort();
+            ring.sort();
+            balanced == ring
+        };
+        assert!((0..40).filter(|f| !colocate[0][1..].contains(f) && *f != 3).all(same_replicas), "only reordered");
         let spread_out =
             (0..40).map(|fragment| placement.preference_list("t", fragment)[0].clone()).collect::<HashSet<_>>();
         assert!(spread_out.len() > 1, "the ring spreads the other fragments");
@@ -199,6 +205,19 @@ mod tests {
             vec![0],
             "a whole-table part is placed by its first fragment"
         );
+    }
+
+    #[test]
+    fn many_fragments_mostly_keep_the_rings_choice_within_a_bounded_share() {
+        let placement = Placement::new(["a", "b", "c", "d"], 64, 2);
+        let fragments = (0..1000).collect::<Vec<u64>>();
+        let lists =
+            preference_lists(&placement, "t", Spread { fragments: &fragments, whole_table: false, colocate: &[] });
+        let moved = fragments.iter().filter(|f| lists[f][0] != placement.preference_list("t", **f)[0]).count();
+        let mut shares = HashMap::<Arc<str>, usize>::new();
+        fragments.iter().for_each(|f| *shares.entry(lists[f][0].clone()).or_default() += 1);
+        assert!(shares.values().all(|share| *share <= 312), "at most 25 % over the mean: {shares:?}");
+        assert!(moved < 100, "many units mostly keep the ring's choice: {moved} moved");
     }
 
     #[test]
