@@ -129,15 +129,16 @@ pub struct ClusterConfig {
     pub slow_call: Duration,
     /// When an executor call that has not answered is also sent to the next replica of its
     /// fragments (the first answer wins, the other call is cancelled): `auto` (after the
-    /// executor's recent 95th-percentile answer time), `off`, or a duration. Default: `auto`.
+    /// executor's recent 95th-percentile answer time for calls of the same class), `off`, or
+    /// a duration. Default: `auto`.
     pub hedge_after: HedgeAfter,
 }
 
 /// When a slow executor call is hedged (`cluster.hedge_after`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum HedgeAfter {
-    /// After the executor's recent 95th-percentile answer time (once it has answered a few
-    /// calls).
+    /// After the executor's recent 95th-percentile answer time for calls of the same class:
+    /// search kind and fragment count within a power of two (once it has answered a few).
     #[default]
     Auto,
     /// Never.

@@ -31,7 +31,7 @@ use tonic::transport::{Channel, Endpoint};
 use tracing::Instrument;
 
 use super::assignment::{Assignment, Load, assign, hedge_target, preference_lists, reassign};
-use super::hedge::Hedging;
+use super::hedge::{CallClass, Hedging};
 use super::{Pinned, Spread};
 use crate::error::ApiError;
 use crate::metrics::METRICS;
@@ -396,7 +396,8 @@ impl Cluster {
     {
         let started = Instant::now();
         let deadline = tokio::time::Instant::from_std(started + self.fragment_timeout);
-        let delay = hedge.as_ref().and_then(|_| self.hedging.delay(node));
+        let class = CallClass::of(&fragment);
+        let delay = hedge.as_ref().and_then(|_| self.hedging.delay(node, class));
         let primary = self.send(round, node, fragment.clone(), call, deadline, false);
         let (winner, outcome) = match (hedge, delay) {
             (Some(other), Some(delay)) => {
@@ -449,6 +450,7 @@ impl Cluster {
             return outcome.record(Err(ErrorStatus::new(ErrorCode::Unavailable, "executor left the cluster")));
         };
         let _in_flight = InFlight::start(&self.in_flight, node);
+        let class = CallClass::of(&fragment);
         let started = Instant::now();
         let answer = tokio::time::timeout_at(deadline, call((node.clone(), client, fragment)).instrument(span)).await;
         let answer = answer.unwrap_or_else(|_elapsed| {
@@ -456,7 +458,7 @@ impl Cluster {
             Err(ErrorStatus::timeout(format!("no answer within {timeout} ms")))
         });
         if answer.is_ok() {
-            self.hedging.observe(node, started.elapsed());
+            self.hedging.observe(node, class, started.elapsed());
         }
         outcome.record(answer)
     }
