@@ -14,14 +14,18 @@ plan executors and `lancefleet indexer` processes, driven by the real `lancedb` 
   nothing;
 - a vector index is kept as segments of `indexer.vector_segment_rows` rows, each placed
   with its fragments: every one of 3 executors opens about a third of the index, flat
-  results equal exact search, ANN recall is lance's, and appends keep the layout;
+  results equal exact search, ANN recall is lance's (also with one executor SIGKILLed and
+  its segments searched by their replicas), and appends keep the layout;
 - a table written as one fragment is split into fragments sized to the fleet, so that all
-  3 executors serve it (before: one), with the same rows in the same order.
+  3 executors serve it (before: one), with the same rows in the same order;
+- one of 3 executors stopped (SIGSTOP) for 4 s under query load: calls are hedged to the
+  next replica, no query fails or waits for the stalled executor.
 """
 
 from __future__ import annotations
 
 import shutil
+import signal
 import threading
 import time
 from datetime import timedelta
@@ -36,7 +40,7 @@ from lancedb.index import FTS, IvfFlat, IvfPq
 
 from conftest import BUCKET, LanceFleetServer, PlanExecutor, s3_env, storage_options
 from lf_control import Etcd, Indexer, QueryLoad, etcd_env, wait_until
-from lf_helpers import connect_remote, metric
+from lf_helpers import connect_remote, metric, parse_metrics
 
 pytestmark = pytest.mark.lifecycle
 
@@ -405,6 +409,15 @@ def test_a_vector_index_kept_as_segments_divides_its_search_over_executors(tmp_p
         flat = [table.search(q).bypass_vector_index().limit(10).to_arrow()["id"].to_pylist() for q in queries[:5]]
         assert flat == exact[:5]
 
+        # A SIGKILLed executor's segments are searched by their next replica. Not always the
+        # same answers: a replica searching its own segments and the dead one's in one call
+        # re-ranks k candidates of them all, where two calls re-rank k each; recall stays
+        # at least lance's, which re-ranks k of all six segments.
+        stack.executors[0].stop(signal.SIGKILL)
+        replicas = [table.search(q).nprobes(4).limit(10).to_arrow()["id"].to_pylist() for q in queries]
+        assert recall(replicas) >= recall(local) - 0.02, (recall(replicas), recall(local))
+        stack.executors[0].start()
+
         for start in (6000, 6500):
             table.add(rows(np.arange(start, start + 500), seed=start))
 
@@ -464,6 +477,53 @@ def test_a_one_fragment_table_is_split_for_every_executor_to_serve_part(tmp_path
         scanned = table.search().where("id % 1000 = 7").limit(100).to_arrow()["id"].to_pylist()
         assert sorted(scanned) == list(range(7, 12_000, 1000))
         assert table.count_rows() == 12_000
+    finally:
+        stack.stop()
+
+
+def test_queries_answer_through_a_stalled_executor_by_hedging(tmp_path, moto):
+    """One of 3 executors stopped (SIGSTOP) for 4 s while 2 threads search: each call it
+    does not answer within `cluster.hedge_after` (300 ms) goes to the next replica of its
+    fragments too, so no query fails, every answer is exact, and none waits for the
+    executor to resume."""
+    stack = Stack(tmp_path, moto, "stalled-executor", executors=3, env={"LANCEFLEET_CLUSTER__HEDGE_AFTER": "300ms"})
+    try:
+        table = stack.db.create_table("docs", rows(np.arange(1000), seed=0))
+        for batch in range(1, 6):
+            table.add(rows(np.arange(batch * 1000, (batch + 1) * 1000), seed=batch))
+        query = np.random.default_rng(5).random(DIM, dtype=np.float32)
+        exact = exact_top10(*_all(stack.dataset("docs")), query)
+        search = lambda: table.search(query).bypass_vector_index().limit(10).to_arrow()["id"].to_pylist()  # noqa: E731
+        assert search() == exact
+        latencies, wrong = [], []
+
+        def timed_search():
+            started = time.monotonic()
+            answer = search()
+            latencies.append(time.monotonic() - started)
+            if answer != exact:
+                wrong.append(answer)
+
+        def hedged() -> float:
+            samples = parse_metrics(requests.get(f"{stack.query_node.url}/metrics", timeout=10).text)
+            return metric(samples, "lancefleet_query_hedged_calls_total", winner="hedge")
+
+        hedged_before = hedged()
+        stalled = stack.executors[0].proc
+        with QueryLoad(timed_search) as load:
+            time.sleep(1)
+            stalled.send_signal(signal.SIGSTOP)
+            try:
+                time.sleep(4)
+            finally:
+                stalled.send_signal(signal.SIGCONT)
+            time.sleep(1)
+        print(f"stall: {load.answered} queries, 0 failed, slowest {max(latencies):.2f} s, "
+              f"{hedged() - hedged_before:.0f} calls answered by the hedge")
+        assert load.failures == [] and wrong == []
+        assert load.answered >= 10
+        assert max(latencies) < 3, "no query waited out the stall"
+        assert hedged() > hedged_before
     finally:
         stack.stop()
 
