@@ -43,11 +43,14 @@ impl CallClass {
     }
 }
 
+/// The recent answer times of one executor's calls of one class.
+type Window = VecDeque<Duration>;
+
 /// Recent answer times by executor and call class, and the hedging policy.
 #[derive(Debug)]
 pub struct Hedging {
     policy: HedgeAfter,
-    latencies: Mutex<HashMap<(Arc<str>, CallClass), VecDeque<Duration>>>,
+    latencies: Mutex<HashMap<(Arc<str>, CallClass), Window>>,
 }
 
 impl Hedging {
