@@ -3,6 +3,7 @@
 //! the role the subcommand names; every role's wiring lives in its crate (`run`).
 //! `standalone` composes the query node with the indexer it embeds.
 
+mod simulate;
 mod smoke;
 mod status;
 
@@ -52,6 +53,11 @@ enum Command {
     /// shares, executors' cache hit ratios, and per table its fragments, unindexed rows and
     /// index coverage.
     Status(StatusArgs),
+    /// Simulates placement on a fleet larger than this machine with the cluster's own
+    /// placement code (default: 1000 executors, 1M placed units): balance, units moved
+    /// when an executor joins or leaves, and cache hit ratios of a Zipf read stream.
+    /// Prints JSON.
+    SimulatePlacement(simulate::SimulateArgs),
 }
 
 /// Flags of `status`.
@@ -253,7 +259,7 @@ impl Command {
             Self::ControlPlane(args) => args.common.check,
             Self::Indexer(args) => args.common.check,
             Self::Config(ConfigCommand::Check(_)) => true,
-            Self::SmokeTest(_) | Self::Status(_) => false,
+            Self::SmokeTest(_) | Self::Status(_) | Self::SimulatePlacement(_) => false,
         }
     }
 
@@ -281,7 +287,9 @@ impl Command {
                 args.common.load(&[("indexer.listen", &args.listen), ("control.node_id", &args.node_id)])?,
             ),
             Self::Config(ConfigCommand::Check(args)) => (args.role.parse()?, args.common.load(&[])?),
-            Self::SmokeTest(_) | Self::Status(_) => return Err("this command reads no configuration".into()),
+            Self::SmokeTest(_) | Self::Status(_) | Self::SimulatePlacement(_) => {
+                return Err("this command reads no configuration".into());
+            }
         };
         config.validate_for(service).map_err(|error| error.to_string())?;
         Ok((service, config))
@@ -293,6 +301,15 @@ fn main() -> ExitCode {
     match command {
         Command::SmokeTest(args) => return smoke_test(args),
         Command::Status(args) => return status(args),
+        Command::SimulatePlacement(args) => {
+            return simulate::run(&args).map_or_else(
+                |error| {
+                    eprintln!("lancefleet: {error}");
+                    ExitCode::FAILURE
+                },
+                |()| ExitCode::SUCCESS,
+            );
+        }
         _ => {}
     }
     let (service, config) = match command.configure() {
