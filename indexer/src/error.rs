@@ -17,6 +17,10 @@ pub enum IndexerError {
     /// The indexer could not start.
     #[error(transparent)]
     Start(#[from] lancefleet_common::StartError),
+    /// A maintenance job panicked (a bug, in lance or here); its table is tried again
+    /// after a backoff.
+    #[error("maintenance panicked: {0}")]
+    Panicked(String),
     /// The metrics endpoint could not start.
     #[error("cannot serve on {address}: {source}")]
     Listen {
@@ -32,7 +36,7 @@ impl ServiceError for IndexerError {
         match self {
             Self::Engine(error) => error.error_code(),
             Self::Bus(_) => ErrorCode::Unavailable,
-            Self::Start(_) | Self::Listen { .. } => ErrorCode::Internal,
+            Self::Start(_) | Self::Listen { .. } | Self::Panicked(_) => ErrorCode::Internal,
         }
     }
 }

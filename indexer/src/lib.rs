@@ -184,6 +184,8 @@ impl Indexer {
         let mut running = HashMap::new();
         let mut failures: HashMap<String, u32> = HashMap::new();
         let mut turns = JoinSet::new();
+        // The table of each running turn's task, for a turn that panics.
+        let mut tasks = HashMap::new();
         let concurrency = self.worker.config.concurrent_tables;
         tracing::info!(holder = %self.worker.holder, concurrency, "indexer is following table changes");
         loop {
@@ -202,10 +204,12 @@ impl Indexer {
                     .is_some_and(|wait| wait.is_zero());
                 running.insert(table.clone(), Instant::now());
                 let worker = self.worker.clone();
-                turns.spawn(async move {
-                    let turn = worker.turn(&table, cleanup_due).await;
-                    (table, turn)
+                let name = table.clone();
+                let task = turns.spawn(async move {
+                    let turn = worker.turn(&name, cleanup_due).await;
+                    (name, turn)
                 });
+                tasks.insert(task.id(), table);
             }
             report_queue(&due);
             let next = due.iter().filter(|(table, _)| !running.contains_key(*table)).map(|(_, entry)| entry.at).min();
@@ -214,8 +218,18 @@ impl Indexer {
                     Some(update) => mark_due(&mut due, &mut tracked, update),
                     None => break,
                 },
-                Some(finished) = turns.join_next(), if !turns.is_empty() => {
-                    let Ok((table, turn)) = finished else { continue };
+                Some(finished) = turns.join_next_with_id(), if !turns.is_empty() => {
+                    // A turn catches its jobs' panics; one outside them fails the turn too.
+                    let (table, turn) = match finished {
+                        Ok((task, (table, turn))) => {
+                            tasks.remove(&task);
+                            (table, turn)
+                        }
+                        Err(error) => match tasks.remove(&error.id()) {
+                            Some(table) => (table, Err(IndexerError::Panicked(error.to_string()))),
+                            None => continue,
+                        },
+                    };
                     let started = running.remove(&table).unwrap_or_else(Instant::now);
                     if let Ok(Turn { cleaned: true, .. }) = &turn
                         && let Some(state) = tracked.get_mut(&table)

@@ -2,8 +2,12 @@
 //! time against the latest version until nothing is left (or the turn's budget is spent),
 //! publishing each maintenance commit, and release the lock.
 
+use std::any::Any;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Instant;
+
+use futures::FutureExt;
 
 use lance::Dataset;
 use lancefleet_common::config::IndexerConfig;
@@ -77,7 +81,12 @@ impl Worker {
             Err(error) => return Err(error.into()),
         }
         tracing::debug!(table, holder = %self.holder, "maintenance turn started");
-        let outcome = self.jobs(table, &id, cleanup_due).await;
+        // A panicking job fails its turn like an error: the table is released and tried
+        // again after a backoff, not left marked as running.
+        let outcome = AssertUnwindSafe(self.jobs(table, &id, cleanup_due))
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|panic| Err(IndexerError::Panicked(panic_message(panic.as_ref()))));
         tracing::debug!(table, holder = %self.holder, ?outcome, "maintenance turn ended");
         if let Err(error) = self.bus.unlock_table(table, &self.holder).await {
             tracing::warn!(table, %error, "could not release the table; it frees when this indexer's lease expires");
@@ -217,5 +226,82 @@ impl Worker {
         if let Err(error) = self.bus.publish(event).await {
             tracing::warn!(%error, "could not publish a maintenance event");
         }
+    }
+}
+
+/// What a panic said, when it said it with a string.
+fn panic_message(panic: &(dyn Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|message| (*message).to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use arrow_array::{Int64Array, RecordBatch};
+    use arrow_schema::{DataType, Field, Schema};
+    use lancefleet_common::Shutdown;
+    use lancefleet_common::events::{BusUpdate, LocalBus};
+    use lancefleet_common::storage::StorageRoot;
+    use lancefleet_engine::CreateMode;
+    use tokio::sync::mpsc;
+
+    use super::*;
+
+    /// The process's bus, except that reading a table's index requests panics (standing
+    /// in for a bug in a job).
+    #[derive(Debug, Default)]
+    struct PanickingBus(LocalBus);
+
+    #[async_trait::async_trait]
+    impl EventBus for PanickingBus {
+        async fn publish(&self, event: TableEvent) -> Result<(), BusError> {
+            self.0.publish(event).await
+        }
+        async fn request_index(&self, event: TableEvent, request: IndexRequest) -> Result<(), BusError> {
+            self.0.request_index(event, request).await
+        }
+        async fn index_requests(&self, _table: &str) -> Result<Vec<IndexRequest>, BusError> {
+            panic!("a bug")
+        }
+        async fn finish_index_request(&self, table: &str, name: &str) -> Result<(), BusError> {
+            self.0.finish_index_request(table, name).await
+        }
+        async fn subscribe(&self, shutdown: Shutdown) -> mpsc::Receiver<BusUpdate> {
+            self.0.subscribe(shutdown).await
+        }
+        async fn lock_table(&self, table: &str, holder: &str) -> Result<(), BusError> {
+            self.0.lock_table(table, holder).await
+        }
+        async fn unlock_table(&self, table: &str, holder: &str) -> Result<(), BusError> {
+            self.0.unlock_table(table, holder).await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_panicking_job_fails_its_turn_and_releases_the_table() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = StorageRoot::resolve(dir.path().to_str().expect("utf-8 path")).expect("root");
+        let catalog = Catalog::new(root, &BTreeMap::new(), None);
+        let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false)]));
+        let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(Int64Array::from(vec![1, 2]))]).expect("batch");
+        let id = TableId::parse("t").expect("id");
+        catalog.create_table(&id, schema, vec![batch], CreateMode::Create).await.expect("created");
+        let bus = Arc::new(PanickingBus::default());
+        let worker = Worker {
+            catalog: Arc::new(catalog),
+            bus: bus.clone(),
+            config: IndexerConfig::default(),
+            holder: "ix-a".into(),
+            fleet: None,
+        };
+
+        let turn = worker.turn("t", false).await;
+        assert!(matches!(&turn, Err(IndexerError::Panicked(message)) if message == "a bug"), "{turn:?}");
+        bus.lock_table("t", "ix-b").await.expect("the table was released");
     }
 }
