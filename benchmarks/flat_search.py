@@ -1,22 +1,26 @@
 """Flat k=10 vector search: LanceFleet REST vs lance in-process, interleaved, on one table.
 
-    python benchmarks/flat_search.py --bin <release lancefleet> [--rows 100000 --dim 768]
+    python benchmarks/flat_search.py --bin <release lancefleet> [--rows 100000 --dim 768] [--executors 3]
 
-Builds (once, cached under --work) a table of random float32 vectors with LanceDB OSS,
-starts `lancefleet standalone` over the same directory, then runs the same queries through
+Builds (once, cached under --work) a table of random float32 vectors with LanceDB OSS (one
+fragment up to 1M rows), starts `lancefleet standalone` over the same directory, then runs
+the same queries through
  * the official lancedb client against the REST API, and
  * pylance (the same lance version as the server) in this process,
 alternating query by query so machine noise hits both sides alike. Reports p50/p99 and the
 ratio REST / in-process. Not a test: numbers go into the issue notes.
+
+With `--executors N`, the server spreads queries over N plan executors and runs its
+embedded indexer, which splits a copy of the table into fragments for the fleet (2 per
+executor); the REST side searches that copy, and lance in-process searches both the
+one-fragment original (what LanceDB OSS users have) and the split copy.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import signal
-import socket
-import subprocess
+import shutil
 import time
 from pathlib import Path
 
@@ -24,13 +28,8 @@ import lance
 import lancedb
 import numpy as np
 import pyarrow as pa
-import requests
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from servers import start
 
 
 def build_table(root: Path, rows: int, dim: int) -> None:
@@ -64,6 +63,7 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=768)
     parser.add_argument("--queries", type=int, default=100)
     parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--executors", type=int, default=0, help="plan executors (0: in-process)")
     parser.add_argument("--work", default=os.path.expanduser("~/.cache/lancefleet-bench"))
     args = parser.parse_args()
 
@@ -71,59 +71,60 @@ def main() -> None:
     root.mkdir(parents=True, exist_ok=True)
     build_table(root, args.rows, args.dim)
     name = f"bench_{args.rows}x{args.dim}"
+    served = name
+    if args.executors:
+        served = f"{name}_split"
+        if not (root / f"{served}.lance").exists():
+            shutil.copytree(root / f"{name}.lance", root / f"{served}.lance")
 
-    port = free_port()
-    server = subprocess.Popen(
-        [args.bin, "standalone", "--data-dir", str(root), "--rest-listen", f"127.0.0.1:{port}", "--flight-listen", "127.0.0.1:0", "--log-level", "warn"],
-        stdin=subprocess.DEVNULL,
-    )
+    servers = start(args.bin, root, root / "flat_search.log", args.executors, indexer=bool(args.executors))
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if requests.get(f"http://127.0.0.1:{port}/health", timeout=1).ok:
-                    break
-            except requests.RequestException:
-                pass
-            if time.monotonic() > deadline:
-                raise SystemExit("server did not start")
-            time.sleep(0.1)
-
-        remote = lancedb.connect("db://bench", api_key="bench", host_override=f"http://127.0.0.1:{port}")
-        remote_table = remote.open_table(name)
-        dataset = lance.dataset(str(root / f"{name}.lance"))
+        local = {"lance in-process": lance.dataset(str(root / f"{name}.lance"))}
+        if args.executors:
+            wanted = 2 * args.executors
+            deadline = time.monotonic() + 600
+            while len(lance.dataset(str(root / f"{served}.lance")).get_fragments()) < wanted:
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"the indexer did not split {served} into {wanted} fragments")
+                time.sleep(1)
+            local["lance, split copy"] = lance.dataset(str(root / f"{served}.lance"))
+        fragments = {label: len(dataset.get_fragments()) for label, dataset in local.items()}
+        remote = lancedb.connect("db://bench", api_key="bench", host_override=servers.url)
+        remote_table = remote.open_table(served)
         rng = np.random.default_rng(7)
         queries = rng.random((args.queries + args.warmup, args.dim), dtype=np.float32)
 
         def via_rest(q):
             return remote_table.search(q).limit(10).to_arrow()
 
-        def in_process(q):
-            return dataset.to_table(nearest={"column": "vector", "q": q, "k": 10, "use_index": False})
+        def in_process(dataset):
+            return lambda q: dataset.to_table(nearest={"column": "vector", "q": q, "k": 10, "use_index": False})
 
-        rest_ms, local_ms = [], []
+        paths = [("REST (lancedb client)", via_rest)] + [(label, in_process(d)) for label, d in local.items()]
+        samples: dict[str, list[float]] = {label: [] for label, _ in paths}
         for index, q in enumerate(queries):
-            order = [(via_rest, rest_ms), (in_process, local_ms)]
-            if index % 2:
-                order.reverse()
+            order = paths[index % len(paths):] + paths[:index % len(paths)]
             results = []
-            for run, samples in order:
+            for label, run in order:
                 started = time.perf_counter()
                 results.append(run(q))
                 if index >= args.warmup:
-                    samples.append((time.perf_counter() - started) * 1000)
+                    samples[label].append((time.perf_counter() - started) * 1000)
             ids = [r["id"].to_pylist() for r in results]
-            assert ids[0] == ids[1], f"results differ for query {index}: {ids}"
+            assert all(found == ids[0] for found in ids), f"results differ for query {index}: {ids}"
 
-        print(f"flat k=10 over {args.rows} x {args.dim} float32, {args.queries} queries, interleaved")
-        print(f"{'path':<22}{'p50 ms':>10}{'p99 ms':>10}")
-        for label, samples in (("REST (lancedb client)", rest_ms), ("lance in-process", local_ms)):
-            print(f"{label:<22}{percentile(samples, 50):>10.1f}{percentile(samples, 99):>10.1f}")
-        print(f"ratio REST / in-process: p50 {percentile(rest_ms, 50) / percentile(local_ms, 50):.2f}, "
-              f"p99 {percentile(rest_ms, 99) / percentile(local_ms, 99):.2f}")
+        where = f"{args.executors} plan executors" if args.executors else "in-process"
+        print(f"flat k=10 over {args.rows} x {args.dim} float32, {args.queries} queries, interleaved; "
+              f"REST {where}; fragments {fragments}")
+        print(f"{'path':<24}{'p50 ms':>10}{'p99 ms':>10}")
+        for label, values in samples.items():
+            print(f"{label:<24}{percentile(values, 50):>10.1f}{percentile(values, 99):>10.1f}")
+        rest = samples["REST (lancedb client)"]
+        for label in local:
+            print(f"ratio REST / {label}: p50 {percentile(rest, 50) / percentile(samples[label], 50):.2f}, "
+                  f"p99 {percentile(rest, 99) / percentile(samples[label], 99):.2f}")
     finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(timeout=30)
+        servers.stop()
 
 
 if __name__ == "__main__":

@@ -59,8 +59,9 @@ class Servers:
             process.wait(timeout=60)
 
 
-def start(binary: str, data: Path, log: Path, executors: int) -> Servers:
-    """`standalone` over `data`, spreading queries over `executors` plan executors (0: in-process)."""
+def start(binary: str, data: Path, log: Path, executors: int, indexer: bool = False) -> Servers:
+    """`standalone` over `data`, spreading queries over `executors` plan executors (0:
+    in-process), with its embedded indexer when `indexer`."""
     processes, endpoints = [], []
     out = open(log, "ab")
     for index in range(executors):
@@ -77,7 +78,7 @@ def start(binary: str, data: Path, log: Path, executors: int) -> Servers:
     processes.append(subprocess.Popen(
         [binary, "standalone", "--data-dir", str(data), "--rest-listen", f"127.0.0.1:{port}",
          "--flight-listen", f"127.0.0.1:{flight_port}", *endpoints],
-        stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "LANCEFLEET_INDEXER__EMBEDDED": "false", "NO_COLOR": "1"},
+        stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "LANCEFLEET_INDEXER__EMBEDDED": str(indexer).lower(), "NO_COLOR": "1"},
     ))
     servers = Servers(f"http://127.0.0.1:{port}", f"grpc://127.0.0.1:{flight_port}", processes)
     wait_healthy(servers.url, processes[-1])
