@@ -178,7 +178,8 @@ impl FragmentTargets {
         if slots == 0 {
             return Self { compact: target, split: u64::MAX };
         }
-        let share = facts.rows.div_ceil(slots).max(config.min_fragment_rows);
+        // Rounded down: lance splits `rows` into ⌊rows ÷ share⌋ fragments, all of `slots`.
+        let share = (facts.rows / slots).max(config.min_fragment_rows);
         Self { compact: target.min(share / 2).max(1), split: target.min(share) }
     }
 }
@@ -357,7 +358,7 @@ mod tests {
         };
         let one_fragment = table(&[100_000]);
         let split = |executors| next_job(&one_fragment, &[], &config, executors, &[], false);
-        assert_eq!(split(3), Some(Job::Split { target_rows: 16_667 }), "2 fragments for each of 3 executors");
+        assert_eq!(split(3), Some(Job::Split { target_rows: 16_666 }), "2 fragments for each of 3 executors");
         assert_eq!(split(0), None, "no fleet: queries run in-process");
         assert_eq!(split(1), Some(Job::Split { target_rows: 50_000 }));
         assert_eq!(split(20), Some(Job::Split { target_rows: 10_000 }), "not under min_fragment_rows");
@@ -377,7 +378,7 @@ mod tests {
         let appended = table(&[16_667, 16_667, 16_666, 16_667, 16_667, 16_666, 500, 500, 500, 500]);
         assert_eq!(next_job(&appended, &[], &config, 3, &[], false), Some(Job::Compact { target_rows: 8500 }));
         let doubled = table(&[16_667, 16_667, 16_666, 16_667, 16_667, 16_666, 100_000]);
-        assert_eq!(FragmentTargets::of(&doubled, &config, 3).compact, 16_667);
+        assert_eq!(FragmentTargets::of(&doubled, &config, 3).compact, 16_666);
     }
 
     #[test]
