@@ -3,16 +3,16 @@
     python benchmarks/flat_search.py --bin <release lancefleet> [--rows 100000 --dim 768] [--executors 3]
 
 Builds (once, cached under --work) a table of random float32 vectors with LanceDB OSS (one
-fragment up to 1M rows), starts `lancefleet standalone` over the same directory, then runs
+fragment up to 1M rows; before 2026-11-30, ten of 10k rows), starts `lancefleet standalone` over the same directory, then runs
 the same queries through
  * the official lancedb client against the REST API, and
  * pylance (the same lance version as the server) in this process,
 alternating query by query so machine noise hits both sides alike. Reports p50/p99 and the
 ratio REST / in-process. Not a test: numbers go into the issue notes.
 
-With `--executors N`, the server spreads queries over N plan executors and runs its
-embedded indexer, which splits a copy of the table into fragments for the fleet (2 per
-executor); the REST side searches that copy, and lance in-process searches both the
+With `--executors N` (a table of at least 2 × N × 16384 rows), the server spreads queries
+over N plan executors and runs its embedded indexer, which splits a copy of the table into
+fragments for the fleet (2 per executor); the REST side searches that copy, and lance in-process searches both the
 one-fragment original (what LanceDB OSS users have) and the split copy.
 """
 
@@ -32,24 +32,19 @@ import pyarrow as pa
 from servers import start
 
 
-def build_table(root: Path, rows: int, dim: int) -> None:
-    marker = root / f"bench_{rows}x{dim}.lance"
-    if marker.exists():
-        return
-    rng = np.random.default_rng(42)
-    db = lancedb.connect(str(root))
-    batch = 10_000
-    for start in range(0, rows, batch):
-        count = min(batch, rows - start)
-        vectors = rng.random((count, dim), dtype=np.float32)
-        data = pa.table({
-            "id": pa.array(np.arange(start, start + count, dtype=np.int64)),
-            "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel()), dim),
-        })
-        if start == 0:
-            db.create_table(marker.stem, data)
-        else:
-            db.open_table(marker.stem).add(data)
+def build_table(root: Path, rows: int, dim: int) -> str:
+    """Writes (once) `rows` random vectors with LanceDB OSS in one write: one fragment up to
+    lance's 1M rows per file. Returns the table's name."""
+    name = f"flat_{rows}x{dim}"
+    if (root / f"{name}.lance").exists():
+        return name
+    vectors = np.random.default_rng(42).random((rows, dim), dtype=np.float32)
+    data = pa.table({
+        "id": pa.array(np.arange(rows, dtype=np.int64)),
+        "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel()), dim),
+    })
+    lancedb.connect(str(root)).create_table(name, data)
+    return name
 
 
 def percentile(samples: list[float], q: float) -> float:
@@ -69,28 +64,29 @@ def main() -> None:
 
     root = Path(args.work)
     root.mkdir(parents=True, exist_ok=True)
-    build_table(root, args.rows, args.dim)
-    name = f"bench_{args.rows}x{args.dim}"
-    served = name
-    if args.executors:
-        served = f"{name}_split"
-        if not (root / f"{served}.lance").exists():
-            shutil.copytree(root / f"{name}.lance", root / f"{served}.lance")
+    name = build_table(root, args.rows, args.dim)
+    # The indexer maintains every table of the server's directory: the copy it splits lives
+    # in a directory of its own, the original stays one fragment.
+    data = root / "fleet" if args.executors else root
+    if args.executors and not (data / f"{name}.lance").exists():
+        shutil.copytree(root / f"{name}.lance", data / f"{name}.lance")
 
-    servers = start(args.bin, root, root / "flat_search.log", args.executors, indexer=bool(args.executors))
+    # The embedded indexer splits the copy; it must not index it (a flat search is measured).
+    indexer = {"LANCEFLEET_INDEXER__EMBEDDED": "true", "LANCEFLEET_INDEXER__AUTO_INDEX_MIN_ROWS": "0"}
+    servers = start(args.bin, data, root / "flat_search.log", args.executors, indexer if args.executors else None)
     try:
         local = {"lance in-process": lance.dataset(str(root / f"{name}.lance"))}
         if args.executors:
             wanted = 2 * args.executors
             deadline = time.monotonic() + 600
-            while len(lance.dataset(str(root / f"{served}.lance")).get_fragments()) < wanted:
+            while len(lance.dataset(str(data / f"{name}.lance")).get_fragments()) < wanted:
                 if time.monotonic() > deadline:
-                    raise SystemExit(f"the indexer did not split {served} into {wanted} fragments")
+                    raise SystemExit(f"the indexer did not split the copy into {wanted} fragments")
                 time.sleep(1)
-            local["lance, split copy"] = lance.dataset(str(root / f"{served}.lance"))
+            local["lance, split copy"] = lance.dataset(str(data / f"{name}.lance"))
         fragments = {label: len(dataset.get_fragments()) for label, dataset in local.items()}
         remote = lancedb.connect("db://bench", api_key="bench", host_override=servers.url)
-        remote_table = remote.open_table(served)
+        remote_table = remote.open_table(name)
         rng = np.random.default_rng(7)
         queries = rng.random((args.queries + args.warmup, args.dim), dtype=np.float32)
 

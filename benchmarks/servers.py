@@ -59,9 +59,9 @@ class Servers:
             process.wait(timeout=60)
 
 
-def start(binary: str, data: Path, log: Path, executors: int, indexer: bool = False) -> Servers:
+def start(binary: str, data: Path, log: Path, executors: int, env: dict | None = None) -> Servers:
     """`standalone` over `data`, spreading queries over `executors` plan executors (0:
-    in-process), with its embedded indexer when `indexer`."""
+    in-process), without its embedded indexer unless `env` (more environment for it) says."""
     processes, endpoints = [], []
     out = open(log, "ab")
     for index in range(executors):
@@ -78,7 +78,7 @@ def start(binary: str, data: Path, log: Path, executors: int, indexer: bool = Fa
     processes.append(subprocess.Popen(
         [binary, "standalone", "--data-dir", str(data), "--rest-listen", f"127.0.0.1:{port}",
          "--flight-listen", f"127.0.0.1:{flight_port}", *endpoints],
-        stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "LANCEFLEET_INDEXER__EMBEDDED": str(indexer).lower(), "NO_COLOR": "1"},
+        stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "LANCEFLEET_INDEXER__EMBEDDED": "false", "NO_COLOR": "1", **(env or {})},
     ))
     servers = Servers(f"http://127.0.0.1:{port}", f"grpc://127.0.0.1:{flight_port}", processes)
     wait_healthy(servers.url, processes[-1])
