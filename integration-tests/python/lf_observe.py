@@ -56,13 +56,6 @@ def json_lines(path: Path, since: int = 0) -> list[dict]:
             except ValueError:
                 continue
     return lines
-    for line in text.splitlines():
-        if line.startswith("{"):
-            try:
-                lines.append(json.loads(line))
-            except ValueError:
-                continue
-    return lines
 
 
 class QueryNode:
