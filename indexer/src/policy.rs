@@ -98,7 +98,8 @@ pub struct Optimize {
     pub merge: Option<usize>,
     /// Rows per output segment; `None`: no bound (a merge makes one segment).
     pub segment_rows: Option<u64>,
-    /// Train the index again and rebuild it whole, as segments of `segment_rows`.
+    /// Rebuild the index whole, as segments of `segment_rows` (a vector index trained
+    /// again).
     pub retrain: bool,
 }
 
@@ -142,7 +143,9 @@ pub fn next_job(
         return Some(job);
     }
     if allowed(JobKind::OptimizeIndexes)
-        && let Some(job) = optimize(facts, config, true).or_else(|| optimize(facts, config, false))
+        && let Some(job) = [IndexClass::Vector, IndexClass::FullText, IndexClass::Other]
+            .into_iter()
+            .find_map(|class| optimize(facts, config, class))
     {
         return Some(Job::Optimize(job));
     }
@@ -184,21 +187,53 @@ impl FragmentTargets {
     }
 }
 
-/// The optimization the table's vector indexes (`vector`) or its other indexes need:
-/// - a vector index with a segment of more than twice `vector_segment_rows` over several
-///   fragments (built as one segment, or by LanceDB) is trained again and rebuilt as
-///   segments of `vector_segment_rows`;
-/// - an index with more than `max_index_segments` small segments (under half of
-///   `vector_segment_rows` for a vector index; every segment of the others) has them
-///   merged, a vector index's into segments of at most `vector_segment_rows`;
+/// The kinds of index one optimization covers: each kind is split into segments
+/// differently, and an optimization is one commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum IndexClass {
+    Vector,
+    FullText,
+    Other,
+}
+
+impl IndexClass {
+    fn of(index: &IndexFacts) -> Self {
+        if index.is_vector {
+            Self::Vector
+        } else if index.index_type.eq_ignore_ascii_case("inverted") {
+            Self::FullText
+        } else {
+            Self::Other
+        }
+    }
+
+    /// Rows per segment the indexes of this class are kept at; `None`: not segmented.
+    fn segment_rows(self, config: &IndexerConfig) -> Option<u64> {
+        let rows = match self {
+            Self::Vector => config.vector_segment_rows,
+            Self::FullText => config.full_text_segment_rows,
+            Self::Other => 0,
+        };
+        (rows > 0).then_some(rows)
+    }
+}
+
+/// The optimization the table's indexes of `class` need:
+/// - a vector or full-text index with a segment of more than twice its segment rows
+///   (`vector_segment_rows`, `full_text_segment_rows`) over several fragments (built as
+///   one segment, or by LanceDB) is rebuilt as segments of that size (a vector index
+///   trained again);
+/// - an index with more than `max_index_segments` small segments (under half of its
+///   segment rows for a segmented index; every segment of the others) has them merged,
+///   a segmented index's into segments of at most its segment rows;
 /// - an index missing `optimize_min_unindexed_rows` rows gets them as new segments.
 ///
-/// Segments of a vector index are the unit executors divide its search by, so they are
-/// kept near `vector_segment_rows`; lance searches every segment of the other kinds on
-/// every executor, so those stay one segment plus a few deltas.
-fn optimize(facts: &TableFacts, config: &IndexerConfig, vector: bool) -> Option<Optimize> {
-    let segment_rows = (vector && config.vector_segment_rows > 0).then_some(config.vector_segment_rows);
-    let indexes = facts.indexes.iter().filter(|index| index.is_vector == vector);
+/// Segments of vector and full-text indexes are the unit executors divide their search
+/// by, so they are kept near their segment rows; lance searches every segment of a
+/// scalar index on every executor, so those stay one segment plus a few deltas.
+fn optimize(facts: &TableFacts, config: &IndexerConfig, class: IndexClass) -> Option<Optimize> {
+    let segment_rows = class.segment_rows(config);
+    let indexes = facts.indexes.iter().filter(|index| IndexClass::of(index) == class);
     let job = |indexes: Vec<String>, merge, retrain| Optimize { indexes, merge, segment_rows, retrain };
     if let Some(rows) = segment_rows {
         let unsplit = |index: &&IndexFacts| {
@@ -452,19 +487,51 @@ mod tests {
     }
 
     #[test]
-    fn other_indexes_are_optimized_apart_from_vector_ones_and_unsplit() {
-        let config = IndexerConfig { auto_fts_columns: Vec::new(), vector_segment_rows: 4000, ..config() };
-        let fts = IndexFacts {
-            name: "text_idx".into(),
-            column: "text".into(),
-            index_type: "Inverted".into(),
-            is_vector: false,
-            ..sized_vector_index(500, &[1000; 2])
+    fn full_text_and_scalar_indexes_are_optimized_apart_from_vector_ones() {
+        let config = IndexerConfig {
+            auto_fts_columns: Vec::new(),
+            vector_segment_rows: 4000,
+            full_text_segment_rows: 2000,
+            ..config()
         };
-        let facts = TableFacts { indexes: vec![vector_index(500, 1), fts], ..table(&[1000]) };
+        let named = |name: &str, column: &str, index_type: &str, rows: &[u64]| IndexFacts {
+            name: name.into(),
+            column: column.into(),
+            index_type: index_type.into(),
+            is_vector: false,
+            ..sized_vector_index(500, rows)
+        };
+        let fts = named("text_idx", "text", "Inverted", &[1000; 2]);
+        let btree = named("id_idx", "id", "BTree", &[1000; 2]);
+        let facts = TableFacts { indexes: vec![vector_index(500, 1), fts.clone(), btree.clone()], ..table(&[1000]) };
         assert_eq!(next_job(&facts, &[], &config, 0, &[], false), optimize(&["vector_idx"], None, Some(4000), false));
-        let vector_done = TableFacts { indexes: vec![vector_index(0, 1), facts.indexes[1].clone()], ..facts };
-        assert_eq!(next_job(&vector_done, &[], &config, 0, &[], false), optimize(&["text_idx"], None, None, false));
+        let vector_done = TableFacts { indexes: vec![vector_index(0, 1), fts, btree.clone()], ..facts.clone() };
+        assert_eq!(
+            next_job(&vector_done, &[], &config, 0, &[], false),
+            optimize(&["text_idx"], None, Some(2000), false),
+            "new rows as full-text segments"
+        );
+        let fts_done = TableFacts {
+            indexes: vec![vector_index(0, 1), named("text_idx", "text", "Inverted", &[1000; 2]), btree],
+            ..facts
+        };
+        let fts_done = TableFacts {
+            indexes: fts_done.indexes.into_iter().map(|index| IndexFacts { unindexed_rows: 0, ..index }).collect(),
+            ..fts_done
+        };
+        assert_eq!(next_job(&fts_done, &[], &config, 0, &[], false), None);
+        let mut behind = fts_done.clone();
+        behind.indexes[2].unindexed_rows = 500;
+        assert_eq!(next_job(&behind, &[], &config, 0, &[], false), optimize(&["id_idx"], None, None, false), "unsplit");
+        let mut one_segment = fts_done;
+        one_segment.indexes[1] = IndexFacts { unindexed_rows: 0, ..named("text_idx", "text", "Inverted", &[6000]) };
+        assert_eq!(
+            next_job(&one_segment, &[], &config, 0, &[], false),
+            optimize(&["text_idx"], None, Some(2000), true),
+            "a full-text index built whole is rebuilt as segments"
+        );
+        let off = IndexerConfig { full_text_segment_rows: 0, ..config };
+        assert_eq!(next_job(&one_segment, &[], &off, 0, &[], false), None);
     }
 
     #[test]

@@ -16,6 +16,9 @@ plan executors and `lancefleet indexer` processes, driven by the real `lancedb` 
   with its fragments: every one of 3 executors opens about a third of the index, flat
   results equal exact search, ANN recall is lance's (also with one executor SIGKILLed and
   its segments searched by their replicas), and appends keep the layout;
+- a full-text index is kept as segments of `indexer.full_text_segment_rows` rows: every one
+  of 3 executors opens about a third of it, and scores equal lance's in-process search
+  (also with an executor SIGKILLed, and after appends);
 - a table written as one fragment is split into fragments sized to the fleet, so that all
   3 executors serve it (before: one), with the same rows in the same order;
 - one of 3 executors stopped (SIGSTOP) for 4 s under query load: calls are hedged to the
@@ -432,6 +435,102 @@ def test_a_vector_index_kept_as_segments_divides_its_search_over_executors(tmp_p
         assert all(len(segment["fragment_ids"]) <= 2 for segment in found), f"at most {SEGMENT_ROWS} rows: {found}"
         assert table.search(queries[0]).bypass_vector_index().limit(10).to_arrow()["id"].to_pylist() == \
             exact_top10(*_all(stack.dataset("docs")), queries[0])
+    finally:
+        stack.stop()
+
+
+WORDS = ["lance", "fleet", "vector", "search", "index", "segment", "cache", "query", "shard", "replica",
+         "executor", "tokenizer", "posting", "scorer", "corpus", "fragment"]
+
+
+def documents(ids: np.ndarray, seed: int) -> pa.Table:
+    """Rows whose `text` has 3 to 15 words drawn with Zipf-like frequencies, so BM25 scores
+    vary with term frequency, document length and document frequency."""
+    rng = np.random.default_rng(seed)
+    weights = 1 / np.arange(1, len(WORDS) + 1)
+    weights /= weights.sum()
+    texts = [" ".join(rng.choice(WORDS, size=rng.integers(3, 16), p=weights)) for _ in ids]
+    return pa.table({"id": pa.array(ids, pa.int64()), "text": pa.array(texts)})
+
+
+def test_a_full_text_index_kept_as_segments_divides_its_search_over_executors(tmp_path, moto):
+    """12 fragments of 500 documents, an FTS index asked for by the client: the indexer
+    builds it, then rebuilds it as 6 segments of 1000 rows. Each of 3 executors opens about
+    a third of the index bytes, and every score equals lance's in-process search of the
+    same table (BM25 statistics of the whole corpus, gathered from the executors first),
+    also with one executor SIGKILLed and after appends, which go into new segments."""
+    env = {
+        "LANCEFLEET_INDEXER__FULL_TEXT_SEGMENT_ROWS": str(SEGMENT_ROWS),
+        "LANCEFLEET_INDEXER__TARGET_ROWS_PER_FRAGMENT": "500",
+        "LANCEFLEET_INDEXER__AUTO_INDEX_MIN_ROWS": "0",
+        "LANCEFLEET_INDEXER__AUTO_SCALAR_COLUMNS": "[]",
+        "LANCEFLEET_CLUSTER__HEDGE_AFTER": "off",
+    }
+    stack = Stack(tmp_path, moto, "segmented-fts", executors=3, env=env)
+    try:
+        stack.indexer("ix-0")
+        table = stack.db.create_table("docs", documents(np.arange(500), seed=0))
+        for batch in range(1, 12):
+            table.add(documents(np.arange(batch * 500, (batch + 1) * 500), seed=batch))
+        table.create_index("text", config=FTS())
+
+        def text_segments(covering: int):
+            found = [index for index in stack.dataset("docs").list_indices() if index["name"] == "text_idx"]
+            covered = [fragment for segment in found for fragment in segment["fragment_ids"]]
+            multi = all(len(segment["fragment_ids"]) <= 2 for segment in found)
+            return found if len(set(covered)) == covering and multi and len(found) >= 6 else None
+
+        found = wait_until(lambda: text_segments(12), 120, "the full-text index rebuilt as 6 segments")
+        assert sorted(sorted(segment["fragment_ids"]) for segment in found) == [[2 * i, 2 * i + 1] for i in range(6)]
+        [description] = [d for d in stack.dataset("docs").describe_indices() if d.name == "text_idx"]
+        index_bytes = description.total_size_bytes
+
+        explained = table.search("lance", query_type="fts").limit(10).explain_plan()
+        assert explained.count("one full-text index segment") == 6, explained
+        assert "executors first report their segments' BM25 statistics" in explained, explained
+
+        for executor in stack.executors:
+            executor.stop()
+            shutil.rmtree(executor.cache_dir)
+            executor.start()
+        queries = ["lance", "vector search", "posting scorer corpus", "fragment replica", "cache shard executor",
+                   "tokenizer", "index segment query", "fleet lance vector"]
+
+        def fleet_answers():
+            return [table.search(q, query_type="fts").limit(10).to_arrow() for q in queries]
+
+        def answered():
+            try:
+                return fleet_answers()
+            except (OSError, RuntimeError, ValueError):  # the executors are registering again
+                return None
+
+        fleet = wait_until(answered, 60, "queries answered after the restart")
+        read = [metric(e.metrics(), "lancefleet_cache_index_read_bytes_total", tier="object_store")
+                for e in stack.executors]
+        print(f"full-text index bytes fetched per executor: {read} of {index_bytes}")
+        assert all(0 < bytes_read <= 0.7 * index_bytes for bytes_read in read), (read, index_bytes)
+
+        def same_as_lance(answers, dataset):
+            for q, answer in zip(queries, answers):
+                local = dataset.to_table(columns=["id"], full_text_query=q, limit=10)
+                scores, expected = answer["_score"].to_pylist(), local["_score"].to_pylist()
+                assert np.allclose(scores, expected, rtol=1e-5), (q, scores, expected)
+                # Ids are equal where scores are not tied at the cut.
+                cut = expected[-1]
+                top = lambda t: {i for i, s in zip(t["id"].to_pylist(), t["_score"].to_pylist()) if s > cut + 1e-5}  # noqa: E731
+                assert top(answer) == top(local), q
+
+        same_as_lance(fleet, stack.dataset("docs"))
+
+        stack.executors[0].stop(signal.SIGKILL)
+        same_as_lance(fleet_answers(), stack.dataset("docs"))
+        stack.executors[0].start()
+
+        for start in (6000, 6500):
+            table.add(documents(np.arange(start, start + 500), seed=start))
+        wait_until(lambda: text_segments(14), 120, "the appended rows indexed as a segment")
+        same_as_lance(wait_until(answered, 60, "queries answered after the appends"), stack.dataset("docs"))
     finally:
         stack.stop()
 

@@ -15,7 +15,7 @@ use lancefleet_common::config::ExecutorEndpoint;
 use lancefleet_engine::Catalog;
 use lancefleet_plan_executor::ExecutorService;
 use lancefleet_proto::v1::plan_executor_server::{PlanExecutor, PlanExecutorServer};
-use lancefleet_proto::v1::{AnalyzeReply, CountReply, PlanFragment};
+use lancefleet_proto::v1::{AnalyzeReply, CountReply, FullTextStatsReply, PlanFragment};
 use lancefleet_proto::{ErrorCode, ErrorStatus, RetryTarget};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -220,5 +220,14 @@ impl PlanExecutor for FaultyService {
             return Err(reset());
         }
         self.inner.analyze(request).await
+    }
+
+    async fn full_text_stats(&self, request: Request<PlanFragment>) -> Result<Response<FullTextStatsReply>, Status> {
+        let fault = self.controls.call("full_text_stats", request.get_ref());
+        before(&fault).await?;
+        if fault == Fault::ResetMidStream {
+            return Err(reset());
+        }
+        self.inner.full_text_stats(request).await
     }
 }

@@ -15,11 +15,11 @@ use lance::Dataset;
 use lance::io::RecordBatchStream;
 use lancefleet_common::telemetry;
 use lancefleet_engine::cache::CacheReads;
-use lancefleet_engine::read::execute::{analyze, count, execute};
+use lancefleet_engine::read::execute::{analyze, count, execute, full_text_stats};
 use lancefleet_engine::store_metrics::requests_so_far;
 use lancefleet_engine::{Catalog, EngineError, Scope};
 use lancefleet_proto::v1::plan_executor_server::PlanExecutor;
-use lancefleet_proto::v1::{AnalyzeReply, CountReply, FragmentQuery, PlanFragment};
+use lancefleet_proto::v1::{AnalyzeReply, CountReply, FragmentQuery, FullTextStatsReply, PlanFragment};
 use lancefleet_proto::{ErrorStatus, WIRE_VERSION};
 use moka::future::Cache;
 use tonic::{Request, Response, Status};
@@ -193,5 +193,17 @@ impl PlanExecutor for ExecutorService {
         let reply = async { run.await.map_err(ExecutorError::into_grpc) }.instrument(work.span.clone()).await?;
         work.finish(0);
         Ok(Response::new(reply))
+    }
+
+    async fn full_text_stats(&self, request: Request<PlanFragment>) -> Result<Response<FullTextStatsReply>, Status> {
+        let work = Work::start("full_text_stats", &request, &self.catalog);
+        let plan = request.into_inner();
+        let run = async {
+            let dataset = self.dataset(&plan).await?;
+            Ok::<_, ExecutorError>(full_text_stats(&dataset, scope(&plan)?, query(&plan)?).await?)
+        };
+        let columns = async { run.await.map_err(ExecutorError::into_grpc) }.instrument(work.span.clone()).await?;
+        work.finish(0);
+        Ok(Response::new(FullTextStatsReply { columns }))
     }
 }

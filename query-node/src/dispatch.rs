@@ -97,7 +97,9 @@ impl Dispatcher {
         let partials = match self {
             // An empty version has no fragments to place; lance still knows its schema.
             Self::Cluster(cluster) if !fragments.is_empty() => {
-                cluster.scatter_query(pinned, Spread::of(plan, fragments), part).await?
+                let spread = Spread::of(plan, fragments);
+                let part = cluster.divided(pinned, spread, plan, part).await?;
+                cluster.scatter_query(pinned, spread, &part).await?
             }
             Self::Cluster(_) | Self::Local => vec![execute_collect(pinned.dataset, Scope::WholeTable, part).await?],
         };

@@ -229,6 +229,68 @@ pub async fn vector_segment_anchors(dataset: &Dataset, column: &str) -> Result<V
         .collect())
 }
 
+/// How a full-text search over a table divides among executors: see [`full_text_groups`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FullTextGroups {
+    /// Groups of fragments one executor reads together, in fragment order: those of each
+    /// full-text index segment (joined where segments share a fragment), and the fragments
+    /// some full-text index does not cover (flat-scored with statistics of them all).
+    pub colocate: Vec<Vec<u64>>,
+    /// Some full-text index has several segments over live fragments, so the search can
+    /// divide its index work by segment.
+    pub segmented: bool,
+}
+
+/// The fragment groups of a full-text search of `dataset` ([`FullTextGroups`]).
+pub async fn full_text_groups(dataset: &Dataset) -> Result<FullTextGroups> {
+    let live = dataset.fragments().iter().map(|fragment| fragment.id).collect::<BTreeSet<_>>();
+    let mut groups = FragmentGroups::default();
+    let mut covered_by_all: Option<BTreeSet<u64>> = None;
+    let mut segmented = false;
+    for description in dataset.describe_indices(None).await? {
+        if !description.index_type().eq_ignore_ascii_case("inverted") {
+            continue;
+        }
+        let mut live_segments = 0;
+        for segment in description.metadata() {
+            let fragments = segment.fragment_bitmap.iter().flatten().map(u64::from).filter(|id| live.contains(id));
+            let fragments = fragments.collect::<Vec<_>>();
+            live_segments += usize::from(!fragments.is_empty());
+            groups.join(fragments.into_iter());
+        }
+        segmented |= live_segments > 1;
+        let covered = covered_fragments(description.metadata()).into_iter().map(u64::from).collect();
+        covered_by_all = Some(match covered_by_all {
+            Some(previous) => previous.intersection(&covered).copied().collect(),
+            None => covered,
+        });
+    }
+    let covered = covered_by_all.unwrap_or_default();
+    groups.join(live.iter().copied().filter(|id| !covered.contains(id)));
+    Ok(FullTextGroups { colocate: groups.into_groups(), segmented })
+}
+
+/// The segments of the full-text index `name`, each with the fragment it is placed by
+/// (the first of its group in [`full_text_groups`]); segments over no live fragment are
+/// left out.
+pub async fn full_text_segment_anchors(dataset: &Dataset, name: &str) -> Result<Vec<(IndexMetadata, u64)>> {
+    let live = dataset.fragments().iter().map(|fragment| fragment.id).collect::<BTreeSet<_>>();
+    let anchor_of = full_text_groups(dataset)
+        .await?
+        .colocate
+        .into_iter()
+        .flat_map(|group| group.iter().map(|fragment| (*fragment, group[0])).collect::<Vec<_>>())
+        .collect::<std::collections::HashMap<_, _>>();
+    let segments = dataset.load_indices_by_name(name).await?;
+    Ok(segments
+        .into_iter()
+        .filter_map(|segment| {
+            let first = segment.fragment_bitmap.iter().flatten().map(u64::from).find(|id| live.contains(id))?;
+            Some((segment, anchor_of.get(&first).copied().unwrap_or(first)))
+        })
+        .collect())
+}
+
 /// The groups of fragments `segments` (each with its fragments) make: see
 /// [`vector_segment_groups`].
 fn groups_of(segments: &[(IndexMetadata, Vec<u64>)]) -> Vec<Vec<u64>> {

@@ -14,7 +14,10 @@ use std::time::Duration;
 use lance::Dataset;
 use lance::dataset::index::DatasetIndexRemapperOptions;
 use lance::dataset::optimize::{CompactionOptions, CompactionPlan, TaskData, commit_compaction, plan_compaction};
+use lance::index::DatasetIndexExt;
 use lance::index::optimize::{commit_optimize_indices, plan_optimize_indices};
+use lance::index::scalar::load_segment_params;
+use lance_index::IndexType;
 use lance_index::optimize::OptimizeOptions;
 
 use crate::catalog::facts::MATERIALIZE_DELETIONS_THRESHOLD;
@@ -95,7 +98,9 @@ async fn rewrite(dataset: &mut Dataset, plan: CompactionPlan) -> Result<Option<C
 /// over runs of whole fragments, encoded with the index's model (lance's split
 /// optimize); with `retrain` too, the model is trained again and the whole index rebuilt
 /// as such segments — or nothing is committed when lance cannot split it (a rebuild
-/// into one segment would be asked for again and again). Returns whether it committed.
+/// into one segment would be asked for again and again). A full-text index named alone
+/// with `retrain` is rebuilt as segments with its own parameters (lance's split optimize
+/// only packs new rows). Returns whether it committed.
 ///
 /// It runs lance's plan / execute / commit stages, so the tasks could run elsewhere.
 pub async fn optimize_indexes(
@@ -105,6 +110,11 @@ pub async fn optimize_indexes(
     segment_rows: Option<u64>,
     retrain: bool,
 ) -> Result<bool> {
+    if let (true, Some(rows), [name]) = (retrain, segment_rows, indexes.as_slice())
+        && let Some(column) = full_text_column(dataset, name).await?
+    {
+        return segment_full_text_index(dataset, name, &column, rows).await;
+    }
     let mut options = merge.map_or_else(OptimizeOptions::append, OptimizeOptions::merge);
     options.index_names = Some(indexes);
     options.retrain = retrain;
@@ -124,6 +134,56 @@ pub async fn optimize_indexes(
     }
     let before = dataset.version().version;
     commit_optimize_indices(dataset, merged, &options).await?;
+    Ok(dataset.version().version != before)
+}
+
+/// The column of `name` when it is a full-text index.
+async fn full_text_column(dataset: &Dataset, name: &str) -> Result<Option<String>> {
+    let descriptions = dataset.describe_indices(None).await?;
+    let Some(description) = descriptions.iter().find(|description| description.name() == name) else {
+        return Ok(None);
+    };
+    if !description.index_type().eq_ignore_ascii_case("inverted") {
+        return Ok(None);
+    }
+    let field = description.metadata().first().and_then(|segment| segment.fields.first().copied());
+    Ok(field.and_then(|id| dataset.schema().field_by_id(id)).map(|field| field.name.clone()))
+}
+
+/// Rebuilds the full-text index `name` on `column` as segments over runs of whole
+/// fragments of at most `segment_rows` live rows (a fragment is never split), packed in
+/// fragment order as lance's split optimize packs new rows, with the index's own
+/// tokenizer parameters; one commit replaces its old segments. Returns `false` and
+/// commits nothing when the table makes one run.
+async fn segment_full_text_index(dataset: &mut Dataset, name: &str, column: &str, segment_rows: u64) -> Result<bool> {
+    let segments = dataset.load_indices_by_name(name).await?;
+    let Some(last) = segments.last() else { return Ok(false) };
+    let params = load_segment_params(dataset, last).await?;
+    let mut runs: Vec<(Vec<u32>, u64)> = Vec::new();
+    for fragment in dataset.get_fragments() {
+        let rows = u64::try_from(fragment.count_rows(None).await?).unwrap_or(u64::MAX);
+        let id = u32::try_from(fragment.id())
+            .map_err(|_| EngineError::internal(format!("fragment id {} past u32", fragment.id())))?;
+        match runs.last_mut() {
+            Some((run, run_rows)) if run_rows.saturating_add(rows) <= segment_rows => {
+                run.push(id);
+                *run_rows += rows;
+            }
+            _ => runs.push((vec![id], rows)),
+        }
+    }
+    if runs.len() < 2 {
+        return Ok(false);
+    }
+    let mut built = Vec::with_capacity(runs.len());
+    for (fragments, _) in runs {
+        let columns = [column];
+        let builder = dataset.create_index_builder(&columns, IndexType::Inverted, &params);
+        let mut builder = builder.name(name.to_string()).replace(true).fragments(fragments);
+        built.push(builder.execute_uncommitted().await?);
+    }
+    let before = dataset.version().version;
+    dataset.commit_existing_index_segments(name, column, built).await?;
     Ok(dataset.version().version != before)
 }
 

@@ -10,15 +10,18 @@ use std::time::Instant;
 
 use arrow_array::{ArrayRef, FixedSizeListArray, Float32Array, UInt8Array};
 use arrow_schema::{DataType, Field};
+use datafusion::physical_plan::ExecutionPlan;
 use futures::TryStreamExt;
 use lance::Dataset;
 use lance::dataset::scanner::{DatasetRecordBatchStream, Scanner};
 use lance::io::RecordBatchStream;
+use lance_datafusion::exec::{LanceExecutionOptions, analyze_plan, execute_plan};
 use lance_index::scalar::FullTextSearchQuery;
-use lancefleet_proto::v1::{AnalyzeReply, FragmentQuery, NearestQuery, VectorKind};
+use lancefleet_proto::v1::{AnalyzeReply, Bm25Stats, FragmentQuery, NearestQuery, VectorKind};
 
 use crate::catalog::Catalog;
 use crate::error::{EngineError, Result};
+use crate::read::corpus;
 use crate::read::merge::{DISTANCE_COLUMN, SCORE_COLUMN};
 use crate::read::output::QueryOutput;
 use crate::read::plan::check_bytes;
@@ -35,7 +38,47 @@ pub enum Scope<'a> {
 
 /// Starts `query` over `scope` of `dataset`; rows stream as lance produces them.
 pub async fn execute(dataset: &Dataset, scope: Scope<'_>, query: &FragmentQuery) -> Result<DatasetRecordBatchStream> {
-    Ok(build_scanner(dataset, scope, query)?.try_into_stream().await?)
+    let scanner = build_scanner(dataset, scope, query)?;
+    if query.corpus_stats.is_empty() {
+        return Ok(scanner.try_into_stream().await?);
+    }
+    let plan = divided_plan(dataset, &scanner, scope, query).await?;
+    Ok(DatasetRecordBatchStream::new(execute_plan(plan, LanceExecutionOptions::default())?))
+}
+
+/// The BM25 statistics of the full-text index segments `scope` owns for the terms of
+/// `query` (see [`corpus`]): what an executor answers in the first phase of a full-text
+/// search divided by segment.
+pub async fn full_text_stats(dataset: &Dataset, scope: Scope<'_>, query: &FragmentQuery) -> Result<Vec<Bm25Stats>> {
+    if query.full_text.is_none() {
+        return Err(EngineError::invalid_input("full-text statistics need a full-text query"));
+    }
+    let scanner = build_scanner(dataset, scope, query)?;
+    let plan = Box::pin(scanner.create_plan()).await?;
+    let all;
+    let fragments = match scope {
+        Scope::Fragments(ids) => ids,
+        Scope::WholeTable => {
+            all = dataset.fragments().iter().map(|fragment| fragment.id).collect::<Vec<_>>();
+            &all
+        }
+    };
+    corpus::statistics(dataset, &plan, fragments).await
+}
+
+/// Lance's plan of `scanner`, its full-text match leaves restricted to the index segments
+/// over `scope` and scored with `query`'s corpus statistics.
+async fn divided_plan(
+    dataset: &Dataset,
+    scanner: &Scanner,
+    scope: Scope<'_>,
+    query: &FragmentQuery,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    let plan = Box::pin(scanner.create_plan()).await?;
+    match scope {
+        Scope::Fragments(ids) => corpus::restrict_to_owned_segments(dataset, plan, ids, &query.corpus_stats).await,
+        Scope::WholeTable => Ok(plan),
+    }
 }
 
 /// Runs `query` over `scope` and collects its rows.
@@ -58,7 +101,12 @@ pub async fn analyze(
 ) -> Result<AnalyzeReply> {
     let before = catalog.cache_reads();
     let started = Instant::now();
-    let plan = build_scanner(dataset, scope, query)?.analyze_plan().await?;
+    let scanner = build_scanner(dataset, scope, query)?;
+    let plan = if query.corpus_stats.is_empty() {
+        scanner.analyze_plan().await?
+    } else {
+        analyze_plan(divided_plan(dataset, &scanner, scope, query).await?, LanceExecutionOptions::default()).await?
+    };
     let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     let reads = catalog.cache_reads().since(&before);
     Ok(AnalyzeReply { plan, elapsed_ms, cache_hits: reads.hits(), cache_misses: reads.misses })

@@ -3,6 +3,7 @@
 //! fragment query with lance's scanner over some fragments ([`execute`], the work of a
 //! plan executor), and the exact merge of the partial results ([`merge`]).
 
+pub mod corpus;
 pub mod execute;
 pub mod merge;
 pub mod output;

@@ -20,16 +20,13 @@
 //! the uncovered rows it scans. So that those statistics are the whole tail's, as in one
 //! process, a full-text search keeps every uncovered fragment on one executor.
 
-use std::collections::BTreeSet;
-
 use arrow_schema::Schema;
 use lance::Dataset;
-use lance::index::DatasetIndexExt;
 use lancefleet_proto::v1::{
     DistanceType, FragmentQuery, NearestQuery, OutputColumn, Projection as WireProjection, VectorKind,
 };
 
-use crate::catalog::facts::{covered_fragments, vector_segment_groups};
+use crate::catalog::facts::{full_text_groups, vector_segment_groups};
 use crate::error::{EngineError, Result};
 use crate::read::query::{Projection, TableQuery};
 use crate::read::vector_column::{VectorColumn, resolve_vector_column};
@@ -82,9 +79,14 @@ pub struct QueryPlan {
     pub merge: Merge,
     /// Prepend the Int32 `query_index` column (several query vectors).
     pub query_index: bool,
-    /// Groups of fragments one executor must read together: those no full-text index
-    /// covers (a full-text search), those of one vector index segment (a vector search).
+    /// Groups of fragments one executor must read together: those of one full-text index
+    /// segment and those no full-text index covers (a full-text search), those of one
+    /// vector index segment (a vector search).
     pub colocate: Vec<Vec<u64>>,
+    /// A full-text search over an index kept as segments: executors first report their
+    /// segments' BM25 statistics, then search only those segments, scored with the sums
+    /// (see [`crate::read::corpus`]).
+    pub divide_full_text: bool,
 }
 
 /// Compiles `query` against the schema and size of `dataset` (the pinned version).
@@ -105,9 +107,9 @@ pub async fn plan_query(dataset: &Dataset, query: &TableQuery) -> Result<QueryPl
             ..Default::default()
         };
         let plan = split_or_whole(vec![part], splits, MergeOrder::Score, query, offset, limit);
-        let uncovered = fragments_without_full_text_index(dataset).await?;
-        let colocate = if uncovered.len() > 1 { vec![uncovered] } else { Vec::new() };
-        return Ok(QueryPlan { colocate, ..plan });
+        let groups = full_text_groups(dataset).await?;
+        let divide_full_text = splits && groups.segmented;
+        return Ok(QueryPlan { colocate: groups.colocate, divide_full_text, ..plan });
     }
     let vectors = &query.vector.0;
     if vectors.is_empty() {
@@ -121,7 +123,14 @@ pub async fn plan_query(dataset: &Dataset, query: &TableQuery) -> Result<QueryPl
             ..Default::default()
         };
         let merge = Merge { order: MergeOrder::Manifest, offset, limit, drop_row_id: false, drop_row_address: true };
-        return Ok(QueryPlan { parts: vec![scan], splits: true, merge, query_index: false, colocate: Vec::new() });
+        return Ok(QueryPlan {
+            parts: vec![scan],
+            splits: true,
+            merge,
+            query_index: false,
+            colocate: Vec::new(),
+            divide_full_text: false,
+        });
     }
 
     let schema = Schema::from(dataset.schema());
@@ -205,30 +214,7 @@ fn split_or_whole(
         .into_iter()
         .map(|part| FragmentQuery { limit: part_limit, offset: part_offset, with_row_id, ..part })
         .collect();
-    QueryPlan { parts, splits, merge, query_index: false, colocate: Vec::new() }
-}
-
-/// The fragments of `dataset` that some full-text index does not cover (every fragment
-/// when there is none: a flat full-text search needs all rows for its statistics).
-async fn fragments_without_full_text_index(dataset: &Dataset) -> Result<Vec<u64>> {
-    let mut covered_by_all: Option<BTreeSet<u32>> = None;
-    for description in dataset.describe_indices(None).await? {
-        if !description.index_type().eq_ignore_ascii_case("inverted") {
-            continue;
-        }
-        let covered = covered_fragments(description.metadata());
-        covered_by_all = Some(match covered_by_all {
-            Some(previous) => previous.intersection(&covered).copied().collect(),
-            None => covered,
-        });
-    }
-    let covered = covered_by_all.unwrap_or_default();
-    Ok(dataset
-        .fragments()
-        .iter()
-        .map(|fragment| fragment.id)
-        .filter(|id| !u32::try_from(*id).is_ok_and(|id| covered.contains(&id)))
-        .collect())
+    QueryPlan { parts, splits, merge, query_index: false, colocate: Vec::new(), divide_full_text: false }
 }
 
 fn nearest_query(

@@ -4,6 +4,7 @@
 //! where the error's retry target says: on each fragment's next executor, or on the same
 //! one.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
@@ -20,9 +21,10 @@ use lancefleet_common::config::{ClusterConfig, ExecutorEndpoint};
 use lancefleet_common::membership::Membership;
 use lancefleet_common::placement::{Placement, first_choice_shares};
 use lancefleet_common::telemetry;
-use lancefleet_engine::QueryOutput;
+use lancefleet_engine::read::corpus::add_statistics;
+use lancefleet_engine::{QueryOutput, QueryPlan};
 use lancefleet_proto::v1::plan_executor_client::PlanExecutorClient;
-use lancefleet_proto::v1::{AnalyzeReply, FragmentQuery, PlanFragment};
+use lancefleet_proto::v1::{AnalyzeReply, Bm25Stats, FragmentQuery, PlanFragment};
 use lancefleet_proto::{ErrorCode, ErrorStatus, RetryTarget, WIRE_VERSION};
 use tokio::sync::watch;
 use tonic::service::Interceptor;
@@ -235,6 +237,48 @@ impl Cluster {
             Ok(rows.boxed())
         })
         .await
+    }
+
+    /// The corpus-wide BM25 statistics of the full-text index segments a full-text `query`
+    /// searches over `spread` of `pinned`: each executor's for the segments it owns, added
+    /// up. Empty when some executor does not know the call (an older version): executors
+    /// then search every segment, which scores the same.
+    async fn corpus_stats(
+        &self,
+        pinned: Pinned<'_>,
+        spread: Spread<'_>,
+        query: &FragmentQuery,
+    ) -> Result<Vec<Bm25Stats>, ApiError> {
+        let template = self.template(pinned, spread.whole_table, query);
+        let partials = self
+            .scatter(pinned.uri, spread, &template, |(_, mut client, fragment)| async move {
+                match client.full_text_stats(fragment).await {
+                    Ok(reply) => Ok(Some(reply.into_inner().columns)),
+                    Err(status) if status.code() == tonic::Code::Unimplemented => Ok(None),
+                    Err(status) => Err(ErrorStatus::from_grpc(&status)),
+                }
+            })
+            .await?;
+        if partials.iter().any(Option::is_none) {
+            return Ok(Vec::new());
+        }
+        Ok(add_statistics(partials.into_iter().flatten()))
+    }
+
+    /// `part` of `plan` as executors run it over `spread`: with the corpus statistics of
+    /// its full-text index segments when the plan divides a full-text search by segment.
+    pub async fn divided<'q>(
+        &self,
+        pinned: Pinned<'_>,
+        spread: Spread<'_>,
+        plan: &QueryPlan,
+        part: &'q FragmentQuery,
+    ) -> Result<Cow<'q, FragmentQuery>, ApiError> {
+        if !plan.divide_full_text {
+            return Ok(Cow::Borrowed(part));
+        }
+        let corpus_stats = self.corpus_stats(pinned, spread, part).await?;
+        Ok(Cow::Owned(FragmentQuery { corpus_stats, ..part.clone() }))
     }
 
     /// Counts the rows of `fragments` of `pinned` matching `filter`, one count per executor.

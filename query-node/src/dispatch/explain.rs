@@ -16,7 +16,7 @@ impl Dispatcher {
     /// The plan of `plan` over `pinned`, without running it.
     pub async fn explain(&self, pinned: Pinned<'_>, plan: &QueryPlan, verbose: bool) -> Result<String, ApiError> {
         let fragments = pinned.fragment_ids();
-        let mut text = header(pinned, plan, fragments.len());
+        let mut text = header(self, pinned, plan, fragments.len());
         for (index, part) in plan.parts.iter().enumerate() {
             let placed = match self {
                 Self::Cluster(cluster) if !fragments.is_empty() => {
@@ -43,11 +43,13 @@ impl Dispatcher {
     /// Runs `plan` over `pinned` and reports how each executor's share went.
     pub async fn analyze(&self, pinned: Pinned<'_>, plan: &QueryPlan, catalog: &Catalog) -> Result<String, ApiError> {
         let fragments = pinned.fragment_ids();
-        let mut text = header(pinned, plan, fragments.len());
+        let mut text = header(self, pinned, plan, fragments.len());
         for (index, part) in plan.parts.iter().enumerate() {
             match self {
                 Self::Cluster(cluster) if !fragments.is_empty() => {
-                    let runs = cluster.scatter_analyze(pinned, Spread::of(plan, &fragments), part).await?;
+                    let spread = Spread::of(plan, &fragments);
+                    let part = cluster.divided(pinned, spread, plan, part).await?;
+                    let runs = cluster.scatter_analyze(pinned, spread, &part).await?;
                     let _ = writeln!(text, "Part {index}: {}", where_part_runs(self, plan, runs.len()));
                     for (node, ids, run) in runs {
                         let scope = if plan.splits { format!("fragments {ids:?}") } else { "the whole version".into() };
@@ -65,7 +67,7 @@ impl Dispatcher {
 }
 
 /// The table, version and merge of a plan.
-fn header(pinned: Pinned<'_>, plan: &QueryPlan, fragments: usize) -> String {
+fn header(dispatcher: &Dispatcher, pinned: Pinned<'_>, plan: &QueryPlan, fragments: usize) -> String {
     let merge = &plan.merge;
     let order = match merge.order {
         MergeOrder::Distance => "by _distance ascending, then _rowid",
@@ -86,12 +88,18 @@ fn header(pinned: Pinned<'_>, plan: &QueryPlan, fragments: usize) -> String {
         text.push_str("Parts run concurrently, one per query vector.\n");
     }
     let why = if plan.parts.iter().any(|part| part.full_text.is_some()) {
-        "not covered by every full-text index"
+        "one full-text index segment, or not covered by every full-text index"
     } else {
         "one vector index segment"
     };
     for group in &plan.colocate {
         let _ = writeln!(text, "Fragments {group:?} ({why}) are searched together, by one executor");
+    }
+    if plan.divide_full_text && matches!(dispatcher, Dispatcher::Cluster(_)) {
+        text.push_str(
+            "Full-text index segments: executors first report their segments' BM25 statistics, then each \
+             searches only its own segments, scored with the sums\n",
+        );
     }
     text
 }
