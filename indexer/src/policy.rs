@@ -143,7 +143,7 @@ pub fn next_job(
         return Some(job);
     }
     if allowed(JobKind::OptimizeIndexes)
-        && let Some(job) = [IndexClass::Vector, IndexClass::FullText, IndexClass::Other]
+        && let Some(job) = [IndexClass::Vector, IndexClass::Segmented, IndexClass::Other]
             .into_iter()
             .find_map(|class| optimize(facts, config, class))
     {
@@ -187,12 +187,17 @@ impl FragmentTargets {
     }
 }
 
+/// Index kinds other than vector ones that lance merges by segment, so that they can be
+/// kept as segments (lance's split optimize; `lance::index::optimize`).
+const SEGMENTED_KINDS: [&str; 4] = ["inverted", "btree", "bitmap", "ngram"];
+
 /// The kinds of index one optimization covers: each kind is split into segments
 /// differently, and an optimization is one commit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum IndexClass {
     Vector,
-    FullText,
+    /// Full-text and scalar kinds kept as segments.
+    Segmented,
     Other,
 }
 
@@ -200,8 +205,8 @@ impl IndexClass {
     fn of(index: &IndexFacts) -> Self {
         if index.is_vector {
             Self::Vector
-        } else if index.index_type.eq_ignore_ascii_case("inverted") {
-            Self::FullText
+        } else if SEGMENTED_KINDS.iter().any(|kind| index.index_type.eq_ignore_ascii_case(kind)) {
+            Self::Segmented
         } else {
             Self::Other
         }
@@ -211,7 +216,7 @@ impl IndexClass {
     fn segment_rows(self, config: &IndexerConfig) -> Option<u64> {
         let rows = match self {
             Self::Vector => config.vector_segment_rows,
-            Self::FullText => config.full_text_segment_rows,
+            Self::Segmented => config.index_segment_rows,
             Self::Other => 0,
         };
         (rows > 0).then_some(rows)
@@ -219,18 +224,18 @@ impl IndexClass {
 }
 
 /// The optimization the table's indexes of `class` need:
-/// - a vector or full-text index with a segment of more than twice its segment rows
-///   (`vector_segment_rows`, `full_text_segment_rows`) over several fragments (built as
-///   one segment, or by LanceDB) is rebuilt as segments of that size (a vector index
-///   trained again);
+/// - a vector, full-text or segmented scalar index with a segment of more than twice its
+///   segment rows (`vector_segment_rows`, `index_segment_rows`) over several fragments
+///   (built as one segment, or by LanceDB) is rebuilt as segments of that size (a vector
+///   index trained again);
 /// - an index with more than `max_index_segments` small segments (under half of its
 ///   segment rows for a segmented index; every segment of the others) has them merged,
 ///   a segmented index's into segments of at most its segment rows;
 /// - an index missing `optimize_min_unindexed_rows` rows gets them as new segments.
 ///
-/// Segments of vector and full-text indexes are the unit executors divide their search
-/// by, so they are kept near their segment rows; lance searches every segment of a
-/// scalar index on every executor, so those stay one segment plus a few deltas.
+/// Segments are the unit executors divide index work by, so they are kept near their
+/// segment rows; the other kinds (label lists, zone maps, …) stay one segment plus a few
+/// deltas, as lance cannot merge them by segment.
 fn optimize(facts: &TableFacts, config: &IndexerConfig, class: IndexClass) -> Option<Optimize> {
     let segment_rows = class.segment_rows(config);
     let indexes = facts.indexes.iter().filter(|index| IndexClass::of(index) == class);
@@ -487,51 +492,53 @@ mod tests {
     }
 
     #[test]
-    fn full_text_and_scalar_indexes_are_optimized_apart_from_vector_ones() {
+    fn full_text_and_scalar_indexes_are_kept_as_segments_apart_from_vector_ones() {
         let config = IndexerConfig {
             auto_fts_columns: Vec::new(),
             vector_segment_rows: 4000,
-            full_text_segment_rows: 2000,
+            index_segment_rows: 2000,
             ..config()
         };
-        let named = |name: &str, column: &str, index_type: &str, rows: &[u64]| IndexFacts {
+        let named = |name: &str, index_type: &str, unindexed_rows: u64, rows: &[u64]| IndexFacts {
             name: name.into(),
-            column: column.into(),
+            column: name.trim_end_matches("_idx").into(),
             index_type: index_type.into(),
             is_vector: false,
-            ..sized_vector_index(500, rows)
+            ..sized_vector_index(unindexed_rows, rows)
         };
-        let fts = named("text_idx", "text", "Inverted", &[1000; 2]);
-        let btree = named("id_idx", "id", "BTree", &[1000; 2]);
-        let facts = TableFacts { indexes: vec![vector_index(500, 1), fts.clone(), btree.clone()], ..table(&[1000]) };
-        assert_eq!(next_job(&facts, &[], &config, 0, &[], false), optimize(&["vector_idx"], None, Some(4000), false));
-        let vector_done = TableFacts { indexes: vec![vector_index(0, 1), fts, btree.clone()], ..facts.clone() };
+        let with = |indexes: Vec<IndexFacts>| TableFacts { indexes, ..table(&[1000]) };
+        let behind = |vector| {
+            with(vec![
+                vector_index(vector, 1),
+                named("text_idx", "Inverted", 500, &[1000; 2]),
+                named("id_idx", "BTree", 500, &[1000; 2]),
+                named("tags_idx", "LabelList", 0, &[1000; 2]),
+            ])
+        };
         assert_eq!(
-            next_job(&vector_done, &[], &config, 0, &[], false),
-            optimize(&["text_idx"], None, Some(2000), false),
-            "new rows as full-text segments"
+            next_job(&behind(500), &[], &config, 0, &[], false),
+            optimize(&["vector_idx"], None, Some(4000), false)
         );
-        let fts_done = TableFacts {
-            indexes: vec![vector_index(0, 1), named("text_idx", "text", "Inverted", &[1000; 2]), btree],
-            ..facts
-        };
-        let fts_done = TableFacts {
-            indexes: fts_done.indexes.into_iter().map(|index| IndexFacts { unindexed_rows: 0, ..index }).collect(),
-            ..fts_done
-        };
-        assert_eq!(next_job(&fts_done, &[], &config, 0, &[], false), None);
-        let mut behind = fts_done.clone();
-        behind.indexes[2].unindexed_rows = 500;
-        assert_eq!(next_job(&behind, &[], &config, 0, &[], false), optimize(&["id_idx"], None, None, false), "unsplit");
-        let mut one_segment = fts_done;
-        one_segment.indexes[1] = IndexFacts { unindexed_rows: 0, ..named("text_idx", "text", "Inverted", &[6000]) };
         assert_eq!(
-            next_job(&one_segment, &[], &config, 0, &[], false),
+            next_job(&behind(0), &[], &config, 0, &[], false),
+            optimize(&["text_idx", "id_idx"], None, Some(2000), false),
+            "new rows as full-text and scalar segments"
+        );
+        let labels_behind =
+            with(vec![named("text_idx", "Inverted", 0, &[1000; 2]), named("tags_idx", "LabelList", 500, &[1000; 2])]);
+        assert_eq!(
+            next_job(&labels_behind, &[], &config, 0, &[], false),
+            optimize(&["tags_idx"], None, None, false),
+            "label lists are not segmented"
+        );
+        let whole = with(vec![named("text_idx", "Inverted", 0, &[6000]), named("id_idx", "BTree", 0, &[1000; 3])]);
+        assert_eq!(
+            next_job(&whole, &[], &config, 0, &[], false),
             optimize(&["text_idx"], None, Some(2000), true),
-            "a full-text index built whole is rebuilt as segments"
+            "an index built whole is rebuilt as segments"
         );
-        let off = IndexerConfig { full_text_segment_rows: 0, ..config };
-        assert_eq!(next_job(&one_segment, &[], &off, 0, &[], false), None);
+        let off = IndexerConfig { index_segment_rows: 0, ..config };
+        assert_eq!(next_job(&whole, &[], &off, 0, &[], false), None);
     }
 
     #[test]

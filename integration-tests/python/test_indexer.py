@@ -16,9 +16,9 @@ plan executors and `lancefleet indexer` processes, driven by the real `lancedb` 
   with its fragments: every one of 3 executors opens about a third of the index, flat
   results equal exact search, ANN recall is lance's (also with one executor SIGKILLed and
   its segments searched by their replicas), and appends keep the layout;
-- a full-text index is kept as segments of `indexer.full_text_segment_rows` rows: every one
-  of 3 executors opens about a third of it, and scores equal lance's in-process search
-  (also with an executor SIGKILLed, and after appends);
+- full-text and BTREE indexes are kept as segments of `indexer.index_segment_rows` rows:
+  every one of 3 executors opens about a third of each, scores equal lance's in-process
+  search (also with an executor SIGKILLed, and after appends), filtered scans lance's rows;
 - a table written as one fragment is split into fragments sized to the fleet, so that all
   3 executors serve it (before: one), with the same rows in the same order;
 - one of 3 executors stopped (SIGSTOP) for 4 s under query load: calls are hedged to the
@@ -39,7 +39,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 import requests
-from lancedb.index import FTS, IvfFlat, IvfPq
+from lancedb.index import FTS, BTree, IvfFlat, IvfPq
 
 from conftest import BUCKET, LanceFleetServer, PlanExecutor, s3_env, storage_options
 from lf_control import Etcd, Indexer, QueryLoad, etcd_env, wait_until
@@ -453,14 +453,15 @@ def documents(ids: np.ndarray, seed: int) -> pa.Table:
     return pa.table({"id": pa.array(ids, pa.int64()), "text": pa.array(texts)})
 
 
-def test_a_full_text_index_kept_as_segments_divides_its_search_over_executors(tmp_path, moto):
-    """12 fragments of 500 documents, an FTS index asked for by the client: the indexer
-    builds it, then rebuilds it as 6 segments of 1000 rows. Each of 3 executors opens about
-    a third of the index bytes, and every score equals lance's in-process search of the
-    same table (BM25 statistics of the whole corpus, gathered from the executors first),
-    also with one executor SIGKILLed and after appends, which go into new segments."""
+def test_full_text_and_scalar_indexes_kept_as_segments_divide_over_executors(tmp_path, moto):
+    """12 fragments of 500 documents, an FTS and a BTREE index asked for by the client: the
+    indexer builds them, then rebuilds them as 6 segments of 1000 rows. Each of 3 executors
+    opens about a third of each index's bytes; every score equals lance's in-process search
+    of the same table (BM25 statistics of the whole corpus, gathered from the executors
+    first), also with one executor SIGKILLed and after appends, which go into new segments;
+    filtered scans answered by the BTREE segments return lance's rows."""
     env = {
-        "LANCEFLEET_INDEXER__FULL_TEXT_SEGMENT_ROWS": str(SEGMENT_ROWS),
+        "LANCEFLEET_INDEXER__INDEX_SEGMENT_ROWS": str(SEGMENT_ROWS),
         "LANCEFLEET_INDEXER__TARGET_ROWS_PER_FRAGMENT": "500",
         "LANCEFLEET_INDEXER__AUTO_INDEX_MIN_ROWS": "0",
         "LANCEFLEET_INDEXER__AUTO_SCALAR_COLUMNS": "[]",
@@ -473,17 +474,20 @@ def test_a_full_text_index_kept_as_segments_divides_its_search_over_executors(tm
         for batch in range(1, 12):
             table.add(documents(np.arange(batch * 500, (batch + 1) * 500), seed=batch))
         table.create_index("text", config=FTS())
+        table.create_index("id", config=BTree())
 
-        def text_segments(covering: int):
-            found = [index for index in stack.dataset("docs").list_indices() if index["name"] == "text_idx"]
+        def text_segments(covering: int, name: str = "text_idx"):
+            found = [index for index in stack.dataset("docs").list_indices() if index["name"] == name]
             covered = [fragment for segment in found for fragment in segment["fragment_ids"]]
             multi = all(len(segment["fragment_ids"]) <= 2 for segment in found)
             return found if len(set(covered)) == covering and multi and len(found) >= 6 else None
 
-        found = wait_until(lambda: text_segments(12), 120, "the full-text index rebuilt as 6 segments")
-        assert sorted(sorted(segment["fragment_ids"]) for segment in found) == [[2 * i, 2 * i + 1] for i in range(6)]
-        [description] = [d for d in stack.dataset("docs").describe_indices() if d.name == "text_idx"]
-        index_bytes = description.total_size_bytes
+        pairs = [[2 * i, 2 * i + 1] for i in range(6)]
+        for name in ("text_idx", "id_idx"):
+            found = wait_until(lambda: text_segments(12, name), 120, f"{name} rebuilt as 6 segments")
+            assert sorted(sorted(segment["fragment_ids"]) for segment in found) == pairs, found
+        sizes = {d.name: d.total_size_bytes for d in stack.dataset("docs").describe_indices()}
+        index_bytes = sizes["text_idx"]
 
         explained = table.search("lance", query_type="fts").limit(10).explain_plan()
         assert explained.count("one full-text index segment") == 6, explained
@@ -522,6 +526,19 @@ def test_a_full_text_index_kept_as_segments_divides_its_search_over_executors(tm
                 assert top(answer) == top(local), q
 
         same_as_lance(fleet, stack.dataset("docs"))
+
+        # Filtered scans: each executor opens only the BTREE segments over its fragments.
+        fetched = lambda: [metric(e.metrics(), "lancefleet_cache_index_read_bytes_total", tier="object_store")  # noqa: E731
+                           for e in stack.executors]
+        before = fetched()
+        filters = ["id >= 250", "id < 5800 AND id > 40", "id >= 1000 AND id < 5000"]
+        for where in filters:
+            rows = table.search().where(where).limit(10_000).to_arrow()["id"].to_pylist()
+            local = stack.dataset("docs").to_table(columns=["id"], filter=where)["id"].to_pylist()
+            assert sorted(rows) == sorted(local), where
+        read = [after - earlier for after, earlier in zip(fetched(), before)]
+        print(f"BTREE index bytes fetched per executor: {read} of {sizes['id_idx']}")
+        assert all(0 < bytes_read <= 0.7 * sizes["id_idx"] for bytes_read in read), (read, sizes["id_idx"])
 
         stack.executors[0].stop(signal.SIGKILL)
         same_as_lance(fleet_answers(), stack.dataset("docs"))

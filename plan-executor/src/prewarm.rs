@@ -12,7 +12,9 @@ use lancefleet_common::Shutdown;
 use lancefleet_common::config::{ClusterConfig, ExecutorEndpoint};
 use lancefleet_common::events::{BusUpdate, ChangeKind, EventBus, TableEvent};
 use lancefleet_common::placement::Placement;
-use lancefleet_engine::catalog::facts::{full_text_segment_anchors, index_facts, vector_segment_anchors};
+use lancefleet_engine::catalog::facts::{
+    full_text_segment_anchors, index_facts, scalar_segment_anchors, vector_segment_anchors,
+};
 use lancefleet_engine::{Catalog, EngineError, TableId};
 use tokio::sync::watch;
 
@@ -86,16 +88,15 @@ impl Prewarmer {
         if matches!(event.kind, ChangeKind::IndexBuilt | ChangeKind::IndexOptimized) {
             let indexes = index_facts(&dataset).await?;
             for index in &indexes {
-                // Of a vector or full-text index, only the segments placed here (searches
-                // send each segment's fragments to one executor): the others are other
-                // executors' work. Lance searches every segment of the other kinds.
+                // Only the segments placed here (reads send each segment's fragments to one
+                // executor, which opens only the segments over them): the others are
+                // other executors' work.
                 let anchors = if index.is_vector {
                     vector_segment_anchors(&dataset, &index.column).await?
                 } else if index.index_type.eq_ignore_ascii_case("inverted") {
                     full_text_segment_anchors(&dataset, &index.name).await?
                 } else {
-                    dataset.prewarm_index(&index.name).await?;
-                    continue;
+                    scalar_segment_anchors(&dataset, &index.name).await?
                 };
                 let placed_here = self.owned(&uri, &anchors.iter().map(|(_, anchor)| *anchor).collect::<Vec<_>>());
                 let owned =

@@ -454,12 +454,13 @@ pub struct IndexerConfig {
     /// A fragment is never split, so a segment holds at least one. 0 keeps each vector
     /// index as one segment plus append deltas, as LanceDB does. Default: 1048576.
     pub vector_segment_rows: u64,
-    /// Rows per segment of a full-text index, kept like `vector_segment_rows`: segments
-    /// over runs of whole fragments, each placed with its fragments, so that an executor
-    /// searches only its own segments (scored with BM25 statistics of the whole table,
-    /// gathered from every executor first). 0 keeps one segment plus append deltas, as
-    /// LanceDB does. Default: 1048576.
-    pub full_text_segment_rows: u64,
+    /// Rows per segment of a full-text (FTS) or scalar index of a kind lance merges by
+    /// segment (BTREE, BITMAP, NGRAM), kept like `vector_segment_rows`: segments over runs
+    /// of whole fragments, each placed with its fragments, so that an executor opens only
+    /// its own segments (a full-text search scores with BM25 statistics of the whole
+    /// table, gathered from every executor first). 0 keeps one segment plus append
+    /// deltas, as LanceDB does. Default: 1048576.
+    pub index_segment_rows: u64,
     /// Create a vector index (IVF_PQ, `{column}_idx`) on a table's vector column once the
     /// table has this many rows and no vector index; 0 never does. Default: 100000.
     pub auto_index_min_rows: u64,
@@ -498,7 +499,7 @@ impl Default for IndexerConfig {
             optimize_min_unindexed_rows: 10_000,
             max_index_segments: 4,
             vector_segment_rows: 1024 * 1024,
-            full_text_segment_rows: 1024 * 1024,
+            index_segment_rows: 1024 * 1024,
             auto_index_min_rows: 100_000,
             auto_fts_columns: Vec::new(),
             auto_scalar_columns: Vec::new(),

@@ -8,6 +8,7 @@ use arrow_schema::{DataType, Schema};
 use lance::Dataset;
 use lance::index::DatasetIndexExt;
 use lance::table::format::IndexMetadata;
+use lance_index::IndexType;
 
 use crate::error::{EngineError, Result};
 use crate::read::vector_column::vector_column_of;
@@ -274,10 +275,42 @@ pub async fn full_text_groups(dataset: &Dataset) -> Result<FullTextGroups> {
 /// (the first of its group in [`full_text_groups`]); segments over no live fragment are
 /// left out.
 pub async fn full_text_segment_anchors(dataset: &Dataset, name: &str) -> Result<Vec<(IndexMetadata, u64)>> {
+    let groups = full_text_groups(dataset).await?.colocate;
+    segment_anchors(dataset, name, groups).await
+}
+
+/// The fragments of `dataset` that must be read together for a filter answered by its
+/// scalar indexes (BTREE, BITMAP, …) to divide by index segment: the live fragments of
+/// segments sharing a fragment, in groups of more than one, in fragment order. Lance
+/// opens only the segments over an executor's fragments.
+pub async fn scalar_segment_groups(dataset: &Dataset) -> Result<Vec<Vec<u64>>> {
     let live = dataset.fragments().iter().map(|fragment| fragment.id).collect::<BTreeSet<_>>();
-    let anchor_of = full_text_groups(dataset)
-        .await?
-        .colocate
+    let mut groups = FragmentGroups::default();
+    for description in dataset.describe_indices(None).await? {
+        let scalar = IndexType::try_from(description.index_type())
+            .is_ok_and(|kind| kind.is_scalar() && kind != IndexType::Inverted);
+        if !scalar || description.metadata().first().is_some_and(lance_index::is_system_index) {
+            continue;
+        }
+        for segment in description.metadata() {
+            groups.join(segment.fragment_bitmap.iter().flatten().map(u64::from).filter(|id| live.contains(id)));
+        }
+    }
+    Ok(groups.into_groups())
+}
+
+/// The segments of the scalar index `name`, each with the fragment it is placed by (the
+/// first of its group in [`scalar_segment_groups`]).
+pub async fn scalar_segment_anchors(dataset: &Dataset, name: &str) -> Result<Vec<(IndexMetadata, u64)>> {
+    let groups = scalar_segment_groups(dataset).await?;
+    segment_anchors(dataset, name, groups).await
+}
+
+/// The segments of index `name` over live fragments, each with the first fragment of its
+/// group among `groups` (its own first live fragment when in none).
+async fn segment_anchors(dataset: &Dataset, name: &str, groups: Vec<Vec<u64>>) -> Result<Vec<(IndexMetadata, u64)>> {
+    let live = dataset.fragments().iter().map(|fragment| fragment.id).collect::<BTreeSet<_>>();
+    let anchor_of = groups
         .into_iter()
         .flat_map(|group| group.iter().map(|fragment| (*fragment, group[0])).collect::<Vec<_>>())
         .collect::<std::collections::HashMap<_, _>>();

@@ -15,9 +15,10 @@ use lance::Dataset;
 use lance::dataset::index::DatasetIndexRemapperOptions;
 use lance::dataset::optimize::{CompactionOptions, CompactionPlan, TaskData, commit_compaction, plan_compaction};
 use lance::index::DatasetIndexExt;
+use lance::index::DatasetIndexInternalExt;
 use lance::index::optimize::{commit_optimize_indices, plan_optimize_indices};
-use lance::index::scalar::load_segment_params;
 use lance_index::IndexType;
+use lance_index::metrics::NoOpMetricsCollector;
 use lance_index::optimize::OptimizeOptions;
 
 use crate::catalog::facts::MATERIALIZE_DELETIONS_THRESHOLD;
@@ -98,9 +99,9 @@ async fn rewrite(dataset: &mut Dataset, plan: CompactionPlan) -> Result<Option<C
 /// over runs of whole fragments, encoded with the index's model (lance's split
 /// optimize); with `retrain` too, the model is trained again and the whole index rebuilt
 /// as such segments — or nothing is committed when lance cannot split it (a rebuild
-/// into one segment would be asked for again and again). A full-text index named alone
-/// with `retrain` is rebuilt as segments with its own parameters (lance's split optimize
-/// only packs new rows). Returns whether it committed.
+/// into one segment would be asked for again and again). A full-text or scalar index
+/// named alone with `retrain` is rebuilt as segments with its own parameters (lance's
+/// split optimize only packs new rows into segments). Returns whether it committed.
 ///
 /// It runs lance's plan / execute / commit stages, so the tasks could run elsewhere.
 pub async fn optimize_indexes(
@@ -111,9 +112,9 @@ pub async fn optimize_indexes(
     retrain: bool,
 ) -> Result<bool> {
     if let (true, Some(rows), [name]) = (retrain, segment_rows, indexes.as_slice())
-        && let Some(column) = full_text_column(dataset, name).await?
+        && let Some((column, kind)) = scalar_index(dataset, name).await?
     {
-        return segment_full_text_index(dataset, name, &column, rows).await;
+        return segment_scalar_index(dataset, name, &column, kind, rows).await;
     }
     let mut options = merge.map_or_else(OptimizeOptions::append, OptimizeOptions::merge);
     options.index_names = Some(indexes);
@@ -137,28 +138,36 @@ pub async fn optimize_indexes(
     Ok(dataset.version().version != before)
 }
 
-/// The column of `name` when it is a full-text index.
-async fn full_text_column(dataset: &Dataset, name: &str) -> Result<Option<String>> {
+/// The column and kind of `name` when it is a full-text or scalar index.
+async fn scalar_index(dataset: &Dataset, name: &str) -> Result<Option<(String, IndexType)>> {
     let descriptions = dataset.describe_indices(None).await?;
     let Some(description) = descriptions.iter().find(|description| description.name() == name) else {
         return Ok(None);
     };
-    if !description.index_type().eq_ignore_ascii_case("inverted") {
+    let Ok(kind) = IndexType::try_from(description.index_type()) else { return Ok(None) };
+    if !kind.is_scalar() {
         return Ok(None);
     }
     let field = description.metadata().first().and_then(|segment| segment.fields.first().copied());
-    Ok(field.and_then(|id| dataset.schema().field_by_id(id)).map(|field| field.name.clone()))
+    Ok(field.and_then(|id| dataset.schema().field_by_id(id)).map(|field| (field.name.clone(), kind)))
 }
 
-/// Rebuilds the full-text index `name` on `column` as segments over runs of whole
-/// fragments of at most `segment_rows` live rows (a fragment is never split), packed in
-/// fragment order as lance's split optimize packs new rows, with the index's own
-/// tokenizer parameters; one commit replaces its old segments. Returns `false` and
-/// commits nothing when the table makes one run.
-async fn segment_full_text_index(dataset: &mut Dataset, name: &str, column: &str, segment_rows: u64) -> Result<bool> {
+/// Rebuilds the full-text or scalar index `name` (of `kind`, on `column`) as segments
+/// over runs of whole fragments of at most `segment_rows` live rows (a fragment is never
+/// split), packed in fragment order as lance's split optimize packs new rows, with the
+/// parameters of its newest segment; one commit replaces its old segments. Returns
+/// `false` and commits nothing when the table makes one run or the index already is
+/// these segments.
+async fn segment_scalar_index(
+    dataset: &mut Dataset,
+    name: &str,
+    column: &str,
+    kind: IndexType,
+    segment_rows: u64,
+) -> Result<bool> {
     let segments = dataset.load_indices_by_name(name).await?;
     let Some(last) = segments.last() else { return Ok(false) };
-    let params = load_segment_params(dataset, last).await?;
+    let params = dataset.open_scalar_index(column, &last.uuid, &NoOpMetricsCollector).await?.derive_index_params()?;
     let mut runs: Vec<(Vec<u32>, u64)> = Vec::new();
     for fragment in dataset.get_fragments() {
         let rows = u64::try_from(fragment.count_rows(None).await?).unwrap_or(u64::MAX);
@@ -172,13 +181,17 @@ async fn segment_full_text_index(dataset: &mut Dataset, name: &str, column: &str
             _ => runs.push((vec![id], rows)),
         }
     }
-    if runs.len() < 2 {
+    let existing = segments
+        .iter()
+        .map(|segment| segment.fragment_bitmap.iter().flatten().collect::<Vec<_>>())
+        .collect::<HashSet<_>>();
+    if runs.len() < 2 || runs.iter().all(|(run, _)| existing.contains(run)) {
         return Ok(false);
     }
     let mut built = Vec::with_capacity(runs.len());
     for (fragments, _) in runs {
         let columns = [column];
-        let builder = dataset.create_index_builder(&columns, IndexType::Inverted, &params);
+        let builder = dataset.create_index_builder(&columns, kind, &params);
         let mut builder = builder.name(name.to_string()).replace(true).fragments(fragments);
         built.push(builder.execute_uncommitted().await?);
     }
@@ -262,5 +275,39 @@ mod tests {
         assert_eq!(dataset.scan().try_into_batch().await.expect("scanned"), before, "same rows, same order");
         let groups = vector_segment_groups(&dataset, "vector").await.expect("groups");
         assert_eq!(groups, vec![split.new_fragments.clone()], "the index covers the new fragments");
+    }
+
+    #[tokio::test]
+    async fn a_scalar_index_built_whole_is_rebuilt_as_segments_that_still_answer_filters() {
+        use arrow_array::Int64Array;
+
+        use crate::read::execute::{Scope, count};
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false)]));
+        let batch =
+            RecordBatch::try_new(schema.clone(), vec![Arc::new(Int64Array::from_iter_values(0..600))]).expect("batch");
+        let params = WriteParams { max_rows_per_file: 100, ..WriteParams::default() };
+        let uri = dir.path().to_str().expect("utf-8 path");
+        let mut dataset = Dataset::write(RecordBatchIterator::new([Ok(batch)], schema.clone()), uri, Some(params))
+            .await
+            .expect("written");
+        let spec = serde_json::json!({"column": "id", "index_type": "BTREE"});
+        IndexSpec::resolve(&spec, &schema).expect("valid spec").build(&mut dataset).await.expect("indexed");
+
+        assert!(optimize_indexes(&mut dataset, vec!["id_idx".into()], None, Some(200), true).await.expect("rebuilt"));
+        let segments = dataset.load_indices_by_name("id_idx").await.expect("segments");
+        let covered = segments
+            .iter()
+            .map(|segment| segment.fragment_bitmap.iter().flatten().collect::<Vec<_>>())
+            .collect::<Vec<_>>();
+        assert_eq!(covered, vec![vec![0, 1], vec![2, 3], vec![4, 5]]);
+        let filter = Some("id >= 150 AND id < 350");
+        assert_eq!(count(&dataset, Scope::Fragments(&[2, 3]), filter).await.expect("counted"), 150);
+        assert_eq!(count(&dataset, Scope::WholeTable, filter).await.expect("counted"), 200);
+        assert!(
+            !optimize_indexes(&mut dataset, vec!["id_idx".into()], None, Some(200), true).await.expect("planned"),
+            "segments of the size asked for: nothing to rebuild"
+        );
     }
 }

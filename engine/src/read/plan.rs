@@ -26,7 +26,7 @@ use lancefleet_proto::v1::{
     DistanceType, FragmentQuery, NearestQuery, OutputColumn, Projection as WireProjection, VectorKind,
 };
 
-use crate::catalog::facts::{full_text_groups, vector_segment_groups};
+use crate::catalog::facts::{full_text_groups, scalar_segment_groups, vector_segment_groups};
 use crate::error::{EngineError, Result};
 use crate::read::query::{Projection, TableQuery};
 use crate::read::vector_column::{VectorColumn, resolve_vector_column};
@@ -123,12 +123,14 @@ pub async fn plan_query(dataset: &Dataset, query: &TableQuery) -> Result<QueryPl
             ..Default::default()
         };
         let merge = Merge { order: MergeOrder::Manifest, offset, limit, drop_row_id: false, drop_row_address: true };
+        // A filter may be answered by scalar index segments: each read by one executor.
+        let colocate = if query.filter.is_some() { scalar_segment_groups(dataset).await? } else { Vec::new() };
         return Ok(QueryPlan {
             parts: vec![scan],
             splits: true,
             merge,
             query_index: false,
-            colocate: Vec::new(),
+            colocate,
             divide_full_text: false,
         });
     }

@@ -89,8 +89,10 @@ fn header(dispatcher: &Dispatcher, pinned: Pinned<'_>, plan: &QueryPlan, fragmen
     }
     let why = if plan.parts.iter().any(|part| part.full_text.is_some()) {
         "one full-text index segment, or not covered by every full-text index"
-    } else {
+    } else if plan.parts.iter().any(|part| part.nearest.is_some()) {
         "one vector index segment"
+    } else {
+        "one scalar index segment"
     };
     for group in &plan.colocate {
         let _ = writeln!(text, "Fragments {group:?} ({why}) are searched together, by one executor");
