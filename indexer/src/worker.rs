@@ -185,7 +185,10 @@ impl Worker {
         let before = dataset.version().version;
         let (kind, new_fragments) = match job {
             Job::BuildRequested(IndexRequest { spec, .. }) | Job::BuildAuto { spec, .. } => {
-                IndexSpec::resolve(spec, &arrow_schema::Schema::from(dataset.schema()))?.build(dataset).await?;
+                let spec = IndexSpec::resolve(spec, &arrow_schema::Schema::from(dataset.schema()))?;
+                let (vector_rows, index_rows) = (self.config.vector_segment_rows, self.config.index_segment_rows);
+                // Boxed: lance's optimize futures are too deep to nest in the turn's.
+                Box::pin(spec.build_segmented(dataset, vector_rows, index_rows)).await?;
                 if let Job::BuildRequested(request) = job {
                     self.bus.finish_index_request(table, &request.name).await?;
                 }

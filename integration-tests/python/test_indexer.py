@@ -346,7 +346,7 @@ SEGMENT_ROWS = 1000
 
 def test_a_vector_index_kept_as_segments_divides_its_search_over_executors(tmp_path, moto):
     """12 fragments of 500 rows, an IVF_PQ index asked for by the client: the indexer builds
-    it, then rebuilds it as 6 segments of 1000 rows sharing one model. Each of 3 executors
+    it as 6 segments of 1000 rows sharing one model. Each of 3 executors
     opens about a third of the index bytes (it read all of them before segments were
     placed), ANN results are lance's in-process on the same segments, flat results equal
     exact search, and rows appended later go into new segments of the same size."""
@@ -370,7 +370,7 @@ def test_a_vector_index_kept_as_segments_divides_its_search_over_executors(tmp_p
             found = [index for index in stack.dataset("docs").list_indices() if index["name"] == "vector_idx"]
             return found if len(found) == 6 else None
 
-        found = wait_until(segments, 120, "the vector index rebuilt as 6 segments")
+        found = wait_until(segments, 120, "the vector index built as 6 segments")
         covered = sorted(sorted(segment["fragment_ids"]) for segment in found)
         assert covered == [[2 * i, 2 * i + 1] for i in range(6)], covered
         dataset = stack.dataset("docs")
@@ -380,9 +380,8 @@ def test_a_vector_index_kept_as_segments_divides_its_search_over_executors(tmp_p
         explained = table.search([0.5] * DIM).limit(10).explain_plan()
         assert explained.count("one vector index segment") == 6, explained
 
-        # Restarted with empty caches, the executors have fetched no index yet (each had
-        # prewarmed the index as first built, whole): what they fetch from the object store
-        # now is what the queries need of it, each chunk once.
+        # Restarted with empty caches, the executors have fetched no index yet: what they
+        # fetch from the object store now is what the queries need of it, each chunk once.
         for executor in stack.executors:
             executor.stop()
             shutil.rmtree(executor.cache_dir)
@@ -455,7 +454,7 @@ def documents(ids: np.ndarray, seed: int) -> pa.Table:
 
 def test_full_text_and_scalar_indexes_kept_as_segments_divide_over_executors(tmp_path, moto):
     """12 fragments of 500 documents, an FTS and a BTREE index asked for by the client: the
-    indexer builds them, then rebuilds them as 6 segments of 1000 rows. Each of 3 executors
+    indexer builds them as 6 segments of 1000 rows each. Each of 3 executors
     opens about a third of each index's bytes; every score equals lance's in-process search
     of the same table (BM25 statistics of the whole corpus, gathered from the executors
     first), also with one executor SIGKILLed and after appends, which go into new segments;
@@ -484,7 +483,7 @@ def test_full_text_and_scalar_indexes_kept_as_segments_divide_over_executors(tmp
 
         pairs = [[2 * i, 2 * i + 1] for i in range(6)]
         for name in ("text_idx", "id_idx"):
-            found = wait_until(lambda: text_segments(12, name), 120, f"{name} rebuilt as 6 segments")
+            found = wait_until(lambda: text_segments(12, name), 120, f"{name} built as 6 segments")
             assert sorted(sorted(segment["fragment_ids"]) for segment in found) == pairs, found
         sizes = {d.name: d.total_size_bytes for d in stack.dataset("docs").describe_indices()}
         index_bytes = sizes["text_idx"]

@@ -10,17 +10,18 @@ use arrow_schema::{DataType, Field, Schema};
 use lance::Dataset;
 use lance::index::DatasetIndexExt;
 use lance::index::vector::VectorIndexParams;
-use lance_index::IndexType;
 use lance_index::scalar::{BuiltinIndexType, InvertedIndexParams, ScalarIndexParams};
 use lance_index::vector::hnsw::builder::HnswBuildParams;
 use lance_index::vector::ivf::IvfBuildParams;
 use lance_index::vector::pq::PQBuildParams;
 use lance_index::vector::sq::builder::SQBuildParams;
+use lance_index::{IndexParams, IndexType};
 use lance_linalg::distance::DistanceType;
 use serde::Deserialize;
 
 use crate::catalog::Catalog;
 use crate::error::{EngineError, Result};
+use crate::maintenance::{build_segments, fragment_runs, optimize_indexes};
 use crate::read::vector_column::vector_column_of;
 use crate::table_id::TableId;
 
@@ -220,30 +221,53 @@ impl IndexSpec {
         })
     }
 
+    /// Lance's index type and parameters for the spec.
+    fn lance_params(&self) -> Result<(IndexType, Box<dyn IndexParams>)> {
+        let scalar = |builtin| -> Box<dyn IndexParams> { Box::new(ScalarIndexParams::for_builtin(builtin)) };
+        Ok(match self.kind {
+            IndexKind::Fts => (IndexType::Inverted, Box::new(self.fts_params()?)),
+            IndexKind::BTree => (IndexType::BTree, scalar(BuiltinIndexType::BTree)),
+            IndexKind::Bitmap => (IndexType::Bitmap, scalar(BuiltinIndexType::Bitmap)),
+            IndexKind::LabelList => (IndexType::LabelList, scalar(BuiltinIndexType::LabelList)),
+            _ => (IndexType::Vector, Box::new(self.vector_params()?)),
+        })
+    }
+
     /// Builds the index on `dataset` (the table it was resolved against) and commits it
     /// (a new version).
     pub async fn build(&self, dataset: &mut Dataset) -> Result<()> {
+        let (index_type, params) = self.lance_params()?;
         let columns = [self.column.as_str()];
-        let name = Some(self.name.clone());
-        match self.kind {
-            IndexKind::Fts => {
-                let params = self.fts_params()?;
-                dataset.create_index(&columns, IndexType::Inverted, name, &params, self.replace).await?;
-            }
-            IndexKind::BTree | IndexKind::Bitmap | IndexKind::LabelList => {
-                let (index_type, builtin) = match self.kind {
-                    IndexKind::Bitmap => (IndexType::Bitmap, BuiltinIndexType::Bitmap),
-                    IndexKind::LabelList => (IndexType::LabelList, BuiltinIndexType::LabelList),
-                    _ => (IndexType::BTree, BuiltinIndexType::BTree),
-                };
-                let params = ScalarIndexParams::for_builtin(builtin);
-                dataset.create_index(&columns, index_type, name, &params, self.replace).await?;
-            }
-            _ => {
-                let params = self.vector_params()?;
-                dataset.create_index(&columns, IndexType::Vector, name, &params, self.replace).await?;
-            }
+        dataset.create_index(&columns, index_type, Some(self.name.clone()), params.as_ref(), self.replace).await?;
+        Ok(())
+    }
+
+    /// Builds the index as segments over runs of whole fragments of at most `vector_rows`
+    /// rows (a vector index) or `index_rows` (full-text, BTREE and BITMAP indexes) when
+    /// the table makes several such runs, so that it needs no rebuild as segments later:
+    /// full-text and scalar kinds one segment per run with the spec's parameters,
+    /// committed together; a vector index as its definition first, then trained once and
+    /// built as segments by lance's split optimize (two commits). Otherwise, or with 0
+    /// rows, as [`Self::build`].
+    pub async fn build_segmented(&self, dataset: &mut Dataset, vector_rows: u64, index_rows: u64) -> Result<()> {
+        let rows = match self.kind {
+            kind if kind.is_vector() => vector_rows,
+            IndexKind::Fts | IndexKind::BTree | IndexKind::Bitmap => index_rows,
+            _ => 0,
+        };
+        let runs = if rows > 0 { fragment_runs(dataset, rows).await? } else { Vec::new() };
+        if runs.len() < 2 {
+            return self.build(dataset).await;
         }
+        let (index_type, params) = self.lance_params()?;
+        if !self.kind.is_vector() {
+            return build_segments(dataset, &self.name, &self.column, index_type, params.as_ref(), self.replace, runs)
+                .await;
+        }
+        let columns = [self.column.as_str()];
+        let definition = dataset.create_index_builder(&columns, index_type, params.as_ref());
+        definition.name(self.name.clone()).replace(self.replace).train(false).await?;
+        optimize_indexes(dataset, vec![self.name.clone()], None, Some(rows), false).await?;
         Ok(())
     }
 }

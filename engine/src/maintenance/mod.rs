@@ -17,9 +17,9 @@ use lance::dataset::optimize::{CompactionOptions, CompactionPlan, TaskData, comm
 use lance::index::DatasetIndexExt;
 use lance::index::DatasetIndexInternalExt;
 use lance::index::optimize::{commit_optimize_indices, plan_optimize_indices};
-use lance_index::IndexType;
 use lance_index::metrics::NoOpMetricsCollector;
 use lance_index::optimize::OptimizeOptions;
+use lance_index::{IndexParams, IndexType};
 
 use crate::catalog::facts::MATERIALIZE_DELETIONS_THRESHOLD;
 use crate::error::{EngineError, Result};
@@ -168,6 +168,23 @@ async fn segment_scalar_index(
     let segments = dataset.load_indices_by_name(name).await?;
     let Some(last) = segments.last() else { return Ok(false) };
     let params = dataset.open_scalar_index(column, &last.uuid, &NoOpMetricsCollector).await?.derive_index_params()?;
+    let runs = fragment_runs(dataset, segment_rows).await?;
+    let existing = segments
+        .iter()
+        .map(|segment| segment.fragment_bitmap.iter().flatten().collect::<Vec<_>>())
+        .collect::<HashSet<_>>();
+    if runs.len() < 2 || runs.iter().all(|run| existing.contains(run)) {
+        return Ok(false);
+    }
+    let before = dataset.version().version;
+    build_segments(dataset, name, column, kind, &params, true, runs).await?;
+    Ok(dataset.version().version != before)
+}
+
+/// The fragments of `dataset` in runs of at most `segment_rows` live rows, in fragment
+/// order, as lance's split optimize packs them (next fit; a fragment is never split, so a
+/// run holds at least one).
+pub(crate) async fn fragment_runs(dataset: &Dataset, segment_rows: u64) -> Result<Vec<Vec<u32>>> {
     let mut runs: Vec<(Vec<u32>, u64)> = Vec::new();
     for fragment in dataset.get_fragments() {
         let rows = u64::try_from(fragment.count_rows(None).await?).unwrap_or(u64::MAX);
@@ -181,23 +198,30 @@ async fn segment_scalar_index(
             _ => runs.push((vec![id], rows)),
         }
     }
-    let existing = segments
-        .iter()
-        .map(|segment| segment.fragment_bitmap.iter().flatten().collect::<Vec<_>>())
-        .collect::<HashSet<_>>();
-    if runs.len() < 2 || runs.iter().all(|(run, _)| existing.contains(run)) {
-        return Ok(false);
-    }
+    Ok(runs.into_iter().map(|(run, _)| run).collect())
+}
+
+/// Builds index `name` (of `kind`, on `column`, with `params`) as one segment per run of
+/// `runs` and commits them in one version, replacing the segments they overlap
+/// (`replace` lets the name exist already).
+pub(crate) async fn build_segments(
+    dataset: &mut Dataset,
+    name: &str,
+    column: &str,
+    kind: IndexType,
+    params: &dyn IndexParams,
+    replace: bool,
+    runs: Vec<Vec<u32>>,
+) -> Result<()> {
     let mut built = Vec::with_capacity(runs.len());
-    for (fragments, _) in runs {
+    for fragments in runs {
         let columns = [column];
-        let builder = dataset.create_index_builder(&columns, kind, &params);
-        let mut builder = builder.name(name.to_string()).replace(true).fragments(fragments);
+        let builder = dataset.create_index_builder(&columns, kind, params);
+        let mut builder = builder.name(name.to_string()).replace(replace).fragments(fragments);
         built.push(builder.execute_uncommitted().await?);
     }
-    let before = dataset.version().version;
     dataset.commit_existing_index_segments(name, column, built).await?;
-    Ok(dataset.version().version != before)
+    Ok(())
 }
 
 /// Removes versions older than `retention` (tagged versions stay) and returns how many.
@@ -259,6 +283,29 @@ mod tests {
         let version = unsplittable.version().version;
         assert!(!optimize_indexes(&mut unsplittable, names, None, Some(100), true).await.expect("planned"));
         assert_eq!(unsplittable.version().version, version, "a rebuild that cannot split commits nothing");
+    }
+
+    #[tokio::test]
+    async fn a_requested_vector_index_is_built_as_segments_at_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut dataset = indexed_table(dir.path(), 8).await;
+        let before = dataset.version().version;
+        let spec = serde_json::json!({"column": "vector", "index_type": "IVF_PQ", "num_partitions": 2,
+            "num_sub_vectors": 2, "name": "fresh_idx"});
+        let schema = arrow_schema::Schema::from(dataset.schema());
+        IndexSpec::resolve(&spec, &schema).expect("valid").build_segmented(&mut dataset, 600, 0).await.expect("built");
+        assert_eq!(dataset.version().version, before + 2, "the definition, then its segments");
+        let fresh = dataset.load_indices_by_name("fresh_idx").await.expect("segments");
+        let covered = fresh.iter().map(|s| s.fragment_bitmap.iter().flatten().collect::<Vec<_>>()).collect::<Vec<_>>();
+        assert_eq!(covered, vec![vec![0, 1], vec![2, 3], vec![4, 5], vec![6, 7]]);
+        let small = IndexSpec::resolve(
+            &serde_json::json!({"column": "vector", "num_partitions": 2, "num_sub_vectors": 2,
+            "name": "whole_idx"}),
+            &schema,
+        )
+        .expect("valid");
+        small.build_segmented(&mut dataset, 0, 0).await.expect("built");
+        assert_eq!(dataset.load_indices_by_name("whole_idx").await.expect("segments").len(), 1, "segmenting off");
     }
 
     #[tokio::test]
