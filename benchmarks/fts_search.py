@@ -7,13 +7,17 @@ vocabulary of 5000 words) in 8 fragments, with an FTS (inverted) index built by 
 The same queries (one and two rare-to-common terms, k=10) run through REST, with every
 query spread over --executors plan executors and, separately, in-process in `standalone`,
 and through lance in-process on the same directory (a fresh open each time, like a strong
-read), interleaved. Not a test: numbers go into the issue notes.
+read), interleaved. Then the index is rebuilt as 8 segments (one per fragment, by
+`lancefleet indexer --once`) and the executors' run is repeated, against lance in-process
+on the segmented table. Not a test: numbers go into the issue notes.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
+import subprocess
 import time
 from pathlib import Path
 
@@ -61,6 +65,18 @@ def timings(table, uri: str, queries: list[str], k: int) -> tuple[list[float], l
     return rest, local, mismatches
 
 
+def segment(binary: str, data: Path, rows: int, log: Path) -> int:
+    """Has `lancefleet indexer --once` rebuild the table's FTS index as one segment per
+    fragment; the segments made."""
+    env = {**os.environ, "LANCEFLEET_INDEXER__INDEX_SEGMENT_ROWS": str(-(-rows // FRAGMENTS)),
+           "LANCEFLEET_INDEXER__TARGET_ROWS_PER_FRAGMENT": str(-(-rows // FRAGMENTS)),
+           "LANCEFLEET_INDEXER__AUTO_INDEX_MIN_ROWS": "0", "NO_COLOR": "1"}
+    with open(log, "w") as out:
+        subprocess.run([binary, "indexer", "--data-dir", str(data), "--once"], env=env, check=True, stdout=out,
+                       stderr=subprocess.STDOUT)
+    return len([i for i in lance.dataset(str(data / f"{TABLE}.lance")).list_indices() if i["name"] == "text_idx"])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bin", required=True)
@@ -85,7 +101,10 @@ def main() -> None:
         for _ in range(args.queries)
     ]
 
-    for executors in (0, args.executors):
+    runs = [(0, "whole"), (args.executors, "whole"), (args.executors, "segmented")]
+    for executors, layout in runs:
+        if layout == "segmented":
+            print(f"index rebuilt as {segment(args.bin, data, args.rows, args.work / 'indexer.log')} segments")
         servers = start(args.bin, data, args.work / "server.log", executors)
         try:
             table = lancedb.connect("db://bench", api_key="k", host_override=servers.url).open_table(TABLE)
@@ -95,8 +114,9 @@ def main() -> None:
                 r50, r99 = np.percentile(rest, [50, 99])
                 l50, l99 = np.percentile(local, [50, 99])
                 where = f"{executors} executors" if executors else "in-process"
+                where = f"{where}, {layout}"
                 print(
-                    f"{where:<12} k={k:<4} REST p50 {r50:6.1f} p99 {r99:6.1f} ms | lance in-process p50 {l50:6.1f} "
+                    f"{where:<22} k={k:<4} REST p50 {r50:6.1f} p99 {r99:6.1f} ms | lance in-process p50 {l50:6.1f} "
                     f"p99 {l99:6.1f} ms | p50 ratio {r50 / l50:4.2f} | score mismatches {mismatches}",
                     flush=True,
                 )

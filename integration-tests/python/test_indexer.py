@@ -97,6 +97,18 @@ class Stack:
     def fragments(self, table: str) -> int:
         return len(self.dataset(table).get_fragments())
 
+    def restart_executors_cold(self) -> None:
+        """Restarts every executor with an empty cache."""
+        for executor in self.executors:
+            executor.stop()
+            shutil.rmtree(executor.cache_dir)
+            executor.start()
+
+    def index_bytes_fetched(self) -> list[float]:
+        """Index bytes each executor has fetched from the object store so far."""
+        return [metric(e.metrics(), "lancefleet_cache_index_read_bytes_total", tier="object_store")
+                for e in self.executors]
+
     def vector_index(self, table: str) -> dict | None:
         indexes = requests.post(f"{self.query_node.url}/v1/table/{table}/index/list/", json={}, timeout=30).json()
         return next((index for index in indexes["indexes"] if index["columns"] == ["vector"]), None)
@@ -344,26 +356,38 @@ def test_standalone_builds_requested_indexes_and_refuses_bad_ones(tmp_path):
 SEGMENT_ROWS = 1000
 
 
+def segmented_stack(tmp_path, moto, name: str, segment_rows_key: str) -> Stack:
+    """3 executors and an indexer keeping indexes as segments of SEGMENT_ROWS rows (the
+    setting `segment_rows_key`) over fragments of 500 rows, without automatic indexes or
+    hedging (a hedged call opens segments on a second replica too: measured without)."""
+    stack = Stack(tmp_path, moto, name, executors=3, env={
+        f"LANCEFLEET_INDEXER__{segment_rows_key}": str(SEGMENT_ROWS),
+        "LANCEFLEET_INDEXER__TARGET_ROWS_PER_FRAGMENT": "500",
+        "LANCEFLEET_INDEXER__AUTO_INDEX_MIN_ROWS": "0",
+        "LANCEFLEET_INDEXER__AUTO_SCALAR_COLUMNS": "[]",
+        "LANCEFLEET_CLUSTER__HEDGE_AFTER": "off",
+    })
+    stack.indexer("ix-0")
+    return stack
+
+
+def twelve_fragments(stack: Stack, make) -> lancedb.table.Table:
+    """Table `docs` of 12 fragments of 500 rows made by `make(ids, seed)`."""
+    table = stack.db.create_table("docs", make(np.arange(500), seed=0))
+    for batch in range(1, 12):
+        table.add(make(np.arange(batch * 500, (batch + 1) * 500), seed=batch))
+    return table
+
+
 def test_a_vector_index_kept_as_segments_divides_its_search_over_executors(tmp_path, moto):
     """12 fragments of 500 rows, an IVF_PQ index asked for by the client: the indexer builds
     it as 6 segments of 1000 rows sharing one model. Each of 3 executors
     opens about a third of the index bytes (it read all of them before segments were
     placed), ANN results are lance's in-process on the same segments, flat results equal
     exact search, and rows appended later go into new segments of the same size."""
-    env = {
-        "LANCEFLEET_INDEXER__VECTOR_SEGMENT_ROWS": str(SEGMENT_ROWS),
-        "LANCEFLEET_INDEXER__TARGET_ROWS_PER_FRAGMENT": "500",
-        "LANCEFLEET_INDEXER__AUTO_INDEX_MIN_ROWS": "0",
-        "LANCEFLEET_INDEXER__AUTO_SCALAR_COLUMNS": "[]",
-        # A hedged call opens the segments on a second replica too: measured without.
-        "LANCEFLEET_CLUSTER__HEDGE_AFTER": "off",
-    }
-    stack = Stack(tmp_path, moto, "segmented-index", executors=3, env=env)
+    stack = segmented_stack(tmp_path, moto, "segmented-index", "VECTOR_SEGMENT_ROWS")
     try:
-        stack.indexer("ix-0")
-        table = stack.db.create_table("docs", rows(np.arange(500), seed=0))
-        for batch in range(1, 12):
-            table.add(rows(np.arange(batch * 500, (batch + 1) * 500), seed=batch))
+        table = twelve_fragments(stack, rows)
         table.create_index("vector", config=IvfPq(num_partitions=4, num_sub_vectors=4))
 
         def segments():
@@ -382,10 +406,7 @@ def test_a_vector_index_kept_as_segments_divides_its_search_over_executors(tmp_p
 
         # Restarted with empty caches, the executors have fetched no index yet: what they
         # fetch from the object store now is what the queries need of it, each chunk once.
-        for executor in stack.executors:
-            executor.stop()
-            shutil.rmtree(executor.cache_dir)
-            executor.start()
+        stack.restart_executors_cold()
         rng = np.random.default_rng(7)
         queries = rng.random((20, DIM), dtype=np.float32)
 
@@ -396,8 +417,7 @@ def test_a_vector_index_kept_as_segments_divides_its_search_over_executors(tmp_p
                 return None
 
         fleet = wait_until(answered, 60, "queries answered after the restart")
-        read = [metric(e.metrics(), "lancefleet_cache_index_read_bytes_total", tier="object_store")
-                for e in stack.executors]
+        read = stack.index_bytes_fetched()
         print(f"index bytes fetched per executor: {read} of {index_bytes}")
         assert all(0 < bytes_read <= 0.7 * index_bytes for bytes_read in read), (read, index_bytes)
 
@@ -459,19 +479,9 @@ def test_full_text_and_scalar_indexes_kept_as_segments_divide_over_executors(tmp
     of the same table (BM25 statistics of the whole corpus, gathered from the executors
     first), also with one executor SIGKILLed and after appends, which go into new segments;
     filtered scans answered by the BTREE segments return lance's rows."""
-    env = {
-        "LANCEFLEET_INDEXER__INDEX_SEGMENT_ROWS": str(SEGMENT_ROWS),
-        "LANCEFLEET_INDEXER__TARGET_ROWS_PER_FRAGMENT": "500",
-        "LANCEFLEET_INDEXER__AUTO_INDEX_MIN_ROWS": "0",
-        "LANCEFLEET_INDEXER__AUTO_SCALAR_COLUMNS": "[]",
-        "LANCEFLEET_CLUSTER__HEDGE_AFTER": "off",
-    }
-    stack = Stack(tmp_path, moto, "segmented-fts", executors=3, env=env)
+    stack = segmented_stack(tmp_path, moto, "segmented-fts", "INDEX_SEGMENT_ROWS")
     try:
-        stack.indexer("ix-0")
-        table = stack.db.create_table("docs", documents(np.arange(500), seed=0))
-        for batch in range(1, 12):
-            table.add(documents(np.arange(batch * 500, (batch + 1) * 500), seed=batch))
+        table = twelve_fragments(stack, documents)
         table.create_index("text", config=FTS())
         table.create_index("id", config=BTree())
 
@@ -492,10 +502,7 @@ def test_full_text_and_scalar_indexes_kept_as_segments_divide_over_executors(tmp
         assert explained.count("one full-text index segment") == 6, explained
         assert "executors first report their segments' BM25 statistics" in explained, explained
 
-        for executor in stack.executors:
-            executor.stop()
-            shutil.rmtree(executor.cache_dir)
-            executor.start()
+        stack.restart_executors_cold()
         queries = ["lance", "vector search", "posting scorer corpus", "fragment replica", "cache shard executor",
                    "tokenizer", "index segment query", "fleet lance vector"]
 
@@ -509,8 +516,7 @@ def test_full_text_and_scalar_indexes_kept_as_segments_divide_over_executors(tmp
                 return None
 
         fleet = wait_until(answered, 60, "queries answered after the restart")
-        read = [metric(e.metrics(), "lancefleet_cache_index_read_bytes_total", tier="object_store")
-                for e in stack.executors]
+        read = stack.index_bytes_fetched()
         print(f"full-text index bytes fetched per executor: {read} of {index_bytes}")
         assert all(0 < bytes_read <= 0.7 * index_bytes for bytes_read in read), (read, index_bytes)
 
@@ -527,15 +533,13 @@ def test_full_text_and_scalar_indexes_kept_as_segments_divide_over_executors(tmp
         same_as_lance(fleet, stack.dataset("docs"))
 
         # Filtered scans: each executor opens only the BTREE segments over its fragments.
-        fetched = lambda: [metric(e.metrics(), "lancefleet_cache_index_read_bytes_total", tier="object_store")  # noqa: E731
-                           for e in stack.executors]
-        before = fetched()
+        before = stack.index_bytes_fetched()
         filters = ["id >= 250", "id < 5800 AND id > 40", "id >= 1000 AND id < 5000"]
         for where in filters:
             rows = table.search().where(where).limit(10_000).to_arrow()["id"].to_pylist()
             local = stack.dataset("docs").to_table(columns=["id"], filter=where)["id"].to_pylist()
             assert sorted(rows) == sorted(local), where
-        read = [after - earlier for after, earlier in zip(fetched(), before)]
+        read = [after - earlier for after, earlier in zip(stack.index_bytes_fetched(), before)]
         print(f"BTREE index bytes fetched per executor: {read} of {sizes['id_idx']}")
         assert all(0 < bytes_read <= 0.7 * sizes["id_idx"] for bytes_read in read), (read, sizes["id_idx"])
 
