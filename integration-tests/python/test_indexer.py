@@ -371,6 +371,22 @@ def segmented_stack(tmp_path, moto, name: str, segment_rows_key: str) -> Stack:
     return stack
 
 
+def once_executors_answer(run, what: str):
+    """`run()`'s answer once the (re)started executors answer."""
+    def answered():
+        try:
+            return run()
+        except (OSError, RuntimeError, ValueError):  # the executors are registering again
+            return None
+    return wait_until(answered, 60, what)
+
+
+def assert_divided(read: list[float], total: int, what: str) -> None:
+    """Each of 3 executors fetched some of an index's `total` bytes, about a third."""
+    print(f"{what} bytes fetched per executor: {read} of {total}")
+    assert all(0 < bytes_read <= 0.7 * total for bytes_read in read), (read, total)
+
+
 def twelve_fragments(stack: Stack, make) -> lancedb.table.Table:
     """Table `docs` of 12 fragments of 500 rows made by `make(ids, seed)`."""
     table = stack.db.create_table("docs", make(np.arange(500), seed=0))
@@ -410,16 +426,10 @@ def test_a_vector_index_kept_as_segments_divides_its_search_over_executors(tmp_p
         rng = np.random.default_rng(7)
         queries = rng.random((20, DIM), dtype=np.float32)
 
-        def answered():
-            try:
-                return [table.search(q).nprobes(4).limit(10).to_arrow()["id"].to_pylist() for q in queries]
-            except (OSError, RuntimeError, ValueError):  # the executors are registering again
-                return None
-
-        fleet = wait_until(answered, 60, "queries answered after the restart")
-        read = stack.index_bytes_fetched()
-        print(f"index bytes fetched per executor: {read} of {index_bytes}")
-        assert all(0 < bytes_read <= 0.7 * index_bytes for bytes_read in read), (read, index_bytes)
+        fleet = once_executors_answer(
+            lambda: [table.search(q).nprobes(4).limit(10).to_arrow()["id"].to_pylist() for q in queries],
+            "queries answered after the restart")
+        assert_divided(stack.index_bytes_fetched(), index_bytes, "vector index")
 
         local = [dataset.to_table(columns=["id"], nearest={
             "column": "vector", "q": q, "k": 10, "nprobes": 4, "refine_factor": 1})["id"].to_pylist()
@@ -509,16 +519,8 @@ def test_full_text_and_scalar_indexes_kept_as_segments_divide_over_executors(tmp
         def fleet_answers():
             return [table.search(q, query_type="fts").limit(10).to_arrow() for q in queries]
 
-        def answered():
-            try:
-                return fleet_answers()
-            except (OSError, RuntimeError, ValueError):  # the executors are registering again
-                return None
-
-        fleet = wait_until(answered, 60, "queries answered after the restart")
-        read = stack.index_bytes_fetched()
-        print(f"full-text index bytes fetched per executor: {read} of {index_bytes}")
-        assert all(0 < bytes_read <= 0.7 * index_bytes for bytes_read in read), (read, index_bytes)
+        fleet = once_executors_answer(fleet_answers, "queries answered after the restart")
+        assert_divided(stack.index_bytes_fetched(), index_bytes, "full-text index")
 
         def same_as_lance(answers, dataset):
             for q, answer in zip(queries, answers):
@@ -540,8 +542,7 @@ def test_full_text_and_scalar_indexes_kept_as_segments_divide_over_executors(tmp
             local = stack.dataset("docs").to_table(columns=["id"], filter=where)["id"].to_pylist()
             assert sorted(rows) == sorted(local), where
         read = [after - earlier for after, earlier in zip(stack.index_bytes_fetched(), before)]
-        print(f"BTREE index bytes fetched per executor: {read} of {sizes['id_idx']}")
-        assert all(0 < bytes_read <= 0.7 * sizes["id_idx"] for bytes_read in read), (read, sizes["id_idx"])
+        assert_divided(read, sizes["id_idx"], "BTREE index")
 
         stack.executors[0].stop(signal.SIGKILL)
         same_as_lance(fleet_answers(), stack.dataset("docs"))
@@ -550,7 +551,7 @@ def test_full_text_and_scalar_indexes_kept_as_segments_divide_over_executors(tmp
         for start in (6000, 6500):
             table.add(documents(np.arange(start, start + 500), seed=start))
         wait_until(lambda: text_segments(14), 120, "the appended rows indexed as a segment")
-        same_as_lance(wait_until(answered, 60, "queries answered after the appends"), stack.dataset("docs"))
+        same_as_lance(once_executors_answer(fleet_answers, "queries answered after the appends"), stack.dataset("docs"))
     finally:
         stack.stop()
 
