@@ -26,6 +26,7 @@ import lancedb
 import numpy as np
 import pyarrow as pa
 
+from index_division import cpu_seconds
 from servers import start
 
 TABLE = "docs"
@@ -110,14 +111,20 @@ def main() -> None:
             table = lancedb.connect("db://bench", api_key="k", host_override=servers.url).open_table(TABLE)
             timings(table, uri, queries[:10], 10)
             for k in (10, 100):
+                pids = [process.pid for process in servers.processes]
+                before = [cpu_seconds(pid) for pid in pids]
                 rest, local, mismatches = timings(table, uri, queries, k)
+                # CPU per query of the server processes (executors and query node): what
+                # divides when index work divides.
+                cpu = sum(cpu_seconds(pid) - spent for pid, spent in zip(pids, before)) / len(queries) * 1000
                 r50, r99 = np.percentile(rest, [50, 99])
                 l50, l99 = np.percentile(local, [50, 99])
                 where = f"{executors} executors" if executors else "in-process"
                 where = f"{where}, {layout}"
                 print(
                     f"{where:<22} k={k:<4} REST p50 {r50:6.1f} p99 {r99:6.1f} ms | lance in-process p50 {l50:6.1f} "
-                    f"p99 {l99:6.1f} ms | p50 ratio {r50 / l50:4.2f} | score mismatches {mismatches}",
+                    f"p99 {l99:6.1f} ms | p50 ratio {r50 / l50:4.2f} | server CPU {cpu:5.1f} ms/q | "
+                    f"score mismatches {mismatches}",
                     flush=True,
                 )
         finally:
