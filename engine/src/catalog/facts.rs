@@ -159,12 +159,7 @@ async fn indexes_over(dataset: &Dataset, fragments: &[FragmentRows]) -> Result<V
         if lance_index::is_system_index(first) {
             continue;
         }
-        let column = first
-            .fields
-            .first()
-            .and_then(|id| schema.field_by_id(*id))
-            .map(|field| field.name.clone())
-            .unwrap_or_default();
+        let column = indexed_column(dataset, first).unwrap_or_default();
         let covered = covered_fragments(segments);
         let (mut indexed_rows, mut unindexed_rows) = (0, 0);
         for fragment in fragments {
@@ -217,17 +212,8 @@ pub async fn vector_segment_groups(dataset: &Dataset, column: &str) -> Result<Ve
 /// left out.
 pub async fn vector_segment_anchors(dataset: &Dataset, column: &str) -> Result<Vec<(IndexMetadata, u64)>> {
     let segments = vector_segments(dataset, column).await?;
-    let anchor_of = groups_of(&segments)
-        .into_iter()
-        .flat_map(|group| group.iter().map(|fragment| (*fragment, group[0])).collect::<Vec<_>>())
-        .collect::<std::collections::HashMap<_, _>>();
-    Ok(segments
-        .into_iter()
-        .filter_map(|(segment, fragments)| {
-            let first = *fragments.first()?;
-            Some((segment, anchor_of.get(&first).copied().unwrap_or(first)))
-        })
-        .collect())
+    let groups = groups_of(&segments);
+    Ok(anchored(segments, groups))
 }
 
 /// How a full-text search over a table divides among executors: see [`full_text_groups`].
@@ -244,7 +230,7 @@ pub struct FullTextGroups {
 
 /// The fragment groups of a full-text search of `dataset` ([`FullTextGroups`]).
 pub async fn full_text_groups(dataset: &Dataset) -> Result<FullTextGroups> {
-    let live = dataset.fragments().iter().map(|fragment| fragment.id).collect::<BTreeSet<_>>();
+    let live = live_fragments(dataset);
     let mut groups = FragmentGroups::default();
     let mut covered_by_all: Option<BTreeSet<u64>> = None;
     let mut segmented = false;
@@ -254,8 +240,7 @@ pub async fn full_text_groups(dataset: &Dataset) -> Result<FullTextGroups> {
         }
         let mut live_segments = 0;
         for segment in description.metadata() {
-            let fragments = segment.fragment_bitmap.iter().flatten().map(u64::from).filter(|id| live.contains(id));
-            let fragments = fragments.collect::<Vec<_>>();
+            let fragments = live_fragments_of(segment, &live);
             live_segments += usize::from(!fragments.is_empty());
             groups.join(fragments.into_iter());
         }
@@ -284,7 +269,7 @@ pub async fn full_text_segment_anchors(dataset: &Dataset, name: &str) -> Result<
 /// segments sharing a fragment, in groups of more than one, in fragment order. Lance
 /// opens only the segments over an executor's fragments.
 pub async fn scalar_segment_groups(dataset: &Dataset) -> Result<Vec<Vec<u64>>> {
-    let live = dataset.fragments().iter().map(|fragment| fragment.id).collect::<BTreeSet<_>>();
+    let live = live_fragments(dataset);
     let mut groups = FragmentGroups::default();
     for description in dataset.describe_indices(None).await? {
         let scalar = IndexType::try_from(description.index_type())
@@ -293,7 +278,7 @@ pub async fn scalar_segment_groups(dataset: &Dataset) -> Result<Vec<Vec<u64>>> {
             continue;
         }
         for segment in description.metadata() {
-            groups.join(segment.fragment_bitmap.iter().flatten().map(u64::from).filter(|id| live.contains(id)));
+            groups.join(live_fragments_of(segment, &live).into_iter());
         }
     }
     Ok(groups.into_groups())
@@ -309,19 +294,45 @@ pub async fn scalar_segment_anchors(dataset: &Dataset, name: &str) -> Result<Vec
 /// The segments of index `name` over live fragments, each with the first fragment of its
 /// group among `groups` (its own first live fragment when in none).
 async fn segment_anchors(dataset: &Dataset, name: &str, groups: Vec<Vec<u64>>) -> Result<Vec<(IndexMetadata, u64)>> {
-    let live = dataset.fragments().iter().map(|fragment| fragment.id).collect::<BTreeSet<_>>();
+    let live = live_fragments(dataset);
+    let segments = dataset.load_indices_by_name(name).await?;
+    let segments = segments.into_iter().map(|segment| {
+        let fragments = live_fragments_of(&segment, &live);
+        (segment, fragments)
+    });
+    Ok(anchored(segments.collect(), groups))
+}
+
+/// `segments` (each with its live fragments) over at least one live fragment, each with
+/// the first fragment of its group among `groups` (its own first when in none).
+fn anchored(segments: Vec<(IndexMetadata, Vec<u64>)>, groups: Vec<Vec<u64>>) -> Vec<(IndexMetadata, u64)> {
     let anchor_of = groups
         .into_iter()
         .flat_map(|group| group.iter().map(|fragment| (*fragment, group[0])).collect::<Vec<_>>())
         .collect::<std::collections::HashMap<_, _>>();
-    let segments = dataset.load_indices_by_name(name).await?;
-    Ok(segments
+    segments
         .into_iter()
-        .filter_map(|segment| {
-            let first = segment.fragment_bitmap.iter().flatten().map(u64::from).find(|id| live.contains(id))?;
+        .filter_map(|(segment, fragments)| {
+            let first = *fragments.first()?;
             Some((segment, anchor_of.get(&first).copied().unwrap_or(first)))
         })
-        .collect())
+        .collect()
+}
+
+/// The column `segment` of an index of `dataset` keys on.
+pub(crate) fn indexed_column(dataset: &Dataset, segment: &IndexMetadata) -> Option<String> {
+    let id = segment.fields.first()?;
+    dataset.schema().field_by_id(*id).map(|field| field.name.clone())
+}
+
+/// The ids of `dataset`'s fragments.
+pub(crate) fn live_fragments(dataset: &Dataset) -> BTreeSet<u64> {
+    dataset.fragments().iter().map(|fragment| fragment.id).collect()
+}
+
+/// The fragments of `live` that `segment` covers, in order.
+pub(crate) fn live_fragments_of(segment: &IndexMetadata, live: &BTreeSet<u64>) -> Vec<u64> {
+    segment.fragment_bitmap.iter().flatten().map(u64::from).filter(|id| live.contains(id)).collect()
 }
 
 /// The groups of fragments `segments` (each with its fragments) make: see
@@ -337,15 +348,12 @@ fn groups_of(segments: &[(IndexMetadata, Vec<u64>)]) -> Vec<Vec<u64>> {
 /// The segments of the vector index on `column`, each with its live fragments in order.
 async fn vector_segments(dataset: &Dataset, column: &str) -> Result<Vec<(IndexMetadata, Vec<u64>)>> {
     let Some(field) = dataset.schema().field(column) else { return Ok(Vec::new()) };
-    let live = dataset.fragments().iter().map(|fragment| fragment.id).collect::<BTreeSet<_>>();
+    let live = live_fragments(dataset);
     let segments = dataset.load_indices().await?;
     Ok(segments
         .iter()
         .filter(|segment| segment.fields.first() == Some(&field.id) && !lance_index::is_system_index(segment))
-        .map(|segment| {
-            let fragments = segment.fragment_bitmap.iter().flatten().map(u64::from).filter(|id| live.contains(id));
-            (segment.clone(), fragments.collect())
-        })
+        .map(|segment| (segment.clone(), live_fragments_of(segment, &live)))
         .collect())
 }
 

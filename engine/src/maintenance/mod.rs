@@ -21,7 +21,7 @@ use lance_index::metrics::NoOpMetricsCollector;
 use lance_index::optimize::OptimizeOptions;
 use lance_index::{IndexParams, IndexType};
 
-use crate::catalog::facts::MATERIALIZE_DELETIONS_THRESHOLD;
+use crate::catalog::facts::{MATERIALIZE_DELETIONS_THRESHOLD, indexed_column};
 use crate::error::{EngineError, Result};
 
 /// What a compaction did.
@@ -148,8 +148,8 @@ async fn scalar_index(dataset: &Dataset, name: &str) -> Result<Option<(String, I
     if !kind.is_scalar() {
         return Ok(None);
     }
-    let field = description.metadata().first().and_then(|segment| segment.fields.first().copied());
-    Ok(field.and_then(|id| dataset.schema().field_by_id(id)).map(|field| (field.name.clone(), kind)))
+    let column = description.metadata().first().and_then(|segment| indexed_column(dataset, segment));
+    Ok(column.map(|column| (column, kind)))
 }
 
 /// Rebuilds the full-text or scalar index `name` (of `kind`, on `column`) as segments

@@ -33,6 +33,7 @@ use lance_index::scalar::inverted::query::{try_collect_query_tokens, uses_fuzzy_
 use lance_index::scalar::inverted::{DocumentGranularity, InvertedIndex, MemBM25Scorer, prepare_bm25_query};
 use lancefleet_proto::v1::Bm25Stats;
 
+use crate::catalog::facts::{live_fragments, live_fragments_of};
 use crate::error::{EngineError, Result};
 
 /// A match leaf of a planned full-text search that may be divided by segment.
@@ -74,15 +75,15 @@ async fn segments_over(
     column: &str,
     fragments: &BTreeSet<u64>,
 ) -> Result<Vec<(IndexMetadata, bool)>> {
-    let live = dataset.fragments().iter().map(|fragment| fragment.id).collect::<BTreeSet<_>>();
+    let live = live_fragments(dataset);
     let segments = load_segments(dataset, column, DocumentGranularity::Row).await?.unwrap_or_default();
     Ok(segments
         .into_iter()
         .filter_map(|segment| {
-            let covered = segment.fragment_bitmap.iter().flatten().map(u64::from).filter(|id| live.contains(id));
-            let here = covered.clone().filter(|id| fragments.contains(id)).collect::<Vec<_>>();
-            let owned = covered.min().is_some_and(|first| fragments.contains(&first));
-            (!here.is_empty()).then_some((segment, owned))
+            let covered = live_fragments_of(&segment, &live);
+            let here = covered.iter().any(|id| fragments.contains(id));
+            let owned = covered.first().is_some_and(|first| fragments.contains(first));
+            here.then_some((segment, owned))
         })
         .collect())
 }
