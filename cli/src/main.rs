@@ -3,6 +3,7 @@
 //! the role the subcommand names; every role's wiring lives in its crate (`run`).
 //! `standalone` composes the query node with the indexer it embeds.
 
+mod keys;
 mod simulate;
 mod smoke;
 mod status;
@@ -46,6 +47,9 @@ enum Command {
     /// Configuration tools.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// API keys: make one with its configuration entry, or hash one.
+    #[command(subcommand)]
+    Key(keys::KeyCommand),
     /// Checks a running cluster through its query node's REST API (what the Helm chart's
     /// `helm test` pod runs): creates a small table, searches it, counts it, drops it.
     SmokeTest(SmokeTestArgs),
@@ -70,7 +74,8 @@ struct StatusArgs {
     /// A query node's REST URL, to show the tables too (when --url is a control plane).
     #[arg(long)]
     query_node: Option<String>,
-    /// An API key for the query node.
+    /// An API key for the query node (an unscoped admin key: the cluster view is
+    /// admin-only).
     #[arg(long, env = "LANCEFLEET_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
     /// Redraw every this many seconds until interrupted.
@@ -87,8 +92,8 @@ struct SmokeTestArgs {
     /// The query node's REST base URL, e.g. http://lancefleet-query-node:8080.
     #[arg(long)]
     url: String,
-    /// An API key, when the cluster checks them [default: the first of the server's own
-    /// LANCEFLEET_AUTH__API_KEYS, when set, as in a pod that shares the servers' Secret].
+    /// An API key with the admin role, when the cluster checks keys (the chart's Secret
+    /// holds one for `helm test`).
     #[arg(long, env = "LANCEFLEET_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
 }
@@ -259,7 +264,7 @@ impl Command {
             Self::ControlPlane(args) => args.common.check,
             Self::Indexer(args) => args.common.check,
             Self::Config(ConfigCommand::Check(_)) => true,
-            Self::SmokeTest(_) | Self::Status(_) | Self::SimulatePlacement(_) => false,
+            Self::SmokeTest(_) | Self::Status(_) | Self::SimulatePlacement(_) | Self::Key(_) => false,
         }
     }
 
@@ -287,7 +292,7 @@ impl Command {
                 args.common.load(&[("indexer.listen", &args.listen), ("control.node_id", &args.node_id)])?,
             ),
             Self::Config(ConfigCommand::Check(args)) => (args.role.parse()?, args.common.load(&[])?),
-            Self::SmokeTest(_) | Self::Status(_) | Self::SimulatePlacement(_) => {
+            Self::SmokeTest(_) | Self::Status(_) | Self::SimulatePlacement(_) | Self::Key(_) => {
                 return Err("this command reads no configuration".into());
             }
         };
@@ -301,15 +306,8 @@ fn main() -> ExitCode {
     match command {
         Command::SmokeTest(args) => return smoke_test(args),
         Command::Status(args) => return status(args),
-        Command::SimulatePlacement(args) => {
-            return simulate::run(&args).map_or_else(
-                |error| {
-                    eprintln!("lancefleet: {error}");
-                    ExitCode::FAILURE
-                },
-                |()| ExitCode::SUCCESS,
-            );
-        }
+        Command::SimulatePlacement(args) => return exit_with(simulate::run(&args)),
+        Command::Key(command) => return exit_with(keys::run(command)),
         _ => {}
     }
     let (service, config) = match command.configure() {
@@ -415,14 +413,21 @@ fn status(args: StatusArgs) -> ExitCode {
     })
 }
 
+/// 0, or 1 after printing `outcome`'s error.
+fn exit_with<E: std::fmt::Display>(outcome: Result<(), E>) -> ExitCode {
+    outcome.map_or_else(
+        |error| {
+            eprintln!("lancefleet: {error}");
+            ExitCode::FAILURE
+        },
+        |()| ExitCode::SUCCESS,
+    )
+}
+
 /// `lancefleet smoke-test`: 0 when the cluster answered as it should.
 fn smoke_test(args: SmokeTestArgs) -> ExitCode {
     let Some(runtime) = client_runtime() else { return ExitCode::FAILURE };
-    let api_key = args.api_key.or_else(|| {
-        let keys = std::env::var("LANCEFLEET_AUTH__API_KEYS").ok()?;
-        serde_json::from_str::<Vec<String>>(&keys).ok()?.into_iter().next()
-    });
-    match runtime.block_on(smoke::run(&args.url, api_key)) {
+    match runtime.block_on(smoke::run(&args.url, args.api_key)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("lancefleet smoke-test failed: {error}");

@@ -6,6 +6,7 @@ executors (scripts/test.sh), where SQL scans are spread over the executors."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import subprocess
@@ -382,7 +383,9 @@ os._exit(3)
 
 
 def test_api_keys_guard_rest_and_flight(tmp_path):
-    server = LanceFleetServer(tmp_path, env={"LANCEFLEET_AUTH__API_KEYS": '["secret"]'}).start()
+    digest = hashlib.sha256(b"secret").hexdigest()
+    keys = f'[{{id="ci",sha256="{digest}",role="admin"}}]'
+    server = LanceFleetServer(tmp_path, env={"LANCEFLEET_AUTH__KEYS": keys}).start()
     try:
         assert requests.get(f"{server.url}/health").status_code == 200
         assert requests.get(f"{server.url}/v1/table/").status_code == 401

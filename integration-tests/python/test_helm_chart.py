@@ -23,6 +23,7 @@ test_helm_run.py runs the rendered chart's processes for real.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import re
 import shutil
@@ -44,7 +45,10 @@ FULLNAME = f"{RELEASE}-lancefleet"
 # The Secret the s3-existing-secret scenario names, as an operator would make it.
 EXISTING_SECRETS = {
     "lancefleet-credentials": {
-        "LANCEFLEET_AUTH__API_KEYS": '["key-1","key-2"]',
+        # The keys' digests, as `lancefleet key new` prints them, in the environment's form.
+        "LANCEFLEET_AUTH__KEYS": "[" + ",".join(
+            f'{{id="{key}",sha256="{hashlib.sha256(key.encode()).hexdigest()}",role="admin"}}' for key in ("key-1", "key-2")
+        ) + "]",
         "LANCEFLEET_API_KEY": "key-1",
         "AWS_ACCESS_KEY_ID": "AKIAEXAMPLE",
         "AWS_SECRET_ACCESS_KEY": "example",
@@ -430,8 +434,11 @@ def test_external_etcd_and_cluster_name():
 def test_secrets_and_object_store_scenarios():
     azure = rendered("azure")
     secret = azure.data("Secret", FULLNAME)
-    assert json.loads(secret["LANCEFLEET_AUTH__API_KEYS"]) == ["change-me"]
     assert secret["LANCEFLEET_API_KEY"] == "change-me" and "AZURE_STORAGE_ACCOUNT_KEY" in secret
+    assert "change-me" not in azure.data("ConfigMap", f"{FULLNAME}-config")["query-node.toml"]
+    auth = tomllib.loads(azure.data("ConfigMap", f"{FULLNAME}-config")["query-node.toml"])["auth"]
+    assert auth["keys"] == [{"id": "key-1", "sha256": hashlib.sha256(b"change-me").hexdigest(), "role": "admin"}]
+    assert len(secret) == 2, "the servers get digests only; the Secret keeps the helm test's key"
     storage = tomllib.loads(azure.data("ConfigMap", f"{FULLNAME}-config")["plan-executor.toml"])["storage"]
     assert storage == {"root": "az://lance-tables/prod", "options": {"account_name": "lancefleetprod"}}
     s3 = rendered("s3-existing-secret")

@@ -5,7 +5,7 @@ use crate::v1::{ErrorCode, ErrorStatus, RetryTarget};
 
 impl ErrorCode {
     /// Every code a LanceFleet node sends (all but `Unspecified`).
-    pub const ALL: [ErrorCode; 9] = [
+    pub const ALL: [ErrorCode; 10] = [
         ErrorCode::InvalidArgument,
         ErrorCode::NotFound,
         ErrorCode::AlreadyExists,
@@ -15,6 +15,7 @@ impl ErrorCode {
         ErrorCode::NotSupported,
         ErrorCode::Internal,
         ErrorCode::Unauthenticated,
+        ErrorCode::PermissionDenied,
     ];
 
     /// The HTTP status of this code in the LanceDB REST dialect.
@@ -26,6 +27,7 @@ impl ErrorCode {
         match self {
             ErrorCode::InvalidArgument | ErrorCode::AlreadyExists => 400,
             ErrorCode::Unauthenticated => 401,
+            ErrorCode::PermissionDenied => 403,
             ErrorCode::NotFound => 404,
             ErrorCode::Conflict => 409,
             ErrorCode::NotSupported => 501,
@@ -48,6 +50,7 @@ impl ErrorCode {
             | ErrorCode::Timeout
             | ErrorCode::NotSupported
             | ErrorCode::Unauthenticated
+            | ErrorCode::PermissionDenied
             | ErrorCode::Internal => RetryTarget::None,
         }
     }
@@ -100,6 +103,7 @@ impl ErrorStatus {
             ErrorCode::Timeout => tonic::Code::DeadlineExceeded,
             ErrorCode::NotSupported => tonic::Code::Unimplemented,
             ErrorCode::Unauthenticated => tonic::Code::Unauthenticated,
+            ErrorCode::PermissionDenied => tonic::Code::PermissionDenied,
             ErrorCode::Unspecified | ErrorCode::Internal => tonic::Code::Internal,
         }
     }

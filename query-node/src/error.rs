@@ -53,6 +53,9 @@ pub enum ApiError {
     /// The request carries no valid API key.
     #[error("{0}")]
     Unauthenticated(String),
+    /// The API key is valid but does not allow the operation on its target.
+    #[error("{0}")]
+    Forbidden(String),
     /// DataFusion refused a SQL statement (syntax, unknown column or function, bad types).
     #[error("{0}")]
     Sql(String),
@@ -91,6 +94,7 @@ impl ServiceError for ApiError {
             Self::Engine(error) => error.error_code(),
             Self::BadRequest(_) | Self::Sql(_) => ErrorCode::InvalidArgument,
             Self::Unauthenticated(_) => ErrorCode::Unauthenticated,
+            Self::Forbidden(_) => ErrorCode::PermissionDenied,
             Self::NotImplemented(_) => ErrorCode::NotSupported,
             Self::RouteNotFound(_) | Self::IndexNotFound(_) => ErrorCode::NotFound,
             Self::Events(_) => ErrorCode::Unavailable,

@@ -32,6 +32,8 @@ use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{Instrument, Span};
 
+use crate::audit::{AuditEntry, Outcome};
+use crate::auth::{self, CallContext};
 use crate::error::ApiError;
 use crate::metrics::METRICS;
 use crate::request;
@@ -97,9 +99,11 @@ impl FlightFront {
         Ok(Self { sql: sql_service::FlightSql::new(state.clone())?, state })
     }
 
-    /// The API key check of every call but the handshake.
-    fn authorize<T>(&self, request: &Request<T>) -> Result<(), Status> {
-        Ok(self.state.auth.check(request.metadata().as_ref())?)
+    /// A call of `method`, whose caller is authenticated (every method but the handshake).
+    fn call<T>(&self, method: &'static str, request: &Request<T>) -> FlightCall {
+        let mut call = FlightCall::new(method, request);
+        call.caller = Some(self.state.auth.authenticate(request.metadata().as_ref()).map(CallContext::new));
+        call
     }
 }
 
@@ -109,6 +113,11 @@ struct FlightCall {
     method: &'static str,
     id: Arc<str>,
     span: Span,
+    /// The client's deadline (`x-request-timeout-ms` metadata), or why it is malformed.
+    deadline: Result<Option<tokio::time::Instant>, ApiError>,
+    /// The authenticated caller, or why there is none; `None` for the handshake, which
+    /// checks its own credentials.
+    caller: Option<Result<Arc<CallContext>, ApiError>>,
 }
 
 impl FlightCall {
@@ -117,21 +126,31 @@ impl FlightCall {
         let id = request::given_or_new(given);
         let span = tracing::info_span!("flight", method, request_id = &*id, code = tracing::field::Empty);
         telemetry::follow_caller(&span, telemetry::context_from_metadata(request.metadata()));
-        Self { method, id, span }
+        let timeout =
+            request.metadata().get(request::REQUEST_TIMEOUT_HEADER).map(|value| value.to_str().unwrap_or("?"));
+        Self { method, id, span, deadline: request::deadline(timeout), caller: None }
     }
 }
 
-/// Runs one Flight call under its request id and span, counting it by method and answer
-/// code, timing it until its answer starts, and returning the request id in the answer's
-/// metadata.
+/// Runs one Flight call as its caller under its request id and span, counting it by
+/// method and answer code, timing it until its answer starts, writing the audit line of a
+/// call that changes something, and returning the request id in the answer's metadata.
 async fn recorded<T>(
+    state: &AppState,
     call: FlightCall,
     answer: impl Future<Output = Result<Response<T>, Status>>,
 ) -> Result<Response<T>, Status> {
-    let FlightCall { method, id, span } = call;
+    let FlightCall { method, id, span, deadline, caller } = call;
     let started = Instant::now();
     METRICS.in_flight.with_label_values(&["flight"]).inc();
-    let answer = request::serve(id.clone(), answer).instrument(span.clone()).await;
+    let (context, answer) = match (deadline, caller) {
+        (Err(error), _) | (_, Some(Err(error))) => (None, Err(Status::from(error))),
+        (Ok(deadline), None) => (None, request::serve(id.clone(), deadline, answer).instrument(span.clone()).await),
+        (Ok(deadline), Some(Ok(context))) => {
+            let answer = request::serve(id.clone(), deadline, auth::serve_as(context.clone(), answer));
+            (Some(context), answer.instrument(span.clone()).await)
+        }
+    };
     METRICS.in_flight.with_label_values(&["flight"]).dec();
     let code = match &answer {
         Ok(_) => tonic::Code::Ok,
@@ -147,6 +166,27 @@ async fn recorded<T>(
     span.in_scope(|| {
         tracing::info!(code = code_name, elapsed_ms = started.elapsed().as_millis() as u64, "call answered")
     });
+    let changed = context.as_ref().and_then(|context| context.changed_target());
+    if changed.is_some() || method == "DoPut" {
+        let outcome = match code {
+            tonic::Code::Ok => Outcome::Ok,
+            tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => Outcome::Denied,
+            _ => Outcome::Failed,
+        };
+        let caller = context.as_ref().map(|context| &context.caller);
+        state.audit.record(&AuditEntry {
+            request_id: &id,
+            interface: "flight",
+            operation: method,
+            key_id: caller.map(|caller| &*caller.id),
+            role: caller.map(|caller| caller.role.as_str()),
+            target: changed.as_deref().unwrap_or_default(),
+            version: context.as_ref().and_then(|context| context.committed_version()),
+            outcome,
+            status: None,
+            error_code: (code != tonic::Code::Ok).then_some(code_name.as_str()),
+        });
+    }
     answer.map(|mut response| {
         if let Ok(value) = MetadataValue::try_from(&*id) {
             response.metadata_mut().insert("x-request-id", value);
@@ -183,12 +223,12 @@ impl FlightService for FlightFront {
         &self,
         request: Request<Streaming<HandshakeRequest>>,
     ) -> Result<Response<Self::HandshakeStream>, Status> {
-        recorded(FlightCall::new("Handshake", &request), async move { self.sql.handshake(request).await }).await
+        recorded(&self.state, FlightCall::new("Handshake", &request), async move { self.sql.handshake(request).await })
+            .await
     }
 
     async fn list_flights(&self, request: Request<Criteria>) -> Result<Response<Self::ListFlightsStream>, Status> {
-        recorded(FlightCall::new("ListFlights", &request), async move {
-            self.authorize(&request)?;
+        recorded(&self.state, self.call("ListFlights", &request), async move {
             let flights = data::list_flights(&self.state).await?;
             Ok(Response::new(futures::stream::iter(flights.into_iter().map(Ok)).boxed()))
         })
@@ -196,8 +236,7 @@ impl FlightService for FlightFront {
     }
 
     async fn get_flight_info(&self, request: Request<FlightDescriptor>) -> Result<Response<FlightInfo>, Status> {
-        recorded(FlightCall::new("GetFlightInfo", &request), async move {
-            self.authorize(&request)?;
+        recorded(&self.state, self.call("GetFlightInfo", &request), async move {
             if is_table_path(request.get_ref()) {
                 return Ok(Response::new(data::flight_info(&self.state, request.into_inner()).await?));
             }
@@ -207,16 +246,14 @@ impl FlightService for FlightFront {
     }
 
     async fn poll_flight_info(&self, request: Request<FlightDescriptor>) -> Result<Response<PollInfo>, Status> {
-        recorded(FlightCall::new("PollFlightInfo", &request), async move {
-            self.authorize(&request)?;
+        recorded(&self.state, self.call("PollFlightInfo", &request), async move {
             Err(Status::unimplemented("PollFlightInfo is not supported: queries answer at once; use GetFlightInfo"))
         })
         .await
     }
 
     async fn get_schema(&self, request: Request<FlightDescriptor>) -> Result<Response<SchemaResult>, Status> {
-        recorded(FlightCall::new("GetSchema", &request), async move {
-            self.authorize(&request)?;
+        recorded(&self.state, self.call("GetSchema", &request), async move {
             if is_table_path(request.get_ref()) {
                 return Ok(Response::new(data::table_schema(&self.state, request.get_ref()).await?));
             }
@@ -226,8 +263,7 @@ impl FlightService for FlightFront {
     }
 
     async fn do_get(&self, request: Request<Ticket>) -> Result<Response<Self::DoGetStream>, Status> {
-        recorded(FlightCall::new("DoGet", &request), async move {
-            self.authorize(&request)?;
+        recorded(&self.state, self.call("DoGet", &request), async move {
             if data::is_json_ticket(request.get_ref()) {
                 return Ok(Response::new(data::do_get(&self.state, request.get_ref()).await?));
             }
@@ -239,10 +275,11 @@ impl FlightService for FlightFront {
     /// Flight SQL reads the first message to dispatch on its command; table paths come
     /// back to the data plane through its fallback.
     async fn do_put(&self, request: Request<Streaming<FlightData>>) -> Result<Response<Self::DoPutStream>, Status> {
-        recorded(FlightCall::new("DoPut", &request), async move {
-            self.authorize(&request)?;
-            FlightService::do_put(&self.sql, request).await
-        })
+        recorded(
+            &self.state,
+            self.call("DoPut", &request),
+            async move { FlightService::do_put(&self.sql, request).await },
+        )
         .await
     }
 
@@ -250,24 +287,21 @@ impl FlightService for FlightFront {
         &self,
         request: Request<Streaming<FlightData>>,
     ) -> Result<Response<Self::DoExchangeStream>, Status> {
-        recorded(FlightCall::new("DoExchange", &request), async move {
-            self.authorize(&request)?;
+        recorded(&self.state, self.call("DoExchange", &request), async move {
             Err(Status::unimplemented("DoExchange is not supported"))
         })
         .await
     }
 
     async fn do_action(&self, request: Request<Action>) -> Result<Response<Self::DoActionStream>, Status> {
-        recorded(FlightCall::new("DoAction", &request), async move {
-            self.authorize(&request)?;
+        recorded(&self.state, self.call("DoAction", &request), async move {
             FlightService::do_action(&self.sql, request).await
         })
         .await
     }
 
     async fn list_actions(&self, request: Request<Empty>) -> Result<Response<Self::ListActionsStream>, Status> {
-        recorded(FlightCall::new("ListActions", &request), async move {
-            self.authorize(&request)?;
+        recorded(&self.state, self.call("ListActions", &request), async move {
             FlightService::list_actions(&self.sql, request).await
         })
         .await

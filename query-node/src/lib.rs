@@ -10,10 +10,12 @@
 //! in-process when there are no executors.
 
 mod arrow_body;
+mod audit;
 mod auth;
 mod dispatch;
 mod error;
 mod flight;
+mod limits;
 mod metrics;
 mod protocol;
 mod request;
@@ -107,7 +109,8 @@ pub async fn start(config: NodeConfig, context: &NodeContext, service: Service) 
         role = %service,
         %rest,
         flight = flight.map_or_else(|| "off".to_string(), |address| address.to_string()),
-        authentication = if config.auth.api_keys.is_empty() { "off" } else { "api keys" },
+        authentication = if config.auth.checks_keys() { "api keys" } else { "off" },
+        audit_log = config.auth.audit_log.as_deref().unwrap_or("off"),
         storage_root,
         etcd = context.etcd().is_some(),
         weak_read_consistency_interval = %humantime::format_duration(config.rest.weak_read_consistency_interval),
@@ -144,6 +147,7 @@ struct QueryNode {
     router: axum::Router,
     flight: Option<FlightEndpoint>,
     grace: Duration,
+    auth: Arc<auth::Authenticator>,
 }
 
 impl QueryNode {
@@ -166,12 +170,15 @@ impl QueryNode {
             events: writes.events,
             inline_indexing: writes.inline_indexing,
             recorded_versions: writes.recorded_versions,
-            auth: Arc::new(auth::Authenticator::new(&config.auth.api_keys)),
+            auth: Arc::new(auth::Authenticator::new(&config.auth)?),
+            audit: Arc::new(audit::AuditLog::open(config.auth.audit_log.as_deref().unwrap_or_default())?),
+            limits: limits::RequestLimits::new(rest),
         };
         let flight =
             if config.flight.enabled { Some(FlightEndpoint::bind(&config.flight, state.clone()).await?) } else { None };
         Ok(Self {
             listener,
+            auth: state.auth.clone(),
             router: routes::router(state, rest.max_body.as_usize()),
             flight,
             grace: rest.shutdown_grace,
@@ -192,6 +199,7 @@ impl QueryNode {
     /// (REST and Flight alike) for at most the grace period.
     async fn serve(self, shutdown: Shutdown) -> Result<(), ApiError> {
         let address = self.local_addr()?;
+        tokio::spawn(self.auth.clone().follow_keys_file(shutdown.clone()));
         let flight = self.flight.map(|flight| tokio::spawn(flight.serve(shutdown.clone(), self.grace)));
         let stop_accepting = shutdown.clone();
         // Answers go out as soon as they are written (no Nagle delay behind the client's ACK).

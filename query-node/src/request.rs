@@ -3,20 +3,40 @@
 //! in a task-local (set by the REST middleware and the Flight front), on the request's
 //! span (so on every log line and trace span under it), and on every plan fragment sent
 //! for it (`PlanFragment.query_id`), which executors log and trace under.
+//!
+//! A client may also bound a request's time with `x-request-timeout-ms` (a header, or
+//! Flight metadata). Its deadline travels with the request the same way: queries end with
+//! a 504 when it passes, and every executor call (first attempts, retries and hedges) ends
+//! by it and tells the executor the time left, so no retry extends it.
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
+use tokio::time::Instant;
+
+use crate::error::ApiError;
 
 /// The header a request id travels in, both ways.
 pub static REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
 
+/// The header (or Flight metadata key) in which a client bounds a request's time, in
+/// milliseconds.
+pub const REQUEST_TIMEOUT_HEADER: &str = "x-request-timeout-ms";
+
 /// Longest client-chosen request id kept; a longer one is replaced.
 const MAX_REQUEST_ID: usize = 128;
 
+/// The request being served.
+#[derive(Debug, Clone)]
+struct Served {
+    id: Arc<str>,
+    deadline: Option<Instant>,
+}
+
 tokio::task_local! {
-    static CURRENT: Arc<str>;
+    static CURRENT: Served;
 }
 
 /// The request id `headers` carry (a printable id of reasonable length), else a new one.
@@ -39,14 +59,33 @@ pub fn header_value(id: &str) -> Option<HeaderValue> {
     HeaderValue::from_str(id).ok()
 }
 
-/// Runs `future` as the work of request `id`.
-pub async fn serve<F: Future>(id: Arc<str>, future: F) -> F::Output {
-    CURRENT.scope(id, future).await
+/// The deadline a client's `x-request-timeout-ms` value sets, from now.
+pub fn deadline(value: Option<&str>) -> Result<Option<Instant>, ApiError> {
+    let Some(value) = value else { return Ok(None) };
+    let millis = value.trim().parse::<u64>().map_err(|_| {
+        ApiError::bad_request(format!("{REQUEST_TIMEOUT_HEADER} must be a whole number of milliseconds, got '{value}'"))
+    })?;
+    Ok(Some(Instant::now() + Duration::from_millis(millis)))
+}
+
+/// Runs `future` as the work of request `id`, which must end by `deadline` if one is set.
+pub async fn serve<F: Future>(id: Arc<str>, deadline: Option<Instant>, future: F) -> F::Output {
+    CURRENT.scope(Served { id, deadline }, future).await
 }
 
 /// The id of the request being served, if any (empty outside one).
 pub fn current() -> String {
-    CURRENT.try_with(|id| id.to_string()).unwrap_or_default()
+    CURRENT.try_with(|served| served.id.to_string()).unwrap_or_default()
+}
+
+/// The deadline of the request being served, if its client set one.
+pub fn current_deadline() -> Option<Instant> {
+    CURRENT.try_with(|served| served.deadline).ok().flatten()
+}
+
+/// `deadline`, or the request's own when that comes first.
+pub fn bounded(deadline: Instant) -> Instant {
+    current_deadline().map_or(deadline, |limit| limit.min(deadline))
 }
 
 #[cfg(test)]
@@ -63,6 +102,17 @@ mod tests {
         let made = request_id(&HeaderMap::new());
         assert_eq!(made.len(), 36, "a UUID: {made}");
         assert_eq!(current(), "");
-        assert_eq!(serve(Arc::from("r-1"), async { current() }).await, "r-1");
+        assert_eq!(serve(Arc::from("r-1"), None, async { current() }).await, "r-1");
+    }
+
+    #[tokio::test]
+    async fn a_clients_deadline_bounds_later_ones() {
+        assert!(deadline(Some("soon")).is_err());
+        assert_eq!(deadline(None).expect("none"), None);
+        let soon = deadline(Some("50")).expect("valid").expect("set");
+        let later = Instant::now() + Duration::from_secs(30);
+        assert_eq!(bounded(later), later, "no request, no bound");
+        let within = serve(Arc::from("r-2"), Some(soon), async { (bounded(later), current_deadline()) }).await;
+        assert_eq!(within, (soon, Some(soon)));
     }
 }

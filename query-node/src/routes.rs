@@ -10,19 +10,23 @@ mod versions;
 
 use std::time::Instant;
 
+use axum::RequestExt;
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{DefaultBodyLimit, MatchedPath, State};
+use axum::extract::{DefaultBodyLimit, MatchedPath, RawPathParams, State};
 use axum::http::{HeaderValue, Method, Request, Uri};
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get, post};
 use lancefleet_common::metrics::metrics_handler;
 use lancefleet_common::telemetry;
+use lancefleet_engine::{Namespace, TableId};
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
 use tracing::Span;
 
+use crate::audit::{AuditEntry, Outcome};
+use crate::auth::{self, Access, CallContext, Target};
 use crate::dispatch::Dispatcher;
 use crate::error::{ApiError, ERROR_CODE_HEADER};
 use crate::metrics::METRICS;
@@ -33,67 +37,74 @@ use crate::state::AppState;
 /// A route's handler, built when the router is.
 type Handler = fn() -> MethodRouter<AppState>;
 
-/// Table operations reachable as `/v1/table/{id}/{operation}/` (and without the slash).
-const TABLE_ROUTES: &[(&str, Handler)] = &[
-    ("create", || post(tables::create_table)),
-    ("describe", || post(tables::describe_table)),
-    ("drop", || post(tables::drop_table)),
-    ("stats", || post(tables::table_stats)),
-    ("insert", || post(data::insert)),
-    ("merge_insert", || post(data::merge_insert)),
-    ("query", || post(query::query)),
-    ("explain_plan", || post(query::explain_plan)),
-    ("analyze_plan", || post(query::analyze_plan)),
-    ("count_rows", || post(data::count_rows)),
-    ("delete", || post(data::delete_rows)),
-    ("update", || post(data::update_rows)),
-    ("add_columns", || post(schema::add_columns)),
-    ("alter_columns", || post(schema::alter_columns)),
-    ("drop_columns", || post(schema::drop_columns)),
-    ("update_field_metadata", || post(schema::update_field_metadata)),
-    ("version/list", || post(versions::list_versions)),
-    ("restore", || post(versions::restore)),
-    ("tags/list", || post(versions::list_tags)),
-    ("tags/version", || post(versions::tag_version)),
-    ("tags/create", || post(versions::create_tag)),
-    ("tags/update", || post(versions::update_tag)),
-    ("tags/delete", || post(versions::delete_tag)),
-    ("create_index", || post(indexes::create_index)),
-    ("index/list", || post(indexes::list_indices)),
-    ("index/{name}/stats", || post(indexes::index_stats)),
-    ("index/{name}/drop", || post(indexes::drop_index)),
+/// Table operations reachable as `/v1/table/{id}/{operation}/` (and without the slash),
+/// with the access each needs of its caller.
+const TABLE_ROUTES: &[(&str, Access, Handler)] = &[
+    ("create", Access::Write, || post(tables::create_table)),
+    ("describe", Access::Read, || post(tables::describe_table)),
+    // Dropping a table removes its history too, which no later write can undo.
+    ("drop", Access::Admin, || post(tables::drop_table)),
+    ("stats", Access::Read, || post(tables::table_stats)),
+    ("insert", Access::Write, || post(data::insert)),
+    ("merge_insert", Access::Write, || post(data::merge_insert)),
+    ("query", Access::Read, || post(query::query)),
+    ("explain_plan", Access::Read, || post(query::explain_plan)),
+    ("analyze_plan", Access::Read, || post(query::analyze_plan)),
+    ("count_rows", Access::Read, || post(data::count_rows)),
+    ("delete", Access::Write, || post(data::delete_rows)),
+    ("update", Access::Write, || post(data::update_rows)),
+    ("add_columns", Access::Write, || post(schema::add_columns)),
+    ("alter_columns", Access::Write, || post(schema::alter_columns)),
+    ("drop_columns", Access::Write, || post(schema::drop_columns)),
+    ("update_field_metadata", Access::Write, || post(schema::update_field_metadata)),
+    ("version/list", Access::Read, || post(versions::list_versions)),
+    ("restore", Access::Write, || post(versions::restore)),
+    ("tags/list", Access::Read, || post(versions::list_tags)),
+    ("tags/version", Access::Read, || post(versions::tag_version)),
+    ("tags/create", Access::Write, || post(versions::create_tag)),
+    ("tags/update", Access::Write, || post(versions::update_tag)),
+    ("tags/delete", Access::Write, || post(versions::delete_tag)),
+    ("create_index", Access::Write, || post(indexes::create_index)),
+    ("index/list", Access::Read, || post(indexes::list_indices)),
+    ("index/{name}/stats", Access::Read, || post(indexes::index_stats)),
+    ("index/{name}/drop", Access::Write, || post(indexes::drop_index)),
 ];
 
-/// Builds the router for `state`, accepting bodies up to `max_body_bytes`.
+/// Namespace operations, `/v1/namespace/{id}/{operation}/` (and without the slash).
+const NAMESPACE_ROUTES: &[(&str, Access, Handler)] = &[
+    ("list", Access::Read, || get(namespaces::list_namespaces)),
+    ("create", Access::Admin, || post(namespaces::create_namespace)),
+    ("describe", Access::Read, || post(namespaces::describe_namespace)),
+    ("drop", Access::Admin, || post(namespaces::drop_namespace)),
+    ("table/list", Access::Read, || get(tables::list_namespace_tables)),
+];
+
+/// Builds the router for `state`, accepting bodies up to `max_body_bytes`. Every `/v1`
+/// route passes its [`Guard`]; `/health` and `/metrics` stay open.
 pub fn router(state: AppState, max_body_bytes: usize) -> Router {
-    // Namespace operations, `/v1/namespace/{id}/{operation}` (GET for `list`).
-    let namespace_routes: [(&str, MethodRouter<AppState>); 4] = [
-        ("list", get(namespaces::list_namespaces)),
-        ("create", post(namespaces::create_namespace)),
-        ("describe", post(namespaces::describe_namespace)),
-        ("drop", post(namespaces::drop_namespace)),
-    ];
+    let guard = |operation: &'static str, access, target, handler: MethodRouter<AppState>| {
+        let guard = Guard { state: state.clone(), operation, access, target };
+        handler.route_layer(middleware::from_fn_with_state(guard, Guard::run))
+    };
     let mut router = Router::new()
         .route("/health", get(|| async { "ok" }))
         .route("/metrics", get(metrics_handler))
-        .route("/v1/cluster", get(cluster))
-        .route("/v1/table", get(tables::list_tables))
-        .route("/v1/table/", get(tables::list_tables))
-        .route("/v1/namespace/{id}/table/list", get(tables::list_namespace_tables))
-        .route("/v1/namespace/{id}/table/list/", get(tables::list_namespace_tables));
-    for (operation, handler) in TABLE_ROUTES {
-        let handler = handler();
+        .route("/v1/cluster", guard("cluster", Access::Admin, RouteTarget::Server, get(cluster)));
+    let root_tables = guard("table/list", Access::Read, RouteTarget::RootNamespace, get(tables::list_tables));
+    router = router.route("/v1/table", root_tables.clone()).route("/v1/table/", root_tables);
+    for (operation, access, handler) in TABLE_ROUTES {
+        let handler = guard(operation, *access, RouteTarget::Table, handler());
         router = router
             .route(&format!("/v1/table/{{id}}/{operation}"), handler.clone())
             .route(&format!("/v1/table/{{id}}/{operation}/"), handler);
     }
-    for (operation, handler) in namespace_routes {
+    for (operation, access, handler) in NAMESPACE_ROUTES {
+        let handler = guard(operation, *access, RouteTarget::Namespace, handler());
         router = router
             .route(&format!("/v1/namespace/{{id}}/{operation}"), handler.clone())
             .route(&format!("/v1/namespace/{{id}}/{operation}/"), handler);
     }
     router
-        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .route_layer(middleware::from_fn(record_request))
         .fallback(unknown_route)
         .layer(DefaultBodyLimit::max(max_body_bytes))
@@ -104,6 +115,102 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .layer(middleware::from_fn(identify))
         .layer(TraceLayer::new_for_http().make_span_with(request_span).on_request(()).on_response(()).on_failure(()))
         .with_state(state)
+}
+
+/// What a route's `{id}` names.
+#[derive(Debug, Clone, Copy)]
+enum RouteTarget {
+    /// The server as a whole.
+    Server,
+    /// The root namespace (the route has no id).
+    RootNamespace,
+    /// The namespace `{id}`.
+    Namespace,
+    /// The table `{id}`.
+    Table,
+}
+
+/// The check in front of one route: authenticates the caller, checks its access to the
+/// route's target, serves the request as that caller, and writes the audit line of a
+/// write or admin operation.
+#[derive(Debug, Clone)]
+struct Guard {
+    state: AppState,
+    operation: &'static str,
+    access: Access,
+    target: RouteTarget,
+}
+
+impl Guard {
+    async fn run(State(guard): State<Guard>, mut request: Request<Body>, next: Next) -> Response {
+        let target = guard.target_of(&mut request).await;
+        let audited = target.as_ref().map(auth::target_id).unwrap_or_default();
+        let (response, context) = match guard.state.auth.authenticate(request.headers()) {
+            Err(error) => (error.into_response(), None),
+            Ok(caller) => {
+                let context = CallContext::new(caller);
+                let answer = auth::serve_as(context.clone(), async {
+                    // A malformed id: the 400 the handler would give, before anything runs.
+                    let target = target?;
+                    auth::require(guard.access, &target)?;
+                    Ok::<_, ApiError>(next.run(request).await)
+                });
+                (answer.await.unwrap_or_else(IntoResponse::into_response), Some(context))
+            }
+        };
+        if guard.access > Access::Read {
+            guard.audit(&response, context.as_deref(), &audited);
+        }
+        response
+    }
+
+    /// The route's target, from its (percent-decoded) `{id}`.
+    async fn target_of(&self, request: &mut Request<Body>) -> Result<Target, ApiError> {
+        match self.target {
+            RouteTarget::Server => return Ok(Target::Server),
+            RouteTarget::RootNamespace => return Ok(Target::Namespace(Namespace::root())),
+            RouteTarget::Namespace | RouteTarget::Table => {}
+        }
+        let params = request
+            .extract_parts::<RawPathParams>()
+            .await
+            .map_err(|rejection| ApiError::bad_request(rejection.body_text()))?;
+        let id = params
+            .iter()
+            .find_map(|(name, value)| (name == "id").then_some(value))
+            .ok_or_else(|| ApiError::Internal("a routed id without an {id}".into()))?;
+        Ok(match self.target {
+            RouteTarget::Table => Target::Table(TableId::parse(id)?),
+            _ => Target::Namespace(Namespace::parse(id)?),
+        })
+    }
+
+    /// Writes the audit line of one answered request.
+    fn audit(&self, response: &Response, context: Option<&CallContext>, target: &str) {
+        let code = response.headers().get(ERROR_CODE_HEADER).and_then(|code| code.to_str().ok());
+        let outcome = match response.status().as_u16() {
+            401 | 403 => Outcome::Denied,
+            status if status < 400 => Outcome::Ok,
+            _ => Outcome::Failed,
+        };
+        let caller = context.map(|context| &context.caller);
+        let operation = match self.target {
+            RouteTarget::Namespace => format!("namespace/{}", self.operation),
+            _ => self.operation.to_string(),
+        };
+        self.state.audit.record(&AuditEntry {
+            request_id: &request::current(),
+            interface: "rest",
+            operation: &operation,
+            key_id: caller.map(|caller| &*caller.id),
+            role: caller.map(|caller| caller.role.as_str()),
+            target,
+            version: context.and_then(CallContext::committed_version),
+            outcome,
+            status: Some(response.status().as_u16()),
+            error_code: code,
+        });
+    }
 }
 
 /// Counts and times every routed request by its route template (never the raw path,
@@ -136,12 +243,16 @@ async fn record_request(request: Request<Body>, next: Next) -> Response {
     response
 }
 
-/// Gives every request its id (see [`crate::request`]): recorded on its span, served
-/// under it, and returned in the `x-request-id` header.
+/// Gives every request its id and the client's deadline, if any (see [`crate::request`]):
+/// the id recorded on its span, served under it, and returned in the `x-request-id` header.
 async fn identify(request: Request<Body>, next: Next) -> Response {
     let id = request::request_id(request.headers());
     Span::current().record("request_id", &*id);
-    let mut response = request::serve(id.clone(), next.run(request)).await;
+    let timeout = request.headers().get(request::REQUEST_TIMEOUT_HEADER).map(|value| value.to_str().unwrap_or("?"));
+    let mut response = match request::deadline(timeout) {
+        Ok(deadline) => request::serve(id.clone(), deadline, next.run(request)).await,
+        Err(error) => error.into_response(),
+    };
     if let Some(value) = request::header_value(&id) {
         response.headers_mut().insert(request::REQUEST_ID_HEADER.clone(), value);
     }
@@ -159,14 +270,6 @@ async fn cluster(State(state): State<AppState>) -> Result<axum::Json<serde_json:
     view["answered_by"] = serde_json::Value::from("query-node");
     view["leader"] = serde_json::Value::Null;
     Ok(axum::Json(view))
-}
-
-/// Refuses a `/v1` request without a valid API key; `/health` and `/metrics` stay open.
-async fn authenticate(State(state): State<AppState>, request: Request<Body>, next: Next) -> Result<Response, ApiError> {
-    if request.uri().path().starts_with("/v1/") {
-        state.auth.check(request.headers())?;
-    }
-    Ok(next.run(request).await)
 }
 
 /// One span per request, a child of the caller's trace when it sent one: method, route,
@@ -209,7 +312,7 @@ async fn unknown_route(method: Method, uri: Uri) -> ApiError {
 /// The table id of `/v1/table/{id}/{operation}/` when `{id}` contains `/`.
 fn table_id_with_slash(path: &str) -> Option<&str> {
     let rest = path.strip_prefix("/v1/table/")?.trim_end_matches('/');
-    TABLE_ROUTES.iter().find_map(|(operation, _)| {
+    TABLE_ROUTES.iter().find_map(|(operation, _, _)| {
         let id = rest.strip_suffix(operation)?.strip_suffix('/')?;
         id.contains('/').then_some(id)
     })

@@ -10,11 +10,15 @@ use lance::Dataset;
 use lance::deps::datafusion::execution::SendableRecordBatchStream;
 use lance::deps::datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use lancefleet_common::events::{ChangeKind, EventBus, TableEvent, WriteIntent};
-use lancefleet_engine::{Catalog, InsertMode, QueryOutput, QueryPlan, ReadVersion, TableId, TableQuery, plan_query};
+use lancefleet_engine::{
+    Catalog, InsertMode, Namespace, QueryOutput, QueryPlan, ReadVersion, TableId, TableQuery, plan_query,
+};
 
-use crate::auth::Authenticator;
+use crate::audit::AuditLog;
+use crate::auth::{self, Authenticator};
 use crate::dispatch::{Dispatcher, Pinned};
 use crate::error::ApiError;
+use crate::limits::RequestLimits;
 use crate::metrics::METRICS;
 
 /// Shared handler state; cheap to clone.
@@ -30,6 +34,10 @@ pub struct AppState {
     pub inline_indexing: bool,
     /// Who may call.
     pub auth: Arc<Authenticator>,
+    /// Where write and admin requests are recorded.
+    pub audit: Arc<AuditLog>,
+    /// What one request may ask for.
+    pub limits: RequestLimits,
     /// Writes announce themselves on the bus before they commit and record their version
     /// after (strong reads learn versions from the bus; see `rest.external_writer_check`).
     pub recorded_versions: bool,
@@ -85,12 +93,24 @@ impl AppState {
             }
         };
         let (version, rows) = committed(&done);
+        if version > 0 {
+            auth::note_committed(version);
+        }
         let event = TableEvent::now(table.clone(), version, kind, rows);
         if let Err(error) = self.events.publish_write(event, &intent).await {
             METRICS.event_failures.inc();
             tracing::warn!(%table, version, ?kind, %error, "could not publish the change event");
         }
         Ok(done)
+    }
+
+    /// The tables of `namespace` the current caller may see, sorted.
+    pub async fn visible_tables(&self, namespace: &Namespace) -> Result<Vec<String>, ApiError> {
+        let mut names = self.catalog.list_tables(namespace).await?;
+        names.retain(|name| {
+            TableId::new(namespace.clone(), name).is_ok_and(|id| auth::visible(&auth::Target::Table(id)))
+        });
+        Ok(names)
     }
 
     /// Pins the version of table `id` that `read` asks for and compiles `query` against it.
@@ -101,6 +121,7 @@ impl AppState {
         query: &TableQuery,
     ) -> Result<PinnedPlan, ApiError> {
         query.validate()?;
+        self.limits.check_query(query)?;
         let dataset = self.catalog.open_table(id, read).await?;
         self.plan_pinned(id, dataset, query).await
     }

@@ -13,6 +13,7 @@
 //! [`NodeConfig::validate_for`] refuses values a role cannot run with, naming the key.
 //! `docs/configuration.md` documents every key; a test fails when one is missing.
 
+mod auth;
 mod renamed;
 mod sections;
 pub mod units;
@@ -23,9 +24,10 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
+pub use auth::{ApiKey, AuthConfig, Role, key_digest};
 pub use renamed::{OldUnit, RENAMED_KEYS};
 pub use sections::{
-    AuthConfig, CacheConfig, ClusterConfig, ControlConfig, ExecutorConfig, ExecutorEndpoint, FlightConfig, HedgeAfter,
+    CacheConfig, ClusterConfig, ControlConfig, ExecutorConfig, ExecutorEndpoint, FlightConfig, HedgeAfter,
     IndexerConfig, RestConfig,
 };
 pub use units::ByteSize;
@@ -303,7 +305,7 @@ mod tests {
             assert_eq!(config.log.level, "info,lance::dataset_events=warn");
             assert_eq!(config.rest.weak_read_consistency_interval, Duration::ZERO, "reads are strong by default");
             assert_eq!(config.flight.listen, "127.0.0.1:10025".parse().expect("addr"));
-            assert!(config.flight.enabled && config.auth.api_keys.is_empty());
+            assert!(config.flight.enabled && !config.auth.checks_keys());
             assert!(!config.control.uses_etcd(), "no etcd unless configured");
             assert_eq!(config.control.lease_ttl, Duration::from_secs(10));
             assert_eq!(config.cache.memory, ByteSize::gib(1));
@@ -311,6 +313,23 @@ mod tests {
             assert_eq!(config.indexer.cleanup_retention, Duration::from_secs(3600));
             config.validate_for(Service::Standalone).expect("the defaults run standalone");
             config.validate_for(Service::PlanExecutor).expect("and a plan executor");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn api_keys_come_from_the_environment_as_a_list_of_dicts() {
+        Jail::expect_with(|jail| {
+            let digest = key_digest("secret");
+            jail.set_env(
+                "LANCEFLEET_AUTH__KEYS",
+                format!("[{{id=\"ci\",sha256=\"{digest}\",role=\"read-only\",scope=[\"sales\"]}}]"),
+            );
+            let config = NodeConfig::load(None, &[]).expect("loads");
+            let key = ApiKey { id: "ci".into(), sha256: digest, role: Role::ReadOnly, scope: vec!["sales".into()] };
+            assert_eq!(config.auth.keys, [key]);
+            assert!(config.auth.checks_keys());
+            config.validate_for(Service::Standalone).expect("valid");
             Ok(())
         });
     }

@@ -36,6 +36,13 @@ pub struct RestConfig {
     /// seen. `0s` lists on every read (and writes then work without etcd). Default: `10s`.
     #[serde(with = "duration")]
     pub external_writer_check: Duration,
+    /// Largest `k` of a vector or full-text search, REST and Flight alike (plain scans
+    /// stream their rows and take any limit). Default: 100000.
+    pub max_search_k: u64,
+    /// Most query vectors in one search. Default: 1024.
+    pub max_query_vectors: usize,
+    /// Longest filter or predicate of a query, count, update or delete. Default: `1MiB`.
+    pub max_filter: ByteSize,
 }
 
 impl Default for RestConfig {
@@ -46,15 +53,23 @@ impl Default for RestConfig {
             shutdown_grace: Duration::from_secs(30),
             weak_read_consistency_interval: Duration::ZERO,
             external_writer_check: Duration::from_secs(10),
+            max_search_k: 100_000,
+            max_query_vectors: 1024,
+            max_filter: ByteSize::mib(1),
         }
     }
 }
 
 impl RestConfig {
-    /// Refuses an unusable body limit.
+    /// Refuses an unusable body limit and request limits that admit nothing.
     pub fn validate(&self) -> Result<(), ConfigError> {
         ensure(self.max_body >= ByteSize::kib(1), "rest.max_body", || {
             format!("must be at least 1KiB, got {}", self.max_body)
+        })?;
+        ensure(self.max_search_k > 0, "rest.max_search_k", || "must be positive".into())?;
+        ensure(self.max_query_vectors > 0, "rest.max_query_vectors", || "must be positive".into())?;
+        ensure(self.max_filter >= ByteSize::kib(1), "rest.max_filter", || {
+            format!("must be at least 1KiB, got {}", self.max_filter)
         })
     }
 }
@@ -83,26 +98,6 @@ impl FlightConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         ensure((ByteSize::kib(64)..=ByteSize::gib(2)).contains(&self.max_message), "flight.max_message", || {
             format!("must be between 64KiB and 2GiB, got {}", self.max_message)
-        })
-    }
-}
-
-/// Authentication of REST and Flight requests (`[auth]`). Clients present a key as
-/// `x-api-key: KEY` (the LanceDB clients) or `authorization: Bearer KEY` (Flight clients,
-/// also the token a Flight handshake hands out).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(deny_unknown_fields, default)]
-pub struct AuthConfig {
-    /// The keys that are accepted. Empty accepts every request, with or without a key:
-    /// a local standalone server. Default: empty.
-    pub api_keys: Vec<String>,
-}
-
-impl AuthConfig {
-    /// Refuses blank keys (an empty header would match them).
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        ensure(self.api_keys.iter().all(|key| !key.trim().is_empty()), "auth.api_keys", || {
-            "must not contain an empty key".into()
         })
     }
 }

@@ -46,6 +46,17 @@ indexer: [rest, flight, auth, executor]
 {{- $_ := set $control "cluster" (default (include "lancefleet.fullname" $ctx) $cluster.cluster) -}}
 {{- end -}}
 {{- if eq $role "query-node" -}}
+{{- with $ctx.Values.secret.apiKeys -}}
+{{/* Keys given in plain text reach the servers as digests only (admin role); the Secret
+keeps the first for `helm test`. */}}
+{{- $auth := deepCopy (default dict $merged.auth) -}}
+{{- $keys := default list $auth.keys -}}
+{{- range $index, $key := . -}}
+{{- $keys = append $keys (dict "id" (printf "key-%d" (add1 $index)) "sha256" (sha256sum (toString $key)) "role" "admin") -}}
+{{- end -}}
+{{- $_ := set $auth "keys" $keys -}}
+{{- $_ := set $config "auth" $auth -}}
+{{- end -}}
 {{- $_ := set $managed "rest" (dict "listen" (include "lancefleet.listen" (dict "ctx" $ctx "role" $role "name" "http")) "shutdown_grace" (printf "%ds" (int $v.shutdownGraceSeconds))) -}}
 {{- $_ := set $managed "flight" (dict "listen" (include "lancefleet.listen" (dict "ctx" $ctx "role" $role "name" "flight"))) -}}
 {{- if not (include "lancefleet.hasEtcd" $ctx) -}}

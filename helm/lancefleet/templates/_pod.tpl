@@ -241,10 +241,7 @@ topologySpreadConstraints:
 {{- $_ := set $data $k (toString $val) -}}
 {{- end -}}
 {{- with .Values.secret.apiKeys -}}
-{{- $keys := list -}}
-{{- range . -}}{{- $keys = append $keys (toString .) -}}{{- end -}}
-{{- $_ := set $data "LANCEFLEET_AUTH__API_KEYS" (toJson $keys) -}}
-{{- $_ := set $data "LANCEFLEET_API_KEY" (first $keys) -}}
+{{- $_ := set $data "LANCEFLEET_API_KEY" (toString (first .)) -}}
 {{- end -}}
 {{- if $data -}}
 {{- toYaml $data -}}

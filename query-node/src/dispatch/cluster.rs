@@ -152,7 +152,10 @@ impl Cluster {
             version: pinned.dataset.version().version,
             whole_table,
             query: Some(query.clone()),
-            timeout_ms: u64::try_from(self.fragment_timeout.as_millis()).unwrap_or(u64::MAX),
+            // At least 1: 0 would mean "no deadline" to the executor.
+            timeout_ms: u64::try_from(self.call_deadline().duration_since(tokio::time::Instant::now()).as_millis())
+                .unwrap_or(u64::MAX)
+                .max(1),
             wire_version: WIRE_VERSION,
             query_id: request::current(),
             ..Default::default()
@@ -421,7 +424,14 @@ impl Cluster {
 }
 
 impl Cluster {
-    /// Sends `fragment` to executor `node` with `call` within the fragment timeout. When
+    /// When an executor call starting now must have answered: after the fragment timeout,
+    /// or at the client's deadline when that comes first (so a retry never extends it).
+    fn call_deadline(&self) -> tokio::time::Instant {
+        request::bounded(tokio::time::Instant::now() + self.fragment_timeout)
+    }
+
+    /// Sends `fragment` to executor `node` with `call` within the fragment timeout (or the
+    /// client's deadline). When
     /// it has not answered after its hedge delay, the fragment also goes to `hedge` (the
     /// next replica): the first answer wins and the other call is dropped (cancelled); an
     /// error of one waits for the other. Answers with the executor that answered. A call
@@ -439,7 +449,7 @@ impl Cluster {
         Fut: Future<Output = Result<T, ErrorStatus>>,
     {
         let started = Instant::now();
-        let deadline = tokio::time::Instant::from_std(started + self.fragment_timeout);
+        let deadline = self.call_deadline();
         let class = CallClass::of(&fragment);
         let delay = hedge.as_ref().and_then(|_| self.hedging.delay(node, class));
         let primary = self.send(round, node, fragment.clone(), call, deadline, false);
@@ -498,8 +508,8 @@ impl Cluster {
         let started = Instant::now();
         let answer = tokio::time::timeout_at(deadline, call((node.clone(), client, fragment)).instrument(span)).await;
         let answer = answer.unwrap_or_else(|_elapsed| {
-            let timeout = self.fragment_timeout.as_millis();
-            Err(ErrorStatus::timeout(format!("no answer within {timeout} ms")))
+            let waited = started.elapsed().as_millis();
+            Err(ErrorStatus::timeout(format!("no answer within {waited} ms")))
         });
         if answer.is_ok() {
             self.hedging.observe(node, class, started.elapsed());

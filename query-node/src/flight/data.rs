@@ -26,6 +26,7 @@ use serde_json::{Value, json};
 use tonic::Status;
 
 use super::{Answers, decode_batches};
+use crate::auth::{self, Access, Target};
 use crate::error::ApiError;
 use crate::sql::all_namespaces;
 use crate::state::AppState;
@@ -117,6 +118,7 @@ where
     S: Stream<Item = Result<FlightData, Status>> + Send + 'static,
 {
     let (id, mode) = put_target(descriptor)?;
+    auth::require(Access::Write, &Target::Table(id.clone()))?;
     let (version, rows) = write_flight(state, &id, mode, flight).await?;
     let acknowledgement = json!({ "version": version, "rows": rows }).to_string();
     let result = PutResult { app_metadata: acknowledgement.into_bytes().into() };
@@ -126,6 +128,7 @@ where
 /// `DoGet` of a JSON ticket: the query's answer as Flight data.
 pub async fn do_get(state: &AppState, ticket: &Ticket) -> Result<Answers<FlightData>, ApiError> {
     let (id, query) = parse_ticket(&ticket.ticket)?;
+    auth::require(Access::Read, &Target::Table(id.clone()))?;
     let read = ReadVersion { version: query.version, ..ReadVersion::default() };
     let (_, output) = state.run_query(&id, read, &query).await?;
     let batches = futures::stream::iter(output.batches.into_iter().map(Ok));
@@ -148,12 +151,14 @@ fn parse_ticket(ticket: &[u8]) -> Result<(TableId, TableQuery), ApiError> {
     Ok((TableId::parse(&table)?, query))
 }
 
-/// The table a `GetFlightInfo` or `GetSchema` path names.
+/// The table a `GetFlightInfo` or `GetSchema` path names, if the caller may read it.
 fn described_table(descriptor: &FlightDescriptor) -> Result<TableId, ApiError> {
-    match descriptor.path.as_slice() {
-        [table] => Ok(TableId::parse(table)?),
-        _ => Err(ApiError::bad_request("a table path is [table]")),
-    }
+    let id = match descriptor.path.as_slice() {
+        [table] => TableId::parse(table)?,
+        _ => return Err(ApiError::bad_request("a table path is [table]")),
+    };
+    auth::require(Access::Read, &Target::Table(id.clone()))?;
+    Ok(id)
 }
 
 /// A table's schema.
@@ -187,7 +192,7 @@ async fn table_flight(state: &AppState, id: &TableId, descriptor: FlightDescript
 pub async fn list_flights(state: &AppState) -> Result<Vec<FlightInfo>, ApiError> {
     let mut flights = Vec::new();
     for namespace in all_namespaces(state).await? {
-        for name in state.catalog.list_tables(&namespace).await? {
+        for name in state.visible_tables(&namespace).await? {
             let id = TableId::new(namespace.clone(), &name)?;
             let descriptor = FlightDescriptor::new_path(vec![id.to_string()]);
             flights.push(table_flight(state, &id, descriptor).await?);

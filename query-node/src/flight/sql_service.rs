@@ -33,7 +33,7 @@ use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::{Answers, data, decode_batches, is_table_path};
-use crate::auth::presented_key;
+use crate::auth::{self, Access, Target, presented_key};
 use crate::error::ApiError;
 use crate::sql::{CATALOG_NAME, SqlEngine, all_namespaces, schema_name, schema_namespace};
 use crate::state::AppState;
@@ -112,6 +112,7 @@ impl FlightSql {
             Some(schema) => schema_namespace(schema)?,
         };
         let id = TableId::new(namespace, &command.table)?;
+        auth::require(Access::Write, &Target::Table(id.clone()))?;
         let options = command.table_definition_options.unwrap_or_default();
         let exists = match self.state.catalog.open_table(&id, ReadVersion::default()).await {
             Ok(_) => true,
@@ -212,7 +213,7 @@ impl FlightSqlService for FlightSql {
     ) -> Result<Response<Answers<HandshakeResponse>>, Status> {
         let key = handshake_key(request.metadata());
         match &key {
-            Some(key) => self.state.auth.check_key(key)?,
+            Some(key) => drop(self.state.auth.authenticate_key(key)?),
             None if self.state.auth.is_open() => {}
             None => return Err(ApiError::Unauthenticated("the handshake carries no API key".into()).into()),
         }
@@ -389,7 +390,7 @@ impl FlightSqlService for FlightSql {
         let mut builder = query.into_builder();
         let with_schemas = builder.include_schema();
         for namespace in all_namespaces(&self.state).await? {
-            for name in self.state.catalog.list_tables(&namespace).await.map_err(ApiError::from)? {
+            for name in self.state.visible_tables(&namespace).await? {
                 let schema = if with_schemas {
                     let id = TableId::new(namespace.clone(), &name).map_err(ApiError::from)?;
                     let dataset =

@@ -120,6 +120,7 @@ pub async fn count_rows(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let request: CountRowsRequest = json_body(&body)?;
+    state.limits.check_filter(request.predicate.as_deref())?;
     let read = freshness.read(request.version);
     let dataset = state.catalog.open_table(&id, read).await?;
     let uri = state.catalog.table_uri(&id);
@@ -144,6 +145,7 @@ pub async fn delete_rows(
     let Some(predicate) = request.predicate.filter(|predicate| !predicate.trim().is_empty()) else {
         return Err(ApiError::bad_request("delete needs a predicate; use \"true\" to delete every row"));
     };
+    state.limits.check_filter(Some(&predicate))?;
     let delete = state.catalog.delete_rows(&id, &predicate);
     let (deleted, dataset) = state
         .commit(&id, ChangeKind::Delete, delete, |(deleted, dataset)| (dataset.version().version, *deleted))
@@ -169,6 +171,7 @@ pub async fn update_rows(
 ) -> Result<Response, ApiError> {
     let request: UpdateRequest = json_body(&body)?;
     let predicate = request.predicate.as_deref().filter(|predicate| !predicate.trim().is_empty());
+    state.limits.check_filter(predicate)?;
     let update = state.catalog.update_rows(&id, predicate, &request.updates);
     let (updated, dataset) = state
         .commit(&id, ChangeKind::Update, update, |(updated, dataset)| (dataset.version().version, *updated))

@@ -11,6 +11,7 @@ use lancefleet_engine::catalog::namespaces::{CreateNamespaceMode, DropBehavior};
 use serde::{Deserialize, Serialize};
 
 use super::tables::{ListParams, page};
+use crate::auth::{self, Target};
 use crate::error::ApiError;
 use crate::protocol::json_body;
 use crate::state::AppState;
@@ -29,7 +30,9 @@ pub async fn list_namespaces(
     Path(id): Path<String>,
     Query(params): Query<ListParams>,
 ) -> Result<Json<ListNamespacesResponse>, ApiError> {
-    let names = state.catalog.list_namespaces(&Namespace::parse(&id)?).await?;
+    let parent = Namespace::parse(&id)?;
+    let mut names = state.catalog.list_namespaces(&parent).await?;
+    names.retain(|name| parent.child(name).is_ok_and(|child| auth::visible(&Target::Namespace(child))));
     let (namespaces, page_token) = page(names, params);
     Ok(Json(ListNamespacesResponse { namespaces, page_token }))
 }

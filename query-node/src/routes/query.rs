@@ -1,12 +1,10 @@
 //! `POST /v1/table/{id}/query/`: vector search, full-text search and filtered scans,
 //! answered as an Arrow IPC file; `explain_plan` and `analyze_plan` of the same queries.
 
-use std::time::Duration;
-
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, header};
+use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use lancefleet_engine::TableQuery;
 use serde::Deserialize;
@@ -14,18 +12,15 @@ use serde::Deserialize;
 use crate::arrow_body::{ARROW_FILE_CONTENT_TYPE, encode_file};
 use crate::error::ApiError;
 use crate::protocol::{Freshness, TablePath, json_body, with_table_version};
+use crate::request::{self, REQUEST_TIMEOUT_HEADER};
 use crate::state::AppState;
 
-/// Header in which a client bounds the time a query may take, in milliseconds.
-const REQUEST_TIMEOUT_HEADER: &str = "x-request-timeout-ms";
-
 /// Runs a query at the version the body or the freshness headers ask for, within the
-/// client's `x-request-timeout-ms` when it sends one.
+/// client's `x-request-timeout-ms` when it sends one (a 504 after it).
 pub async fn query(
     State(state): State<AppState>,
     TablePath(id): TablePath,
     freshness: Freshness,
-    headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let query: TableQuery = json_body(&body)?;
@@ -35,9 +30,9 @@ pub async fn query(
     }
     span.record("filter", query.filter.is_some());
     let run = state.run_query(&id, freshness.read(query.version), &query);
-    let (dataset, output) = match request_timeout(&headers)? {
-        Some(limit) => tokio::time::timeout(limit, run).await.map_err(|_elapsed| {
-            ApiError::Timeout(format!("the query did not finish within {} ms", limit.as_millis()))
+    let (dataset, output) = match request::current_deadline() {
+        Some(deadline) => tokio::time::timeout_at(deadline, run).await.map_err(|_elapsed| {
+            ApiError::Timeout(format!("the query did not finish within the client's {REQUEST_TIMEOUT_HEADER}"))
         })??,
         None => run.await?,
     };
@@ -84,12 +79,4 @@ pub async fn analyze_plan(
     let pinned = state.pinned_plan(&id, freshness.read(query.version), &query).await?;
     let text = state.dispatcher.analyze(pinned.pinned(), &pinned.plan, &state.catalog).await?;
     Ok(with_table_version(pinned.dataset.version().version, Json(text)))
-}
-
-fn request_timeout(headers: &HeaderMap) -> Result<Option<Duration>, ApiError> {
-    let Some(value) = headers.get(REQUEST_TIMEOUT_HEADER) else { return Ok(None) };
-    let millis = value.to_str().ok().and_then(|text| text.trim().parse::<u64>().ok()).ok_or_else(|| {
-        ApiError::bad_request(format!("header {REQUEST_TIMEOUT_HEADER} must be a number of milliseconds"))
-    })?;
-    Ok(Some(Duration::from_millis(millis)))
 }

@@ -55,7 +55,7 @@ async fn list_in(
     namespace: &Namespace,
     params: ListParams,
 ) -> Result<Json<ListTablesResponse>, ApiError> {
-    let names = state.catalog.list_tables(namespace).await?;
+    let names = state.visible_tables(namespace).await?;
     let (tables, page_token) = page(names, params);
     Ok(Json(ListTablesResponse { tables, page_token }))
 }

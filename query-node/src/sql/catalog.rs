@@ -12,6 +12,7 @@ use lancefleet_engine::{Namespace, ReadVersion, TableId};
 use super::resolve::Resolved;
 use super::scan::FleetTable;
 use super::search::SEARCH_FUNCTIONS;
+use crate::auth::{self, Access, Target};
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -37,7 +38,10 @@ pub async fn all_namespaces(state: &AppState) -> Result<Vec<Namespace>, ApiError
     while let Some(namespace) = namespaces.get(next).cloned() {
         next += 1;
         for child in state.catalog.list_namespaces(&namespace).await? {
-            namespaces.push(namespace.child(&child)?);
+            let child = namespace.child(&child)?;
+            if auth::visible(&Target::Namespace(child.clone())) {
+                namespaces.push(child);
+            }
         }
     }
     Ok(namespaces)
@@ -99,7 +103,14 @@ impl SchemaProvider for NamespaceSchema {
         let dataset = match self.resolved.table(&id) {
             Some(dataset) => dataset.clone(),
             None if SEARCH_FUNCTIONS.contains(&name) => return Ok(None),
-            None => Arc::new(self.state.catalog.open_table(&id, ReadVersion::default()).await.map_err(ApiError::from)?),
+            None => {
+                // `information_schema` asks while it runs, after the call's caller is gone;
+                // its listing shows only what the caller may see. Anything else is checked.
+                if !self.resolved.lists(&id) {
+                    auth::require(Access::Read, &Target::Table(id.clone()))?;
+                }
+                Arc::new(self.state.catalog.open_table(&id, ReadVersion::default()).await.map_err(ApiError::from)?)
+            }
         };
         let uri = self.state.catalog.table_uri(&id);
         Ok(Some(Arc::new(FleetTable::new(self.state.clone(), dataset, uri))))

@@ -18,6 +18,7 @@ use lancefleet_engine::{Namespace, ReadVersion, TableId};
 
 use super::catalog::{CATALOG_NAME, DEFAULT_SCHEMA, all_namespaces, schema_name, schema_namespace};
 use super::search::SEARCH_FUNCTIONS;
+use crate::auth::{self, Access, Target};
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -37,6 +38,13 @@ impl Resolved {
     /// The opened table `id`, if the statement names it.
     pub fn table(&self, id: &TableId) -> Option<&Arc<Dataset>> {
         self.tables.get(id)
+    }
+
+    /// Whether the statement's listing (made for its caller) shows table `id`.
+    pub fn lists(&self, id: &TableId) -> bool {
+        self.listing.as_ref().is_some_and(|listing| {
+            listing.get(&schema_name(id.namespace())).is_some_and(|names| names.iter().any(|name| name == id.name()))
+        })
     }
 
     /// The schemas the catalog shows: every namespace when the statement lists them, else
@@ -88,6 +96,9 @@ pub async fn resolve(state: &AppState, session: &SessionState, statement: &DfSta
             ids.insert(TableId::new(schema_namespace(&reference.schema)?, name)?);
         }
     }
+    for id in &ids {
+        auth::require(Access::Read, &Target::Table(id.clone()))?;
+    }
     let opened = try_join_all(ids.into_iter().map(|id| async move {
         let dataset = state.catalog.open_table(&id, ReadVersion::default()).await?;
         Ok::<_, ApiError>((id, Arc::new(dataset)))
@@ -100,8 +111,7 @@ pub async fn resolve(state: &AppState, session: &SessionState, statement: &DfSta
 /// Every namespace by schema name, with its tables.
 async fn listing(state: &AppState) -> Result<BTreeMap<String, Vec<String>>, ApiError> {
     let namespaces = all_namespaces(state).await?;
-    let tables =
-        try_join_all(namespaces.iter().map(|namespace: &Namespace| state.catalog.list_tables(namespace))).await?;
+    let tables = try_join_all(namespaces.iter().map(|namespace: &Namespace| state.visible_tables(namespace))).await?;
     Ok(namespaces.iter().map(schema_name).zip(tables).collect())
 }
 
