@@ -302,6 +302,7 @@ impl Command {
 }
 
 fn main() -> ExitCode {
+    lancefleet_common::tls::install_crypto_provider();
     let command = Cli::parse().command;
     match command {
         Command::SmokeTest(args) => return smoke_test(args),

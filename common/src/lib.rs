@@ -18,6 +18,7 @@ pub mod storage;
 pub mod telemetry;
 #[cfg(any(test, feature = "test-support"))]
 pub mod test_support;
+pub mod tls;
 
 pub use error::ServiceError;
 pub use node::{NodeContext, Presence, StartError};

@@ -34,6 +34,9 @@ pub enum StartError {
     /// The storage root is unusable.
     #[error(transparent)]
     Storage(#[from] StorageRootError),
+    /// A TLS certificate, key or CA file is unusable.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// The etcd control plane as this process reaches it.

@@ -17,6 +17,7 @@ use lancefleet_common::cluster_state::{ClusterState, HealthMark, NodeRecord, Rol
 use lancefleet_common::config::ControlConfig;
 use lancefleet_common::etcd::{self, EtcdError, Keys, Lease};
 use lancefleet_common::telemetry;
+use lancefleet_common::tls;
 use lancefleet_proto::v1::plan_executor_server::SERVICE_NAME;
 use tokio::sync::watch;
 use tonic::transport::{Channel, Endpoint};
@@ -45,6 +46,8 @@ pub struct Candidate {
     pub state: watch::Receiver<Arc<ClusterState>>,
     /// Ends the campaign.
     pub shutdown: Shutdown,
+    /// The client side of mutual TLS to `https://` executors.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// Campaigns, leads, and campaigns again, until shutdown.
@@ -116,7 +119,7 @@ impl Candidate {
             channels.retain(|address, _| executors.iter().any(|node| &node.address == address));
             let probes = executors.iter().map(|node| {
                 let channel =
-                    channels.entry(node.address.clone()).or_insert_with(|| lazy_channel(&node.address, timeout));
+                    channels.entry(node.address.clone()).or_insert_with(|| lazy_channel(&node.address, &self.tls));
                 probe(channel.clone(), timeout)
             });
             let count = telemetry::int(executors.len());
@@ -152,13 +155,13 @@ impl Candidate {
     }
 }
 
-/// A channel to `address` that connects on first use (an unparsable address fails every
-/// probe instead of the leader).
-fn lazy_channel(address: &str, timeout: Duration) -> Channel {
-    Endpoint::from_shared(address.to_string())
-        .unwrap_or_else(|_| Endpoint::from_static("http://invalid.invalid"))
-        .connect_timeout(timeout)
-        .connect_lazy()
+/// A channel to `address` that connects on first use, over mutual TLS to an `https://`
+/// address (an unusable address fails every probe instead of the leader).
+fn lazy_channel(address: &str, tls: &Option<Arc<rustls::ClientConfig>>) -> Channel {
+    tls::channel(address, tls.clone()).unwrap_or_else(|error| {
+        tracing::warn!(address, %error, "cannot reach this executor");
+        Endpoint::from_static("http://invalid.invalid").connect_lazy()
+    })
 }
 
 /// One gRPC health check of the plan executor service; `Err` says why it failed.

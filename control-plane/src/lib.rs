@@ -53,6 +53,7 @@ pub async fn run(config: NodeConfig, shutdown: Shutdown) -> Result<(), ControlPl
         config: control.clone(),
         state: membership.state(),
         shutdown: shutdown.clone(),
+        tls: config.tls.node_client().map_err(StartError::from)?,
     }));
     let state = state::StateService {
         client,

@@ -16,17 +16,18 @@ mod service;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use lancefleet_common::cluster_state::{NodeRecord, Role};
 use lancefleet_common::config::{NodeConfig, Service};
+use lancefleet_common::tls::Accepting;
 use lancefleet_common::{NodeContext, Shutdown};
 use lancefleet_engine::Catalog;
 use lancefleet_proto::v1::plan_executor_server::PlanExecutorServer;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tonic::transport::Server;
-use tonic::transport::server::TcpIncoming;
 
 pub use error::ExecutorError;
 pub use prewarm::Prewarmer;
@@ -81,7 +82,8 @@ pub async fn start(config: NodeConfig, context: &NodeContext) -> Result<RunningE
     let node = PlanExecutorNode::bind(&config, catalog.clone()).await?;
     let address = node.local_addr()?;
     let node_id = config.node_id(Service::PlanExecutor, address.port());
-    let advertised = config.executor.advertise_address.clone().unwrap_or_else(|| format!("http://{address}"));
+    let scheme = if config.tls.serves_tls() { "https" } else { "http" };
+    let advertised = config.executor.advertise_address.clone().unwrap_or_else(|| format!("{scheme}://{address}"));
     let capacity = config.cache.capacity().bytes();
     let metrics_host = advertised
         .parse::<http::Uri>()
@@ -122,6 +124,8 @@ pub async fn start(config: NodeConfig, context: &NodeContext) -> Result<RunningE
 #[derive(Debug)]
 struct PlanExecutorNode {
     listener: TcpListener,
+    /// TLS, mutual when `tls.ca` is set.
+    tls: Option<Arc<rustls::ServerConfig>>,
     metrics: TcpListener,
     service: ExecutorService,
     grace: Duration,
@@ -137,8 +141,10 @@ impl PlanExecutorNode {
                 .await
                 .map_err(|source| ExecutorError::Listen { address: address.to_string(), source })
         };
+        let tls = config.tls.node_server().map_err(lancefleet_common::StartError::from)?;
         Ok(Self {
             listener: listen(executor.listen).await?,
+            tls,
             metrics: listen(executor.metrics_listen).await?,
             service: ExecutorService::new(catalog, executor.open_datasets),
             grace: executor.shutdown_grace,
@@ -177,9 +183,12 @@ impl PlanExecutorNode {
             .max_decoding_message_size(MAX_MESSAGE_BYTES);
         let accepting = Shutdown::new();
         let stop = accepting.clone();
-        // TCP_NODELAY on the incoming stream itself: the builder's setting is ignored for
-        // a custom incoming, and Nagle + delayed ACKs would add ~40 ms to every answer.
-        let incoming = TcpIncoming::from(self.listener).with_nodelay(Some(true));
+        // TCP_NODELAY on the accepted connections themselves: the builder's setting is
+        // ignored for a custom incoming, and Nagle + delayed ACKs would add ~40 ms to every
+        // answer.
+        let incoming = Accepting::new(self.listener, self.tls)
+            .map_err(|source| ExecutorError::Listen { address: address.to_string(), source })?
+            .into_stream();
         let server = Server::builder()
             .add_service(health_service)
             .add_service(executor)

@@ -26,9 +26,9 @@ use futures::{Stream, StreamExt, TryStreamExt};
 use lancefleet_common::Shutdown;
 use lancefleet_common::config::FlightConfig;
 use lancefleet_common::telemetry;
+use lancefleet_common::tls::{Accepting, TlsConfig};
 use tokio::net::TcpListener;
 use tonic::metadata::MetadataValue;
-use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{Instrument, Span};
 
@@ -46,18 +46,22 @@ type Answers<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>
 #[derive(Debug)]
 pub struct FlightEndpoint {
     listener: TcpListener,
+    /// TLS (`grpc+tls://`), when the node has a certificate.
+    tls: Option<Arc<rustls::ServerConfig>>,
     front: FlightFront,
     max_message_bytes: usize,
 }
 
 impl FlightEndpoint {
-    /// Binds the listener of `config` in front of `state`.
-    pub async fn bind(config: &FlightConfig, state: AppState) -> Result<Self, ApiError> {
+    /// Binds the listener of `config` (over TLS when `tls` gives a certificate) in front of
+    /// `state`.
+    pub async fn bind(config: &FlightConfig, tls: &TlsConfig, state: AppState) -> Result<Self, ApiError> {
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|source| ApiError::Listen { address: config.listen.to_string(), source })?;
         let max_message_bytes = config.max_message.as_usize();
-        Ok(Self { listener, front: FlightFront::new(state)?, max_message_bytes })
+        let tls = tls.server(&[b"h2"]).map_err(lancefleet_common::StartError::from)?;
+        Ok(Self { listener, tls, front: FlightFront::new(state)?, max_message_bytes })
     }
 
     /// The address actually bound.
@@ -72,7 +76,9 @@ impl FlightEndpoint {
             .max_decoding_message_size(self.max_message_bytes)
             .max_encoding_message_size(self.max_message_bytes);
         let stop_accepting = shutdown.clone();
-        let incoming = TcpIncoming::from(self.listener).with_nodelay(Some(true));
+        let incoming = Accepting::new(self.listener, self.tls)
+            .map_err(|source| ApiError::Listen { address: address.to_string(), source })?
+            .into_stream();
         // Uploads of many megabytes per batch: HTTP/2's default 64 KiB flow-control window
         // would make the client wait for a window update every 64 KiB.
         let server = tonic::transport::Server::builder()

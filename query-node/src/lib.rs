@@ -27,10 +27,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::serve::ListenerExt;
 use lancefleet_common::cluster_state::{NodeRecord, Role};
 use lancefleet_common::config::{NodeConfig, Service};
 use lancefleet_common::events::EventBus;
+use lancefleet_common::tls::Accepting;
 use lancefleet_common::{NodeContext, Shutdown, StartError};
 use lancefleet_engine::Catalog;
 use lancefleet_engine::catalog::recorded::RecordedVersions;
@@ -80,7 +80,10 @@ pub async fn start(config: NodeConfig, context: &NodeContext, service: Service) 
     config.validate_for(service).map_err(StartError::from)?;
     std::sync::LazyLock::force(&metrics::METRICS);
     let dispatcher = match context.executors(&config.cluster).await {
-        Some(membership) => Dispatcher::Cluster(Box::new(Cluster::new(membership.as_ref(), &config.cluster))),
+        Some(membership) => {
+            let tls = config.tls.node_client().map_err(StartError::from)?;
+            Dispatcher::Cluster(Box::new(Cluster::new(membership.as_ref(), &config.cluster, tls)))
+        }
         None => Dispatcher::Local,
     };
     let (catalog, cache) = Catalog::open(&config.storage, &config.cache).await?;
@@ -144,6 +147,8 @@ struct Writes {
 #[derive(Debug)]
 struct QueryNode {
     listener: TcpListener,
+    /// HTTPS, when the node has a certificate.
+    tls: Option<Arc<rustls::ServerConfig>>,
     router: axum::Router,
     flight: Option<FlightEndpoint>,
     grace: Duration,
@@ -174,10 +179,14 @@ impl QueryNode {
             audit: Arc::new(audit::AuditLog::open(config.auth.audit_log.as_deref().unwrap_or_default())?),
             limits: limits::RequestLimits::new(rest),
         };
-        let flight =
-            if config.flight.enabled { Some(FlightEndpoint::bind(&config.flight, state.clone()).await?) } else { None };
+        let flight = if config.flight.enabled {
+            Some(FlightEndpoint::bind(&config.flight, &config.tls, state.clone()).await?)
+        } else {
+            None
+        };
         Ok(Self {
             listener,
+            tls: config.tls.server(&[b"http/1.1"]).map_err(StartError::from)?,
             auth: state.auth.clone(),
             router: routes::router(state, rest.max_body.as_usize()),
             flight,
@@ -202,12 +211,9 @@ impl QueryNode {
         tokio::spawn(self.auth.clone().follow_keys_file(shutdown.clone()));
         let flight = self.flight.map(|flight| tokio::spawn(flight.serve(shutdown.clone(), self.grace)));
         let stop_accepting = shutdown.clone();
-        // Answers go out as soon as they are written (no Nagle delay behind the client's ACK).
-        let listener = self.listener.tap_io(|stream| {
-            if let Err(error) = stream.set_nodelay(true) {
-                tracing::debug!(%error, "cannot set TCP_NODELAY");
-            }
-        });
+        // Answers go out as soon as they are written (the connections have TCP_NODELAY).
+        let listener = Accepting::new(self.listener, self.tls)
+            .map_err(|source| ApiError::Listen { address: address.to_string(), source })?;
         let server =
             axum::serve(listener, self.router).with_graceful_shutdown(async move { stop_accepting.wait().await });
         let server = tokio::spawn(server.into_future());

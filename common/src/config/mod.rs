@@ -34,6 +34,7 @@ pub use units::ByteSize;
 
 use crate::storage::{StorageConfig, StorageRoot};
 use crate::telemetry::{LogConfig, TraceConfig};
+use crate::tls::TlsConfig;
 use renamed::Renamed;
 
 /// Prefix of every configuration environment variable.
@@ -42,7 +43,7 @@ pub const ENV_PREFIX: &str = "LANCEFLEET_";
 /// Top-level sections; environment variables outside them (such as `LANCEFLEET_CONFIG`
 /// itself) are not configuration keys.
 const SECTIONS: &[&str] =
-    &["storage", "rest", "flight", "auth", "log", "trace", "cluster", "executor", "cache", "control", "indexer"];
+    &["storage", "rest", "flight", "auth", "tls", "log", "trace", "cluster", "executor", "cache", "control", "indexer"];
 
 /// Configuration of every role; each reads the sections it needs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -56,6 +57,8 @@ pub struct NodeConfig {
     pub flight: FlightConfig,
     /// Who may call the REST and Flight endpoints.
     pub auth: AuthConfig,
+    /// TLS for every endpoint, mutual between nodes.
+    pub tls: TlsConfig,
     /// Logging.
     pub log: LogConfig,
     /// Distributed traces over OTLP.
@@ -194,6 +197,7 @@ impl NodeConfig {
         self.rest.validate()?;
         self.flight.validate()?;
         self.auth.validate()?;
+        self.tls.validate().map_err(|error| ConfigError::Value { key: "tls".into(), reason: error.to_string() })?;
         self.cluster.validate()?;
         self.executor.validate()?;
         self.cache.validate()?;

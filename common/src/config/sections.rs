@@ -240,7 +240,8 @@ pub struct ExecutorConfig {
     /// Address of the Prometheus `/metrics` endpoint. Default: `127.0.0.1:9464`.
     pub metrics_listen: SocketAddr,
     /// gRPC address query nodes reach this executor at, as registered in etcd (set it
-    /// when listening on `0.0.0.0`, e.g. `http://$(POD_IP):7070`). Default: `http://{listen}`.
+    /// when listening on `0.0.0.0`, e.g. `http://$(POD_IP):7070`). Default: `http://{listen}`,
+    /// or `https://{listen}` with a TLS certificate.
     pub advertise_address: Option<String>,
 }
 

@@ -20,7 +20,7 @@ use futures::{StreamExt, TryStreamExt};
 use lancefleet_common::config::{ClusterConfig, ExecutorEndpoint};
 use lancefleet_common::membership::Membership;
 use lancefleet_common::placement::{Placement, first_choice_shares};
-use lancefleet_common::telemetry;
+use lancefleet_common::{telemetry, tls};
 use lancefleet_engine::read::corpus::add_statistics;
 use lancefleet_engine::{QueryOutput, QueryPlan};
 use lancefleet_proto::v1::plan_executor_client::PlanExecutorClient;
@@ -29,7 +29,7 @@ use lancefleet_proto::{ErrorCode, ErrorStatus, RetryTarget, WIRE_VERSION};
 use tokio::sync::watch;
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tracing::Instrument;
 
 use super::assignment::{Assignment, Load, assign, hedge_target, preference_lists, reassign};
@@ -80,6 +80,8 @@ pub struct Cluster {
     hedging: Hedging,
     /// Calls in flight to each executor.
     in_flight: Mutex<Load>,
+    /// The client side of mutual TLS to `https://` executors.
+    tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// Placement and connections for one membership.
@@ -92,10 +94,10 @@ struct View {
 
 impl Cluster {
     /// A cluster whose executors come from `membership`, placed as `config` says.
-    pub fn new(membership: &dyn Membership, config: &ClusterConfig) -> Self {
+    pub fn new(membership: &dyn Membership, config: &ClusterConfig, tls: Option<Arc<rustls::ClientConfig>>) -> Self {
         let receiver = membership.subscribe();
         let members = receiver.borrow().clone();
-        let view = View::build(members, config.replicas, config.virtual_nodes, None);
+        let view = View::build(members, config.replicas, config.virtual_nodes, &tls, None);
         Self {
             membership: receiver,
             view: Mutex::new(Arc::new(view)),
@@ -106,6 +108,7 @@ impl Cluster {
             slow_call: config.slow_call,
             hedging: Hedging::new(config.hedge_after),
             in_flight: Mutex::default(),
+            tls,
         }
     }
 
@@ -140,7 +143,7 @@ impl Cluster {
         let members = self.membership.borrow().clone();
         let mut view = self.view.lock().map_err(|_| ApiError::Internal("placement lock poisoned".into()))?;
         if !Arc::ptr_eq(&view.members, &members) {
-            *view = Arc::new(View::build(members, self.replicas, self.virtual_nodes, Some(&view)));
+            *view = Arc::new(View::build(members, self.replicas, self.virtual_nodes, &self.tls, Some(&view)));
             tracing::info!(executors = view.placement.nodes().len(), "plan executor membership changed");
         }
         Ok(view.clone())
@@ -603,7 +606,13 @@ impl View {
     /// Placement and clients for `members`, reusing the connections of `previous` to
     /// executors whose address did not change. A member whose address is not a valid URI
     /// is left out (and logged): one bad registration must not fail every query.
-    fn build(members: Arc<[ExecutorEndpoint]>, replicas: usize, virtual_nodes: u32, previous: Option<&View>) -> Self {
+    fn build(
+        members: Arc<[ExecutorEndpoint]>,
+        replicas: usize,
+        virtual_nodes: u32,
+        tls: &Option<Arc<rustls::ClientConfig>>,
+        previous: Option<&View>,
+    ) -> Self {
         let mut clients = HashMap::new();
         for member in members.iter() {
             let id: Arc<str> = Arc::from(member.id.as_str());
@@ -612,7 +621,7 @@ impl View {
                     previous.members.iter().any(|old| old.id == member.id && old.address == member.address);
                 same_address.then(|| previous.clients.get(&id).cloned()).flatten()
             });
-            match reused.map(Ok).unwrap_or_else(|| connect(member)) {
+            match reused.map(Ok).unwrap_or_else(|| connect(member, tls.clone())) {
                 Ok(client) => {
                     clients.insert(id, client);
                 }
@@ -628,12 +637,11 @@ impl View {
     }
 }
 
-/// A lazily connecting client: executors may start after the query node.
-fn connect(member: &ExecutorEndpoint) -> Result<ExecutorClient, ApiError> {
-    let endpoint = Endpoint::from_shared(member.address.clone()).map_err(|error| {
-        ApiError::Config(format!("executor '{}' has an invalid address '{}': {error}", member.id, member.address))
-    })?;
-    let channel = endpoint.connect_timeout(Duration::from_secs(2)).tcp_nodelay(true).connect_lazy();
+/// A lazily connecting client (executors may start after the query node), over mutual
+/// TLS to an `https://` address.
+fn connect(member: &ExecutorEndpoint, tls: Option<Arc<rustls::ClientConfig>>) -> Result<ExecutorClient, ApiError> {
+    let channel = tls::channel(&member.address, tls)
+        .map_err(|error| ApiError::Config(format!("executor '{}': {error}", member.id)))?;
     Ok(PlanExecutorClient::with_interceptor(channel, PropagateTrace).max_decoding_message_size(MAX_MESSAGE_BYTES))
 }
 
