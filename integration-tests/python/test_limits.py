@@ -10,6 +10,7 @@
 
 import json
 import signal
+import threading
 import time
 
 import pyarrow as pa
@@ -18,7 +19,7 @@ import pytest
 import requests
 
 from conftest import LanceFleetServer
-from lf_helpers import connect_remote, make_data, query_body, query_vectors
+from lf_helpers import connect_remote, make_data, metric, parse_metrics, query_body, query_vectors, read_arrow_file
 
 
 def test_requests_over_a_limit_are_refused_with_the_limit_named(server, unique_name):
@@ -92,5 +93,51 @@ def test_the_clients_deadline_bounds_every_executor_call(tmp_path):
             for executor in server.executors:
                 executor.proc.send_signal(signal.SIGCONT)
         assert client.do_get(ticket, options).read_all().num_rows == 5, "answered again once the executors resume"
+    finally:
+        assert server.stop() == 0
+
+
+def test_executors_at_their_memory_budget_refuse_and_the_query_node_retries_or_answers_503(tmp_path):
+    """Two executors that each run one fragment at a time and queue none: under 8 parallel
+    searches some fragments are refused (counted), retried on the other replica, and a
+    query whose every replica refused answers 503 with `retry-after`; every other answer is
+    exact, and nothing answers 500."""
+    env = {
+        "LANCEFLEET_EXECUTOR__MEMORY_BUDGET": "32MiB",
+        "LANCEFLEET_EXECUTOR__FRAGMENT_MEMORY": "32MiB",
+        "LANCEFLEET_EXECUTOR__MAX_QUEUED": "0",
+        "LANCEFLEET_CLUSTER__HEDGE_AFTER": "off",
+    }
+    server = LanceFleetServer(tmp_path, executors=2, env=env).start()
+    try:
+        table = connect_remote(server.url).create_table("busy", make_data(500))
+        for batch in range(1, 4):
+            table.add(make_data(500, seed=batch, id_offset=batch * 500))
+        body = query_body(query_vectors(1)[0], k=10)
+        url = f"{server.url}/v1/table/busy/query/"
+        ids = lambda content: read_arrow_file(content)["id"].to_pylist()  # noqa: E731
+        expected = ids(requests.post(url, json=body, timeout=60).content)
+        answers = []
+
+        def search():
+            for _ in range(6):
+                answer = requests.post(url, json=body, timeout=60)
+                exact = answer.status_code == 200 and ids(answer.content) == expected
+                answers.append((answer.status_code, answer.headers.get("retry-after"), exact))
+
+        threads = [threading.Thread(target=search) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert {status for status, _, _ in answers} <= {200, 503}, answers
+        assert all(exact for status, _, exact in answers if status == 200)
+        assert all(retry == "1" for status, retry, _ in answers if status == 503)
+        assert sum(status == 200 for status, _, _ in answers) > 0
+        refused = sum(
+            metric(parse_metrics(requests.get(f"http://127.0.0.1:{executor.metrics_port}/metrics").text), "lancefleet_executor_admission_refused_total")
+            for executor in server.executors
+        )
+        assert refused > 0, "no fragment was refused: the budget did not bind"
     finally:
         assert server.stop() == 0

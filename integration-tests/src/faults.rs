@@ -11,9 +11,9 @@ use arrow_flight::FlightData;
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 use lancefleet_common::Shutdown;
-use lancefleet_common::config::ExecutorEndpoint;
+use lancefleet_common::config::{ExecutorConfig, ExecutorEndpoint};
 use lancefleet_engine::Catalog;
-use lancefleet_plan_executor::ExecutorService;
+use lancefleet_plan_executor::{Admission, ExecutorService};
 use lancefleet_proto::v1::plan_executor_server::{PlanExecutor, PlanExecutorServer};
 use lancefleet_proto::v1::{AnalyzeReply, CountReply, FullTextStatsReply, PlanFragment};
 use lancefleet_proto::{ErrorCode, ErrorStatus, RetryTarget};
@@ -107,7 +107,10 @@ impl FaultyExecutor {
             calls: Mutex::default(),
             cancelled: AtomicUsize::new(0),
         });
-        let service = FaultyService { inner: ExecutorService::new(catalog, 16), controls: controls.clone() };
+        let service = FaultyService {
+            inner: ExecutorService::new(catalog, 16, Admission::new(&ExecutorConfig::default())),
+            controls: controls.clone(),
+        };
         let stop = Shutdown::new();
         let stopping = stop.clone();
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));

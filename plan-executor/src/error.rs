@@ -20,6 +20,9 @@ pub enum ExecutorError {
     /// executor (of its version) may run the fragment.
     #[error("this executor speaks wire version {WIRE_VERSION}, the fragment version {0}")]
     WireVersion(u32),
+    /// The executor is at its memory budget and cannot take the fragment now.
+    #[error("{0}")]
+    Overloaded(String),
     /// The executor could not start.
     #[error(transparent)]
     Start(#[from] lancefleet_common::StartError),
@@ -45,6 +48,7 @@ impl ServiceError for ExecutorError {
             Self::Engine(error) => error.error_code(),
             Self::Open(error) => error.error_code(),
             Self::BadPlan(_) => ErrorCode::InvalidArgument,
+            Self::Overloaded(_) => ErrorCode::Unavailable,
             Self::WireVersion(_) => ErrorCode::NotSupported,
             Self::Start(_) | Self::Listen { .. } | Self::Transport(_) | Self::Task(_) => ErrorCode::Internal,
         }

@@ -9,6 +9,7 @@
 //! cache's disk tier last. [`start`] does the same but returns once the node serves, with
 //! its addresses (the in-process test cluster starts executors on port 0).
 
+mod admission;
 mod error;
 mod metrics;
 mod prewarm;
@@ -29,6 +30,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tonic::transport::Server;
 
+pub use admission::Admission;
 pub use error::ExecutorError;
 pub use prewarm::Prewarmer;
 pub use service::ExecutorService;
@@ -146,7 +148,7 @@ impl PlanExecutorNode {
             listener: listen(executor.listen).await?,
             tls,
             metrics: listen(executor.metrics_listen).await?,
-            service: ExecutorService::new(catalog, executor.open_datasets),
+            service: ExecutorService::new(catalog, executor.open_datasets, Admission::new(executor)),
             grace: executor.shutdown_grace,
         })
     }

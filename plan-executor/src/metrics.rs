@@ -3,7 +3,9 @@
 
 use std::sync::LazyLock;
 
-use prometheus::{IntCounterVec, Opts, register_int_counter_vec};
+use prometheus::{
+    IntCounter, IntCounterVec, IntGauge, Opts, register_int_counter, register_int_counter_vec, register_int_gauge,
+};
 
 /// The plan executor's metrics.
 pub struct ExecutorMetrics {
@@ -14,6 +16,11 @@ pub struct ExecutorMetrics {
     /// `lancefleet_executor_prewarm_total{what}`: fragments and indexes read into the cache
     /// after maintenance rewrote them (`fragment`, `index`, `failed`).
     pub prewarm: IntCounterVec,
+    /// `lancefleet_executor_admission_waiting`: fragments waiting for room in the memory budget.
+    pub admission_waiting: IntGauge,
+    /// `lancefleet_executor_admission_refused_total`: fragments refused for want of room
+    /// (the query node retries them on another replica).
+    pub admission_refused: IntCounter,
 }
 
 /// The metrics, registered on first use (registration fails only on a duplicate name).
@@ -49,5 +56,15 @@ fn declare() -> ExecutorMetrics {
             &["what"]
         )
         .expect("register lancefleet_executor_prewarm_total"),
+        admission_waiting: register_int_gauge!(
+            "lancefleet_executor_admission_waiting",
+            "Plan fragments waiting for room in the executor's memory budget."
+        )
+        .expect("register lancefleet_executor_admission_waiting"),
+        admission_refused: register_int_counter!(
+            "lancefleet_executor_admission_refused_total",
+            "Plan fragments refused for want of room in the memory budget."
+        )
+        .expect("register lancefleet_executor_admission_refused_total"),
     }
 }

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use arrow_flight::FlightData;
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
+use arrow_schema::Schema;
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 use lance::Dataset;
@@ -22,9 +23,11 @@ use lancefleet_proto::v1::plan_executor_server::PlanExecutor;
 use lancefleet_proto::v1::{AnalyzeReply, CountReply, FragmentQuery, FullTextStatsReply, PlanFragment};
 use lancefleet_proto::{ErrorStatus, WIRE_VERSION};
 use moka::future::Cache;
+use tokio::sync::OwnedSemaphorePermit;
 use tonic::{Request, Response, Status};
 use tracing::{Instrument, Span};
 
+use crate::admission::Admission;
 use crate::error::ExecutorError;
 use crate::metrics::METRICS;
 
@@ -32,15 +35,29 @@ use crate::metrics::METRICS;
 #[derive(Debug, Clone)]
 pub struct ExecutorService {
     catalog: Arc<Catalog>,
+    /// Room in the memory budget.
+    admission: Arc<Admission>,
     /// Open datasets by (uri, version): a pinned version never changes, so entries are
     /// only evicted for room.
     datasets: Cache<(String, u64), Arc<Dataset>>,
 }
 
 impl ExecutorService {
-    /// A service over `catalog` keeping up to `open_datasets` versions open.
-    pub fn new(catalog: Catalog, open_datasets: u64) -> Self {
-        Self { catalog: Arc::new(catalog), datasets: Cache::new(open_datasets) }
+    /// A service over `catalog` keeping up to `open_datasets` versions open and admitting
+    /// fragments by `admission`.
+    pub fn new(catalog: Catalog, open_datasets: u64, admission: Admission) -> Self {
+        Self { catalog: Arc::new(catalog), admission: Arc::new(admission), datasets: Cache::new(open_datasets) }
+    }
+
+    /// The pinned dataset of `plan` and room in the memory budget for running it there.
+    /// Only a search counts its limit: a scan streams its rows.
+    async fn admitted(&self, plan: &PlanFragment) -> Result<(Arc<Dataset>, OwnedSemaphorePermit), ExecutorError> {
+        let dataset = self.dataset(plan).await?;
+        let searches = plan.query.as_ref().filter(|query| query.nearest.is_some() || query.full_text.is_some());
+        let estimate = self.admission.estimate(searches.and_then(|query| query.limit), &Schema::from(dataset.schema()));
+        let deadline = (plan.timeout_ms > 0).then(|| Duration::from_millis(plan.timeout_ms));
+        let permit = self.admission.admit(estimate, deadline).await?;
+        Ok((dataset, permit))
     }
 
     /// The pinned dataset of `plan`, opened once however many fragments ask at once; a
@@ -143,10 +160,11 @@ impl PlanExecutor for ExecutorService {
         let work = Work::start("execute", &request, &self.catalog);
         let plan = request.into_inner();
         let run = async {
-            let dataset = self.dataset(&plan).await?;
-            Ok::<_, ExecutorError>(execute(&dataset, scope(&plan)?, query(&plan)?).await?)
+            let (dataset, permit) = self.admitted(&plan).await?;
+            Ok::<_, ExecutorError>((execute(&dataset, scope(&plan)?, query(&plan)?).await?, permit))
         };
-        let batches = async { run.await.map_err(ExecutorError::into_grpc) }.instrument(work.span.clone()).await?;
+        let (batches, permit) =
+            async { run.await.map_err(ExecutorError::into_grpc) }.instrument(work.span.clone()).await?;
         let schema = batches.schema();
         let deadline = (plan.timeout_ms > 0).then(|| work.started + Duration::from_millis(plan.timeout_ms));
         let rows = Arc::new(AtomicU64::new(0));
@@ -162,9 +180,13 @@ impl PlanExecutor for ExecutorService {
             counted.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
             Ok(batch)
         });
-        // Once the last batch is out, the span learns what the fragment did.
-        let end = futures::stream::once(async move { work.finish(rows.load(Ordering::Relaxed)) })
-            .filter_map(|()| futures::future::ready(None));
+        // Once the last batch is out, the span learns what the fragment did and its room in
+        // the budget is given back (also when the query node drops the stream before).
+        let end = futures::stream::once(async move {
+            work.finish(rows.load(Ordering::Relaxed));
+            drop(permit);
+        })
+        .filter_map(|()| futures::future::ready(None));
         let flight =
             FlightDataEncoderBuilder::new().with_schema(schema).build(batches.chain(end)).map_err(Status::from);
         Ok(Response::new(flight.boxed()))
@@ -174,7 +196,7 @@ impl PlanExecutor for ExecutorService {
         let work = Work::start("count", &request, &self.catalog);
         let plan = request.into_inner();
         let run = async {
-            let dataset = self.dataset(&plan).await?;
+            let (dataset, _permit) = self.admitted(&plan).await?;
             let filter = query(&plan)?.filter.as_deref();
             Ok::<_, ExecutorError>(count(&dataset, scope(&plan)?, filter).await?)
         };
@@ -187,7 +209,7 @@ impl PlanExecutor for ExecutorService {
         let work = Work::start("analyze", &request, &self.catalog);
         let plan = request.into_inner();
         let run = async {
-            let dataset = self.dataset(&plan).await?;
+            let (dataset, _permit) = self.admitted(&plan).await?;
             Ok::<_, ExecutorError>(analyze(&self.catalog, &dataset, scope(&plan)?, query(&plan)?).await?)
         };
         let reply = async { run.await.map_err(ExecutorError::into_grpc) }.instrument(work.span.clone()).await?;
@@ -199,7 +221,7 @@ impl PlanExecutor for ExecutorService {
         let work = Work::start("full_text_stats", &request, &self.catalog);
         let plan = request.into_inner();
         let run = async {
-            let dataset = self.dataset(&plan).await?;
+            let (dataset, _permit) = self.admitted(&plan).await?;
             Ok::<_, ExecutorError>(full_text_stats(&dataset, scope(&plan)?, query(&plan)?).await?)
         };
         let columns = async { run.await.map_err(ExecutorError::into_grpc) }.instrument(work.span.clone()).await?;

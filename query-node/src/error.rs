@@ -208,6 +208,10 @@ impl IntoResponse for ApiError {
         log_failure(&self);
         let mut response = (status, self.client_message()).into_response();
         response.headers_mut().insert(ERROR_CODE_HEADER, HeaderValue::from_static(code.as_str_name()));
+        if code == ErrorCode::Unavailable {
+            // Overloaded or briefly without executors: worth another try in a moment.
+            response.headers_mut().insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
         response
     }
 }

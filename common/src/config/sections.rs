@@ -243,6 +243,17 @@ pub struct ExecutorConfig {
     /// when listening on `0.0.0.0`, e.g. `http://$(POD_IP):7070`). Default: `http://{listen}`,
     /// or `https://{listen}` with a TLS certificate.
     pub advertise_address: Option<String>,
+    /// What admitted fragments may hold in memory together, by estimate. Default: `2GiB`.
+    pub memory_budget: ByteSize,
+    /// What one fragment is counted for before its answer rows (its read buffers); a
+    /// fragment with a limit adds that many rows of the table's width. Default: `32MiB`.
+    pub fragment_memory: ByteSize,
+    /// Fragments that may wait for room; more are refused at once. Default: 256.
+    pub max_queued: usize,
+    /// How long a fragment may wait for room before it is refused (retried on another
+    /// replica). Default: `5s`.
+    #[serde(with = "duration")]
+    pub queue_timeout: Duration,
 }
 
 impl Default for ExecutorConfig {
@@ -254,6 +265,10 @@ impl Default for ExecutorConfig {
             shutdown_grace: Duration::from_secs(30),
             metrics_listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
             advertise_address: None,
+            memory_budget: ByteSize::gib(2),
+            fragment_memory: ByteSize::mib(32),
+            max_queued: 256,
+            queue_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -267,7 +282,11 @@ impl ExecutorConfig {
         if let Some(address) = &self.advertise_address {
             check_url(address, "executor.advertise_address")?;
         }
-        ensure(self.open_datasets >= 1, "executor.open_datasets", || "must be at least 1".into())
+        ensure(self.open_datasets >= 1, "executor.open_datasets", || "must be at least 1".into())?;
+        ensure(self.memory_budget >= self.fragment_memory, "executor.memory_budget", || {
+            format!("must hold at least one fragment (executor.fragment_memory = {})", self.fragment_memory)
+        })?;
+        ensure(!self.queue_timeout.is_zero(), "executor.queue_timeout", || "must be more than 0s".into())
     }
 }
 
