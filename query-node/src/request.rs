@@ -65,7 +65,8 @@ pub fn deadline(value: Option<&str>) -> Result<Option<Instant>, ApiError> {
     let millis = value.trim().parse::<u64>().map_err(|_| {
         ApiError::bad_request(format!("{REQUEST_TIMEOUT_HEADER} must be a whole number of milliseconds, got '{value}'"))
     })?;
-    Ok(Some(Instant::now() + Duration::from_millis(millis)))
+    // A deadline too far to represent (on some platforms) is no deadline.
+    Ok(Instant::now().checked_add(Duration::from_millis(millis)))
 }
 
 /// Runs `future` as the work of request `id`, which must end by `deadline` if one is set.
@@ -109,6 +110,7 @@ mod tests {
     async fn a_clients_deadline_bounds_later_ones() {
         assert!(deadline(Some("soon")).is_err());
         assert_eq!(deadline(None).expect("none"), None);
+        assert!(deadline(Some(&u64::MAX.to_string())).is_ok(), "the farthest deadline does not overflow");
         let soon = deadline(Some("50")).expect("valid").expect("set");
         let later = Instant::now() + Duration::from_secs(30);
         assert_eq!(bounded(later), later, "no request, no bound");
