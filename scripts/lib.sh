@@ -75,3 +75,41 @@ ensure_prometheus() {
   command -v prometheus >/dev/null && command -v promtool >/dev/null && return
   apt_install prometheus
 }
+
+# Every rebuild leaves the previous test binaries (~600 MiB each) and incremental caches in
+# the shared target dir; over sessions they filled this machine's disk. Given the JSON
+# messages of the build just made, removes every executable in debug/deps that build did
+# not produce (or hard-link), and incremental caches untouched for 3 days.
+prune_target() {
+  local messages="$1" debug="$CARGO_TARGET_DIR/debug"
+  [ -d "$debug/deps" ] || return 0
+  python3 - "$messages" "$debug/deps" <<'PY'
+import json, os, sys
+messages, deps = sys.argv[1:]
+current = set()
+with open(messages) as lines:
+    for line in lines:
+        try:
+            message = json.loads(line)
+        except ValueError:
+            continue
+        if message.get("reason") == "compiler-artifact" and message.get("executable"):
+            current.add(os.stat(message["executable"]).st_ino)
+if not current:
+    sys.exit(0)  # nothing known: keep everything
+freed = 0
+for name in os.listdir(deps):
+    path = os.path.join(deps, name)
+    if "." in name or not os.path.isfile(path) or not os.access(path, os.X_OK):
+        continue
+    status = os.stat(path)
+    if status.st_ino not in current:
+        freed += status.st_size
+        os.remove(path)
+if freed:
+    print(f"pruned {freed / 2**30:.1f} GiB of stale test binaries", file=sys.stderr)
+PY
+  if [ -d "$debug/incremental" ]; then
+    find "$debug/incremental" -mindepth 1 -maxdepth 1 -mtime +3 -exec rm -rf {} +
+  fi
+}

@@ -11,7 +11,9 @@ ensure_etcd
 ensure_prometheus
 
 log "building (target dir $CARGO_TARGET_DIR)"
-cargo build --locked --workspace --bins --tests
+messages="$CARGO_TARGET_DIR/last-test-build.json"
+cargo build --locked --workspace --bins --tests --message-format=json-render-diagnostics >"$messages"
+prune_target "$messages"
 
 log "Rust tests: unit tests, and the in-process cluster (integration-tests/tests/cluster)"
 # etcd is installed above: its tests must run, not skip.
