@@ -132,9 +132,7 @@ impl FlightCall {
         let id = request::given_or_new(given);
         let span = tracing::info_span!("flight", method, request_id = &*id, code = tracing::field::Empty);
         telemetry::follow_caller(&span, telemetry::context_from_metadata(request.metadata()));
-        let timeout =
-            request.metadata().get(request::REQUEST_TIMEOUT_HEADER).map(|value| value.to_str().unwrap_or("?"));
-        Self { method, id, span, deadline: request::deadline(timeout), caller: None }
+        Self { method, id, span, deadline: request::deadline_of(request.metadata().as_ref()), caller: None }
     }
 }
 

@@ -59,8 +59,13 @@ pub fn header_value(id: &str) -> Option<HeaderValue> {
     HeaderValue::from_str(id).ok()
 }
 
+/// The deadline the `x-request-timeout-ms` in `headers` (or Flight metadata) sets, if any.
+pub fn deadline_of(headers: &HeaderMap) -> Result<Option<Instant>, ApiError> {
+    deadline(headers.get(REQUEST_TIMEOUT_HEADER).map(|value| value.to_str().unwrap_or("?")))
+}
+
 /// The deadline a client's `x-request-timeout-ms` value sets, from now.
-pub fn deadline(value: Option<&str>) -> Result<Option<Instant>, ApiError> {
+fn deadline(value: Option<&str>) -> Result<Option<Instant>, ApiError> {
     let Some(value) = value else { return Ok(None) };
     let millis = value.trim().parse::<u64>().map_err(|_| {
         ApiError::bad_request(format!("{REQUEST_TIMEOUT_HEADER} must be a whole number of milliseconds, got '{value}'"))

@@ -248,8 +248,7 @@ async fn record_request(request: Request<Body>, next: Next) -> Response {
 async fn identify(request: Request<Body>, next: Next) -> Response {
     let id = request::request_id(request.headers());
     Span::current().record("request_id", &*id);
-    let timeout = request.headers().get(request::REQUEST_TIMEOUT_HEADER).map(|value| value.to_str().unwrap_or("?"));
-    let mut response = match request::deadline(timeout) {
+    let mut response = match request::deadline_of(request.headers()) {
         Ok(deadline) => request::serve(id.clone(), deadline, next.run(request)).await,
         Err(error) => error.into_response(),
     };
