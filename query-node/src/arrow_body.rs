@@ -1,17 +1,20 @@
 //! Arrow IPC request and response bodies.
 //!
 //! LanceDB clients upload LZ4-compressed Arrow IPC *streams* and expect query results as
-//! an Arrow IPC *file*. Decoding and encoding are CPU work, so they run on the blocking pool.
+//! an Arrow IPC *file*. A whole upload is decoded on the blocking pool before anything is
+//! written; answers are encoded a batch at a time as their rows stream.
 
 use std::io::Cursor;
-use std::sync::Arc;
 
 use arrow_array::RecordBatch;
 use arrow_ipc::reader::StreamReader;
 use arrow_ipc::writer::FileWriter;
 use arrow_schema::SchemaRef;
 use bytes::Bytes;
+use futures::StreamExt;
+use futures::stream::BoxStream;
 
+use crate::dispatch::Answer;
 use crate::error::ApiError;
 
 /// Content type of an Arrow IPC file (query responses).
@@ -46,22 +49,32 @@ fn decode_stream_blocking(body: Bytes) -> Result<DecodedBatches, ApiError> {
     Ok(DecodedBatches { schema, batches })
 }
 
-/// Encodes batches as an Arrow IPC file.
-pub async fn encode_file(schema: SchemaRef, batches: Vec<RecordBatch>) -> Result<Vec<u8>, ApiError> {
-    tokio::task::spawn_blocking(move || encode_file_blocking(&schema, &batches)).await?
-}
-
-fn encode_file_blocking(schema: &Arc<arrow_schema::Schema>, batches: &[RecordBatch]) -> Result<Vec<u8>, ApiError> {
-    let mut writer = FileWriter::try_new(Vec::new(), schema)?;
-    for batch in batches {
-        writer.write(batch)?;
-    }
-    writer.finish()?;
-    Ok(writer.into_inner()?)
+/// Encodes `answer` as an Arrow IPC file, a body chunk per batch as its rows arrive: the
+/// header with the first, the footer (the batches' offsets) after the last. An error of
+/// the rows ends the body with it, so the client sees a broken transfer, never a short
+/// file that reads as complete.
+pub fn encode_file(answer: Answer) -> Result<BoxStream<'static, Result<Bytes, ApiError>>, ApiError> {
+    let writer = FileWriter::try_new(Vec::new(), &answer.schema)?;
+    let chunks = futures::stream::unfold(Some((writer, answer.rows)), |state| async move {
+        let (mut writer, mut rows) = state?;
+        let taken = |writer: &mut FileWriter<Vec<u8>>| Bytes::from(std::mem::take(writer.get_mut()));
+        match rows.next().await {
+            Some(Ok(batch)) => {
+                let chunk = writer.write(&batch).map(|()| taken(&mut writer)).map_err(ApiError::from);
+                let more = chunk.is_ok().then_some((writer, rows));
+                Some((chunk, more))
+            }
+            Some(Err(error)) => Some((Err(error), None)),
+            None => Some((writer.finish().map(|()| taken(&mut writer)).map_err(ApiError::from), None)),
+        }
+    });
+    Ok(chunks.boxed())
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
     use arrow_array::{Int64Array, StringArray};
     use arrow_ipc::CompressionType;
@@ -112,21 +125,40 @@ mod tests {
         assert!(matches!(decode_stream(Bytes::new()).await, Err(ApiError::BadRequest(_))));
     }
 
+    fn answer(schema: SchemaRef, rows: Vec<Result<RecordBatch, ApiError>>) -> Answer {
+        Answer { schema, rows: futures::stream::iter(rows).boxed() }
+    }
+
+    /// The body's chunks, or the error that ended it.
+    async fn body(answer: Answer) -> Result<Vec<Bytes>, ApiError> {
+        use futures::TryStreamExt;
+        encode_file(answer)?.try_collect().await
+    }
+
     #[tokio::test]
-    async fn results_are_ipc_files() {
+    async fn results_are_ipc_files_sent_a_batch_at_a_time() {
         let batch = sample();
-        let bytes = encode_file(batch.schema(), vec![batch.clone()]).await.expect("encodes");
-        let reader = FileReader::try_new(Cursor::new(bytes), None).expect("file format");
+        let chunks = body(answer(batch.schema(), vec![Ok(batch.clone()), Ok(batch.clone())])).await.expect("encodes");
+        assert_eq!(chunks.len(), 3, "a chunk per batch, then the footer");
+        let reader = FileReader::try_new(Cursor::new(chunks.concat()), None).expect("file format");
         let batches = reader.collect::<Result<Vec<_>, _>>().expect("reads");
-        assert_eq!(batches, vec![batch]);
+        assert_eq!(batches, vec![batch.clone(), batch]);
     }
 
     #[tokio::test]
     async fn empty_results_keep_their_schema() {
         let schema = sample().schema();
-        let bytes = encode_file(schema.clone(), Vec::new()).await.expect("encodes");
-        let reader = FileReader::try_new(Cursor::new(bytes), None).expect("file format");
+        let chunks = body(answer(schema.clone(), Vec::new())).await.expect("encodes");
+        let reader = FileReader::try_new(Cursor::new(chunks.concat()), None).expect("file format");
         assert_eq!(reader.schema(), schema);
         assert_eq!(reader.count(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_failure_midway_ends_the_body_with_the_error() {
+        let batch = sample();
+        let rows = vec![Ok(batch.clone()), Err(ApiError::Internal("executor lost".into())), Ok(batch.clone())];
+        let error = body(answer(batch.schema(), rows)).await.expect_err("broken off");
+        assert!(matches!(error, ApiError::Internal(_)), "{error}");
     }
 }

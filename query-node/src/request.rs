@@ -14,8 +14,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
+use futures::StreamExt;
 use tokio::time::Instant;
 
+use crate::dispatch::RowStream;
 use crate::error::ApiError;
 
 /// The header a request id travels in, both ways.
@@ -87,6 +89,26 @@ pub fn current() -> String {
 /// The deadline of the request being served, if its client set one.
 pub fn current_deadline() -> Option<Instant> {
     CURRENT.try_with(|served| served.deadline).ok().flatten()
+}
+
+/// `rows`, ended with a timeout error when `deadline` passes before they end: what
+/// bounds an answer that streams after its handler returned.
+pub fn within(deadline: Option<Instant>, rows: RowStream) -> RowStream {
+    let Some(deadline) = deadline else { return rows };
+    futures::stream::unfold(Some(rows), move |rows| async move {
+        let mut rows = rows?;
+        match tokio::time::timeout_at(deadline, rows.next()).await {
+            Ok(Some(batch)) => Some((batch, Some(rows))),
+            Ok(None) => None,
+            Err(_elapsed) => Some((
+                Err(ApiError::Timeout(format!(
+                    "the answer did not finish within the client's {REQUEST_TIMEOUT_HEADER}"
+                ))),
+                None,
+            )),
+        }
+    })
+    .boxed()
 }
 
 /// `deadline`, or the request's own when that comes first.

@@ -10,13 +10,11 @@ use lance::Dataset;
 use lance::deps::datafusion::execution::SendableRecordBatchStream;
 use lance::deps::datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use lancefleet_common::events::{ChangeKind, EventBus, TableEvent, WriteIntent};
-use lancefleet_engine::{
-    Catalog, InsertMode, Namespace, QueryOutput, QueryPlan, ReadVersion, TableId, TableQuery, plan_query,
-};
+use lancefleet_engine::{Catalog, InsertMode, Namespace, QueryPlan, ReadVersion, TableId, TableQuery, plan_query};
 
 use crate::audit::AuditLog;
 use crate::auth::{self, Authenticator};
-use crate::dispatch::{Dispatcher, Pinned};
+use crate::dispatch::{Answer, Dispatcher, Pinned};
 use crate::error::ApiError;
 use crate::limits::RequestLimits;
 use crate::metrics::METRICS;
@@ -139,16 +137,16 @@ impl AppState {
     }
 
     /// Runs `query` against the version of table `id` that `read` asks for: the version
-    /// read and the merged answer.
+    /// read and the answer, streamed (see [`Dispatcher::query_stream`]).
     pub async fn run_query(
         &self,
         id: &TableId,
         read: ReadVersion,
         query: &TableQuery,
-    ) -> Result<(Dataset, QueryOutput), ApiError> {
+    ) -> Result<(Dataset, Answer), ApiError> {
         let pinned = self.pinned_plan(id, read, query).await?;
-        let output = self.dispatcher.query(pinned.pinned(), &pinned.plan).await?;
-        Ok((pinned.dataset, output))
+        let answer = self.dispatcher.query_stream(pinned.pinned(), &pinned.plan).await?;
+        Ok((pinned.dataset, answer))
     }
 
     /// Writes `stream` into table `id` as `mode` says, without holding it whole, and

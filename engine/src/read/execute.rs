@@ -46,6 +46,11 @@ pub async fn execute(dataset: &Dataset, scope: Scope<'_>, query: &FragmentQuery)
     Ok(DatasetRecordBatchStream::new(execute_plan(plan, LanceExecutionOptions::default())?))
 }
 
+/// The schema of the rows `query` returns over `dataset`, without running it.
+pub async fn output_schema(dataset: &Dataset, query: &FragmentQuery) -> Result<arrow_schema::SchemaRef> {
+    Ok(build_scanner(dataset, Scope::WholeTable, query)?.schema().await?)
+}
+
 /// The BM25 statistics of the full-text index segments `scope` owns for the terms of
 /// `query` (see [`corpus`]): what an executor answers in the first phase of a full-text
 /// search divided by segment.

@@ -66,11 +66,18 @@ fn ranked_order(batch: &RecordBatch, rank: &str, descending: bool) -> Result<UIn
 }
 
 fn manifest_order(batch: &RecordBatch, fragment_positions: &HashMap<u64, u64>) -> Result<UInt32Array> {
+    let keys: ArrayRef = Arc::new(manifest_keys(batch, fragment_positions)?);
+    Ok(lexsort_to_indices(&[SortColumn { values: keys, options: None }], None)?)
+}
+
+/// Each row's place in the manifest order of the table: the position of its fragment in
+/// the high 32 bits, its offset in the fragment in the low 32 (from `_rowaddr`).
+pub fn manifest_keys(batch: &RecordBatch, fragment_positions: &HashMap<u64, u64>) -> Result<UInt64Array> {
     let addresses = column(batch, ROW_ADDRESS_COLUMN)?
         .as_any()
         .downcast_ref::<UInt64Array>()
         .ok_or_else(|| EngineError::internal("_rowaddr is not UInt64"))?;
-    let keys = addresses
+    addresses
         .values()
         .iter()
         .map(|address| {
@@ -80,18 +87,20 @@ fn manifest_order(batch: &RecordBatch, fragment_positions: &HashMap<u64, u64>) -
             })?;
             Ok((position << 32) | (address & 0xffff_ffff))
         })
-        .collect::<Result<Vec<_>>>()?;
-    let keys: ArrayRef = Arc::new(UInt64Array::from(keys));
-    Ok(lexsort_to_indices(&[SortColumn { values: keys, options: None }], None)?)
+        .collect()
 }
 
-fn drop_columns(batch: RecordBatch, merge: &Merge) -> Result<RecordBatch> {
+/// The indexes of the columns of `schema` the answer keeps: all but the merge keys
+/// `merge` drops.
+pub fn visible_columns(schema: &Schema, merge: &Merge) -> Vec<usize> {
     let hidden = |name: &str| {
         (merge.drop_row_id && name == ROW_ID_COLUMN) || (merge.drop_row_address && name == ROW_ADDRESS_COLUMN)
     };
-    let keep =
-        (0..batch.num_columns()).filter(|index| !hidden(batch.schema().field(*index).name())).collect::<Vec<_>>();
-    Ok(batch.project(&keep)?)
+    (0..schema.fields().len()).filter(|index| !hidden(schema.field(*index).name())).collect()
+}
+
+fn drop_columns(batch: RecordBatch, merge: &Merge) -> Result<RecordBatch> {
+    Ok(batch.project(&visible_columns(&batch.schema(), merge))?)
 }
 
 /// Prepends the Int32 `query_index` column (0-based) to each query's rows, in query order.

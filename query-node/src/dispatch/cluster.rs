@@ -155,10 +155,7 @@ impl Cluster {
             version: pinned.dataset.version().version,
             whole_table,
             query: Some(query.clone()),
-            // At least 1: 0 would mean "no deadline" to the executor.
-            timeout_ms: u64::try_from(self.call_deadline().duration_since(tokio::time::Instant::now()).as_millis())
-                .unwrap_or(u64::MAX)
-                .max(1),
+            timeout_ms: millis_until(self.call_deadline()),
             wire_version: WIRE_VERSION,
             query_id: request::current(),
             ..Default::default()
@@ -222,13 +219,18 @@ impl Cluster {
     /// executor's rows as a stream once its first batch (or its end) has arrived. A failure
     /// before that is retried on the fragments' next executors like [`Self::scatter_query`];
     /// a failure later ends the stream with the error, since rows have been handed on.
+    /// The fragment timeout bounds the wait for the first batch; only the client's
+    /// deadline bounds the whole stream, which may be a scan of any length.
     pub async fn scatter_streams(
         &self,
         pinned: Pinned<'_>,
         spread: Spread<'_>,
         query: &FragmentQuery,
     ) -> Result<Vec<RowStream>, ApiError> {
-        let template = self.template(pinned, spread.whole_table, query);
+        let template = PlanFragment {
+            timeout_ms: request::current_deadline().map_or(0, millis_until),
+            ..self.template(pinned, spread.whole_table, query)
+        };
         self.scatter(pinned.uri, spread, &template, |(node, client, fragment)| async move {
             let mut rows = execute(client, fragment).await?.peekable();
             if let Some(Err(_)) = Pin::new(&mut rows).peek().await
@@ -424,6 +426,11 @@ impl Cluster {
         }
         Ok((answers, failed))
     }
+}
+
+/// The executor's `timeout_ms` for `deadline`: at least 1, as 0 means "no deadline".
+fn millis_until(deadline: tokio::time::Instant) -> u64 {
+    u64::try_from(deadline.duration_since(tokio::time::Instant::now()).as_millis()).unwrap_or(u64::MAX).max(1)
 }
 
 impl Cluster {

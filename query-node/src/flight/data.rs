@@ -28,6 +28,7 @@ use tonic::Status;
 use super::{Answers, decode_batches};
 use crate::auth::{self, Access, Target};
 use crate::error::ApiError;
+use crate::request;
 use crate::sql::all_namespaces;
 use crate::state::AppState;
 
@@ -125,14 +126,15 @@ where
     Ok(futures::stream::once(async { Ok(result) }).boxed())
 }
 
-/// `DoGet` of a JSON ticket: the query's answer as Flight data.
+/// `DoGet` of a JSON ticket: the query's answer as Flight data, streamed as it comes.
 pub async fn do_get(state: &AppState, ticket: &Ticket) -> Result<Answers<FlightData>, ApiError> {
     let (id, query) = parse_ticket(&ticket.ticket)?;
     auth::require(Access::Read, &Target::Table(id.clone()))?;
     let read = ReadVersion { version: query.version, ..ReadVersion::default() };
-    let (_, output) = state.run_query(&id, read, &query).await?;
-    let batches = futures::stream::iter(output.batches.into_iter().map(Ok));
-    let data = FlightDataEncoderBuilder::new().with_schema(output.schema).build(batches).map_err(Status::from);
+    let (_, answer) = state.run_query(&id, read, &query).await?;
+    let rows = request::within(request::current_deadline(), answer.rows);
+    let batches = rows.map_err(|error| FlightError::Tonic(Box::new(Status::from(error))));
+    let data = FlightDataEncoderBuilder::new().with_schema(answer.schema).build(batches).map_err(Status::from);
     Ok(data.boxed())
 }
 

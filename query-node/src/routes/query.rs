@@ -1,8 +1,8 @@
 //! `POST /v1/table/{id}/query/`: vector search, full-text search and filtered scans,
-//! answered as an Arrow IPC file; `explain_plan` and `analyze_plan` of the same queries.
+//! answered as an Arrow IPC file streamed as the rows come; `explain_plan` and `analyze_plan` of the same queries.
 
 use axum::Json;
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
@@ -10,6 +10,7 @@ use lancefleet_engine::TableQuery;
 use serde::Deserialize;
 
 use crate::arrow_body::{ARROW_FILE_CONTENT_TYPE, encode_file};
+use crate::dispatch::Answer;
 use crate::error::ApiError;
 use crate::protocol::{Freshness, TablePath, json_body, with_table_version};
 use crate::request::{self, REQUEST_TIMEOUT_HEADER};
@@ -30,19 +31,20 @@ pub async fn query(
     }
     span.record("filter", query.filter.is_some());
     let run = state.run_query(&id, freshness.read(query.version), &query);
-    let (dataset, output) = match request::current_deadline() {
+    let deadline = request::current_deadline();
+    let (dataset, answer) = match deadline {
         Some(deadline) => tokio::time::timeout_at(deadline, run).await.map_err(|_elapsed| {
             ApiError::Timeout(format!("the query did not finish within the client's {REQUEST_TIMEOUT_HEADER}"))
         })??,
         None => run.await?,
     };
-    let rows = output.num_rows();
-    span.record("rows", lancefleet_common::telemetry::int(rows));
-    let bytes = encode_file(output.schema, output.batches).await?;
-    tracing::debug!(table = %id, version = dataset.version().version, rows, "query answered");
-    let mut response = bytes.into_response();
+    let version = dataset.version().version;
+    tracing::debug!(table = %id, version, "query answering");
+    let rows = request::within(deadline, answer.rows);
+    let body = Body::from_stream(encode_file(Answer { rows, ..answer })?);
+    let mut response = body.into_response();
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(ARROW_FILE_CONTENT_TYPE));
-    Ok(with_table_version(dataset.version().version, response))
+    Ok(with_table_version(version, response))
 }
 
 /// Body of `explain_plan`.
