@@ -36,6 +36,7 @@ use crate::cache::{CacheReads, ObjectCache};
 use crate::error::{EngineError, Result};
 use crate::store_metrics::StoreLayers;
 use crate::table_id::{Namespace, TableId, table_name_of_entry};
+use crate::write::commit::retry_transient;
 
 /// Which version of a table a read may see.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -241,11 +242,14 @@ impl Catalog {
 
     /// Opens the dataset at `uri` (named `name` in errors) at `version` or its latest.
     async fn open_dataset(&self, uri: &str, name: &str, version: Option<u64>) -> Result<Dataset> {
-        let mut builder = DatasetBuilder::from_uri(uri).with_read_params(self.read_params());
-        if let Some(version) = version {
-            builder = builder.with_version(version);
-        }
-        let error = match builder.load().await {
+        let load = || {
+            let builder = DatasetBuilder::from_uri(uri).with_read_params(self.read_params());
+            match version {
+                Some(version) => builder.with_version(version).load(),
+                None => builder.load(),
+            }
+        };
+        let error = match retry_transient("loading a table", load).await {
             Ok(dataset) => return Ok(dataset),
             Err(error) => error,
         };

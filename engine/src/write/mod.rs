@@ -3,6 +3,7 @@
 //! dropping indexes. Every write starts from the latest version and is acknowledged only
 //! after lance's commit; the catalog then serves the new version to this node's reads.
 
+pub(crate) mod commit;
 pub mod merge_insert;
 pub mod schema_change;
 pub mod versions;
@@ -17,6 +18,7 @@ use lance::deps::datafusion::execution::SendableRecordBatchStream;
 use lance::deps::datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use lance::index::DatasetIndexExt;
 
+use self::commit::commit_exactly_once;
 use crate::catalog::Catalog;
 use crate::error::{EngineError, Result};
 use crate::table_id::TableId;
@@ -117,10 +119,11 @@ impl Catalog {
                 let dataset = Arc::new(self.load(id, None).await?);
                 let write_mode = if mode == InsertMode::Append { WriteMode::Append } else { WriteMode::Overwrite };
                 let params = self.write_params(write_mode);
-                InsertBuilder::new(WriteDestination::Dataset(dataset))
+                let transaction = InsertBuilder::new(WriteDestination::Dataset(dataset.clone()))
                     .with_params(&params)
-                    .execute_stream(stream)
-                    .await?
+                    .execute_uncommitted_stream(stream)
+                    .await?;
+                commit_exactly_once(dataset, transaction).await?
             }
         };
         Ok(self.committed(id, written).await)
