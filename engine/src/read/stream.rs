@@ -3,7 +3,9 @@
 //! merge (one batch per executor in memory), then cut to the client's offset and limit.
 //!
 //! Only scans stream: their rows come out of each executor in manifest order already.
-//! Searches rank rows across executors, and their answers are bounded by `k`.
+//! Searches rank rows across executors, and their answers are bounded by `k`. A filtered
+//! scan of a table with scalar indexes is merged whole: an index may hand lance its rows
+//! by fragment id rather than in the manifest's order.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -29,9 +31,11 @@ const ORDER_KEY_COLUMN: &str = "_lancefleet_manifest_order";
 /// Rows per merged batch.
 const MERGED_BATCH_ROWS: usize = 8192;
 
-/// Whether `plan`'s answer can stream: a scan, whose rows are merged in manifest order.
+/// Whether `plan`'s answer can stream: a scan, whose rows are merged in manifest order,
+/// and whose filter (if any) no scalar index segment answers (its fragments then read
+/// together, see [`QueryPlan::colocate`]).
 pub fn streams(plan: &QueryPlan) -> bool {
-    plan.merge.order == MergeOrder::Manifest && plan.parts.len() == 1 && !plan.query_index
+    plan.merge.order == MergeOrder::Manifest && plan.parts.len() == 1 && !plan.query_index && plan.colocate.is_empty()
 }
 
 /// Merges `streams` of `schema`, each in manifest order within itself (one executor's

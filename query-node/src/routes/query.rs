@@ -1,16 +1,20 @@
 //! `POST /v1/table/{id}/query/`: vector search, full-text search and filtered scans,
 //! answered as an Arrow IPC file streamed as the rows come; `explain_plan` and `analyze_plan` of the same queries.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
+use futures::{StreamExt, TryStreamExt};
 use lancefleet_engine::TableQuery;
 use serde::Deserialize;
 
 use crate::arrow_body::{ARROW_FILE_CONTENT_TYPE, encode_file};
-use crate::dispatch::Answer;
+use crate::dispatch::{Answer, RowStream};
 use crate::error::ApiError;
 use crate::protocol::{Freshness, TablePath, json_body, with_table_version};
 use crate::request::{self, REQUEST_TIMEOUT_HEADER};
@@ -40,11 +44,25 @@ pub async fn query(
     };
     let version = dataset.version().version;
     tracing::debug!(table = %id, version, "query answering");
-    let rows = request::within(deadline, answer.rows);
+    let rows = counted(request::within(deadline, answer.rows), span);
     let body = Body::from_stream(encode_file(Answer { rows, ..answer })?);
     let mut response = body.into_response();
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(ARROW_FILE_CONTENT_TYPE));
     Ok(with_table_version(version, response))
+}
+
+/// `rows`, recording how many there were on the request's `span` once they have all
+/// been sent (the span lasts as long as the streamed body).
+fn counted(rows: RowStream, span: tracing::Span) -> RowStream {
+    let total = Arc::new(AtomicUsize::new(0));
+    let counter = total.clone();
+    let rows = rows.inspect_ok(move |batch| {
+        counter.fetch_add(batch.num_rows(), Ordering::Relaxed);
+    });
+    let end = futures::stream::once(async move {
+        span.record("rows", lancefleet_common::telemetry::int(total.load(Ordering::Relaxed)));
+    });
+    rows.chain(end.filter_map(|()| std::future::ready(None))).boxed()
 }
 
 /// Body of `explain_plan`.
