@@ -1,5 +1,6 @@
 //! `POST /v1/table/{id}/query/`: vector search, full-text search and filtered scans,
-//! answered as an Arrow IPC file streamed as the rows come; `explain_plan` and `analyze_plan` of the same queries.
+//! answered as an Arrow IPC file streamed as the rows come; `explain_plan` and
+//! `analyze_plan` of the same queries.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
