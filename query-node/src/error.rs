@@ -12,6 +12,22 @@ use lancefleet_proto::ErrorCode;
 /// The response header that names a failed request's [`ErrorCode`].
 pub const ERROR_CODE_HEADER: &str = "x-lancefleet-error-code";
 
+/// The error code of a response that carries only its HTTP `status` (a rejection of the
+/// HTTP framework's own, before any handler ran).
+pub fn code_of_status(status: StatusCode) -> ErrorCode {
+    match status.as_u16() {
+        401 => ErrorCode::Unauthenticated,
+        403 => ErrorCode::PermissionDenied,
+        404 => ErrorCode::NotFound,
+        405 | 501 => ErrorCode::NotSupported,
+        409 => ErrorCode::Conflict,
+        429 | 503 => ErrorCode::Unavailable,
+        408 | 504 => ErrorCode::Timeout,
+        400..=499 => ErrorCode::InvalidArgument,
+        _ => ErrorCode::Internal,
+    }
+}
+
 /// A failed REST request.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -243,6 +259,15 @@ mod tests {
         assert_eq!(ApiError::from(diagnosed).error_code(), ErrorCode::InvalidArgument);
         let status = tonic::Status::from(ApiError::Unauthenticated("no key".into()));
         assert_eq!(status.code(), tonic::Code::Unauthenticated);
+    }
+
+    #[test]
+    fn rejections_get_the_code_of_their_status() {
+        assert_eq!(code_of_status(StatusCode::METHOD_NOT_ALLOWED), ErrorCode::NotSupported);
+        assert_eq!(code_of_status(StatusCode::PAYLOAD_TOO_LARGE), ErrorCode::InvalidArgument);
+        assert_eq!(code_of_status(StatusCode::UNSUPPORTED_MEDIA_TYPE), ErrorCode::InvalidArgument);
+        assert_eq!(code_of_status(StatusCode::NOT_FOUND), ErrorCode::NotFound);
+        assert_eq!(code_of_status(StatusCode::INTERNAL_SERVER_ERROR), ErrorCode::Internal);
     }
 
     #[test]

@@ -17,6 +17,7 @@ mod error;
 mod flight;
 mod limits;
 mod metrics;
+mod openapi;
 mod protocol;
 mod request;
 mod routes;

@@ -28,7 +28,7 @@ use tracing::Span;
 use crate::audit::{AuditEntry, Outcome};
 use crate::auth::{self, Access, CallContext, Target};
 use crate::dispatch::Dispatcher;
-use crate::error::{ApiError, ERROR_CODE_HEADER};
+use crate::error::{self, ApiError, ERROR_CODE_HEADER};
 use crate::metrics::METRICS;
 use crate::protocol::{PHALANX_VERSION, PHALANX_VERSION_HEADER};
 use crate::request;
@@ -39,7 +39,7 @@ type Handler = fn() -> MethodRouter<AppState>;
 
 /// Table operations reachable as `/v1/table/{id}/{operation}/` (and without the slash),
 /// with the access each needs of its caller.
-const TABLE_ROUTES: &[(&str, Access, Handler)] = &[
+pub(crate) const TABLE_ROUTES: &[(&str, Access, Handler)] = &[
     ("create", Access::Write, || post(tables::create_table)),
     ("describe", Access::Read, || post(tables::describe_table)),
     // Dropping a table removes its history too, which no later write can undo.
@@ -66,12 +66,12 @@ const TABLE_ROUTES: &[(&str, Access, Handler)] = &[
     ("tags/delete", Access::Write, || post(versions::delete_tag)),
     ("create_index", Access::Write, || post(indexes::create_index)),
     ("index/list", Access::Read, || post(indexes::list_indices)),
-    ("index/{name}/stats", Access::Read, || post(indexes::index_stats)),
-    ("index/{name}/drop", Access::Write, || post(indexes::drop_index)),
+    ("index/{index_name}/stats", Access::Read, || post(indexes::index_stats)),
+    ("index/{index_name}/drop", Access::Write, || post(indexes::drop_index)),
 ];
 
 /// Namespace operations, `/v1/namespace/{id}/{operation}/` (and without the slash).
-const NAMESPACE_ROUTES: &[(&str, Access, Handler)] = &[
+pub(crate) const NAMESPACE_ROUTES: &[(&str, Access, Handler)] = &[
     ("list", Access::Read, || get(namespaces::list_namespaces)),
     ("create", Access::Admin, || post(namespaces::create_namespace)),
     ("describe", Access::Read, || post(namespaces::describe_namespace)),
@@ -80,7 +80,7 @@ const NAMESPACE_ROUTES: &[(&str, Access, Handler)] = &[
 ];
 
 /// Builds the router for `state`, accepting bodies up to `max_body_bytes`. Every `/v1`
-/// route passes its [`Guard`]; `/health` and `/metrics` stay open.
+/// route passes its [`Guard`]; `/health`, `/metrics` and `/openapi.json` stay open.
 pub fn router(state: AppState, max_body_bytes: usize) -> Router {
     let guard = |operation: &'static str, access, target, handler: MethodRouter<AppState>| {
         let guard = Guard { state: state.clone(), operation, access, target };
@@ -89,7 +89,9 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
     let mut router = Router::new()
         .route("/health", get(|| async { "ok" }))
         .route("/metrics", get(metrics_handler))
-        .route("/v1/cluster", guard("cluster", Access::Admin, RouteTarget::Server, get(cluster)));
+        .route("/openapi.json", get(crate::openapi::document));
+    let cluster = guard("cluster", Access::Admin, RouteTarget::Server, get(cluster));
+    router = router.route("/v1/cluster", cluster.clone()).route("/v1/cluster/", cluster);
     let root_tables = guard("table/list", Access::Read, RouteTarget::RootNamespace, get(tables::list_tables));
     router = router.route("/v1/table", root_tables.clone()).route("/v1/table/", root_tables);
     for (operation, access, handler) in TABLE_ROUTES {
@@ -107,6 +109,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
     router
         .route_layer(middleware::from_fn(record_request))
         .fallback(unknown_route)
+        .layer(middleware::map_response(label_rejection))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(SetResponseHeaderLayer::overriding(
             PHALANX_VERSION_HEADER.clone(),
@@ -243,6 +246,17 @@ async fn record_request(request: Request<Body>, next: Next) -> Response {
     response
 }
 
+/// Gives the errors axum answers itself (a malformed query string, a method the route does
+/// not take, a body over the limit) the error-code header every other error carries.
+async fn label_rejection(mut response: Response) -> Response {
+    let status = response.status();
+    if status.as_u16() >= 400 && !response.headers().contains_key(ERROR_CODE_HEADER) {
+        let code = error::code_of_status(status);
+        response.headers_mut().insert(ERROR_CODE_HEADER, HeaderValue::from_static(code.as_str_name()));
+    }
+    response
+}
+
 /// Gives every request its id and the client's deadline, if any (see [`crate::request`]):
 /// the id recorded on its span, served under it, and returned in the `x-request-id` header.
 async fn identify(request: Request<Body>, next: Next) -> Response {
@@ -275,7 +289,7 @@ async fn cluster(State(state): State<AppState>) -> Result<axum::Json<serde_json:
 /// table, request id and status, and for queries `k`, whether a filter was given and the
 /// rows returned (failures are logged once, by [`ApiError`]).
 fn request_span(request: &Request<Body>) -> Span {
-    if matches!(request.uri().path(), "/health" | "/metrics") {
+    if matches!(request.uri().path(), "/health" | "/metrics" | "/openapi.json") {
         // Probes and scrapes, every few seconds: not worth a trace.
         return Span::none();
     }

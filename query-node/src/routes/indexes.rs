@@ -1,6 +1,6 @@
 //! Index routes: `create_index` (recorded as a request the indexer fleet builds; the call
 //! returns at once, as LanceDB Cloud's does; built before answering where no indexer
-//! runs), `index/list`, `index/{name}/stats` and `index/{name}/drop`.
+//! runs), `index/list`, `index/{index_name}/stats` and `index/{index_name}/drop`.
 
 use std::collections::HashMap;
 
@@ -88,7 +88,7 @@ pub async fn list_indices(
     Ok(with_table_version(version, Json(serde_json::json!({ "indexes": indexes }))))
 }
 
-/// `POST /v1/table/{id}/index/{name}/stats/`; 404 when there is no such index.
+/// `POST /v1/table/{id}/index/{index_name}/stats/`; 404 when there is no such index.
 pub async fn index_stats(
     State(state): State<AppState>,
     TablePath(id): TablePath,
@@ -96,7 +96,7 @@ pub async fn index_stats(
     freshness: Freshness,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let name = params.get("name").map(String::as_str).unwrap_or_default();
+    let name = params.get("index_name").map(String::as_str).unwrap_or_default();
     let (version, indexes) = indexes_at(&state, &id, freshness, &body).await?;
     let index = indexes
         .iter()
@@ -111,13 +111,13 @@ pub async fn index_stats(
     Ok(with_table_version(version, Json(stats)))
 }
 
-/// `POST /v1/table/{id}/index/{name}/drop/`; 404 when there is no such index.
+/// `POST /v1/table/{id}/index/{index_name}/drop/`; 404 when there is no such index.
 pub async fn drop_index(
     State(state): State<AppState>,
     TablePath(id): TablePath,
     Path(params): Path<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
-    let name = params.get("name").map(String::as_str).unwrap_or_default();
+    let name = params.get("index_name").map(String::as_str).unwrap_or_default();
     let drop = state.catalog.drop_index(&id, name);
     let dataset = state.commit(&id, ChangeKind::IndexDropped, drop, |dataset| (dataset.version().version, 0)).await?;
     let version = dataset.version().version;
