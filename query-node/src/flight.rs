@@ -22,7 +22,7 @@ use arrow_flight::{
     Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightInfo, HandshakeRequest, HandshakeResponse,
     PollInfo, PutResult, SchemaResult, Ticket,
 };
-use futures::{Stream, StreamExt, TryStreamExt};
+use futures::{Stream, StreamExt};
 use lancefleet_common::Shutdown;
 use lancefleet_common::config::FlightConfig;
 use lancefleet_common::telemetry;
@@ -32,6 +32,7 @@ use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{Instrument, Span};
 
+use crate::arrow_body;
 use crate::audit::{AuditEntry, Outcome};
 use crate::auth::{self, CallContext};
 use crate::error::ApiError;
@@ -199,12 +200,20 @@ async fn recorded<T>(
     })
 }
 
-/// The record batches of the Flight data a client streams, decoded as they arrive.
-fn decode_batches<S>(flight: S) -> FlightRecordBatchStream
+/// The record batches of the Flight data a client streams, decoded as they arrive; a
+/// message whose compressed buffers claim more than `limit` bytes is refused before
+/// arrow-rs allocates them ([`arrow_body::check_flight_message`]).
+fn decode_batches<S>(flight: S, limit: usize) -> FlightRecordBatchStream
 where
     S: Stream<Item = Result<FlightData, Status>> + Send + 'static,
 {
-    FlightRecordBatchStream::new_from_flight_data(flight.map_err(|status| FlightError::Tonic(Box::new(status))))
+    let checked = flight.map(move |data| {
+        let data = data.map_err(|status| FlightError::Tonic(Box::new(status)))?;
+        arrow_body::check_flight_message(&data.data_header, &data.data_body, limit)
+            .map_err(|error| FlightError::Tonic(Box::new(Status::invalid_argument(error.to_string()))))?;
+        Ok(data)
+    });
+    FlightRecordBatchStream::new_from_flight_data(checked)
 }
 
 /// Whether `descriptor` names a table (`[table]` or `[table, mode]`) rather than carrying

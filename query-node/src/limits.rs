@@ -12,6 +12,7 @@ pub struct RequestLimits {
     max_search_k: u64,
     max_query_vectors: usize,
     max_filter_bytes: usize,
+    max_upload_bytes: usize,
 }
 
 impl RequestLimits {
@@ -21,7 +22,14 @@ impl RequestLimits {
             max_search_k: config.max_search_k,
             max_query_vectors: config.max_query_vectors,
             max_filter_bytes: config.max_filter.as_usize(),
+            max_upload_bytes: config.max_body.as_usize(),
         }
+    }
+
+    /// What an Arrow upload may hold once decompressed (`rest.max_body`, the limit of its
+    /// body as sent).
+    pub fn max_upload_bytes(&self) -> usize {
+        self.max_upload_bytes
     }
 
     /// Checks a query's `k`, query vectors and filter.

@@ -76,7 +76,7 @@ pub async fn write_flight<S>(
 where
     S: Stream<Item = Result<FlightData, Status>> + Send + 'static,
 {
-    let mut batches = decode_batches(flight);
+    let mut batches = decode_batches(flight, state.limits.max_upload_bytes());
     let first = batches.next().await.transpose().map_err(|error| stream_error(&error))?;
     let schema =
         batches.schema().cloned().ok_or_else(|| ApiError::bad_request("the DoPut stream carries no Arrow schema"))?;

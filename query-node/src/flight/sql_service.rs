@@ -19,7 +19,6 @@ use arrow_flight::sql::{TableExistsOption, TableNotExistOption};
 use arrow_flight::{
     FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest, HandshakeResponse, IpcMessage, SchemaAsIpc, Ticket,
 };
-use arrow_ipc::reader::StreamReader;
 use arrow_ipc::writer::{IpcWriteOptions, StreamWriter};
 use arrow_schema::{Field, Schema};
 use base64::Engine;
@@ -49,6 +48,9 @@ struct PreparedHandle {
     parameters: Vec<u8>,
 }
 
+/// What a bound parameter row may decompress to.
+const MAX_PARAMETER_BYTES: usize = 64 << 20;
+
 impl PreparedHandle {
     fn decode_handle(handle: &[u8]) -> Result<Self, ApiError> {
         Self::decode(handle).map_err(|_| ApiError::bad_request("not a prepared statement handle of this server"))
@@ -59,8 +61,7 @@ impl PreparedHandle {
         if self.parameters.is_empty() {
             return Ok(None);
         }
-        let reader = StreamReader::try_new(self.parameters.as_slice(), None)?;
-        let batches = reader.collect::<Result<Vec<_>, _>>()?;
+        let batches = crate::arrow_body::read_ipc_stream(&self.parameters, MAX_PARAMETER_BYTES)?.batches;
         let Some(row) = batches.iter().find(|batch| batch.num_rows() > 0) else { return Ok(None) };
         let values = row
             .columns()
@@ -293,7 +294,7 @@ impl FlightSqlService for FlightSql {
         request: Request<PeekableFlightDataStream>,
     ) -> Result<DoPutPreparedStatementResult, Status> {
         let mut handle = PreparedHandle::decode_handle(&query.prepared_statement_handle)?;
-        let mut stream = decode_batches(request.into_inner());
+        let mut stream = decode_batches(request.into_inner(), MAX_PARAMETER_BYTES);
         let mut batches = Vec::new();
         while let Some(batch) = stream.next().await {
             batches.push(batch.map_err(|error| ApiError::bad_request(format!("malformed parameters: {error}")))?);

@@ -39,7 +39,7 @@ pub async fn insert(
         "overwrite" => InsertMode::Overwrite,
         other => return Err(ApiError::bad_request(format!("unknown insert mode '{other}'; use append or overwrite"))),
     };
-    let upload = decode_stream(body).await?;
+    let upload = decode_stream(body, state.limits.max_upload_bytes()).await?;
     let rows = futures::stream::iter(upload.batches.into_iter().map(Ok));
     let stream = Box::pin(RecordBatchStreamAdapter::new(upload.schema, rows));
     let (dataset, _rows) = state.write_stream(&id, stream, mode).await?;
@@ -86,7 +86,7 @@ pub async fn merge_insert(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let spec = merge_insert_spec(query.as_deref().unwrap_or_default())?;
-    let upload = decode_stream(body).await?;
+    let upload = decode_stream(body, state.limits.max_upload_bytes()).await?;
     let merge = state.catalog.merge_insert(&id, &spec, upload.schema, upload.batches);
     let (outcome, dataset) = state
         .commit(&id, ChangeKind::MergeInsert, merge, |(outcome, dataset)| {

@@ -59,7 +59,7 @@ pub async fn add_columns(
         .and_then(|value| value.to_str().ok())
         .is_some_and(|value| value.starts_with(ARROW_STREAM_CONTENT_TYPE));
     let columns = if arrow {
-        NewColumns::AllNulls(decode_stream(body).await?.schema)
+        NewColumns::AllNulls(decode_stream(body, state.limits.max_upload_bytes()).await?.schema)
     } else {
         let request: AddColumnsRequest = json_body(&body)?;
         NewColumns::Expressions(

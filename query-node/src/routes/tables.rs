@@ -98,7 +98,7 @@ pub async fn create_table(
             )));
         }
     };
-    let upload = decode_stream(body).await?;
+    let upload = decode_stream(body, state.limits.max_upload_bytes()).await?;
     let rows = upload.batches.iter().map(|batch| batch.num_rows() as u64).sum();
     let create = state.catalog.create_table(&id, upload.schema, upload.batches, mode);
     let dataset = state.commit(&id, ChangeKind::Create, create, |dataset| (dataset.version().version, rows)).await?;
