@@ -89,8 +89,9 @@ pub fn preference_lists(placement: &Placement, uri: &str, spread: Spread<'_>) ->
 }
 
 /// Moves the fragments of `failed` executors to the next executor of each fragment's
-/// preference list that has not failed. Fails with the executor whose fragment has no
-/// such next executor.
+/// preference list that has not failed, wrapping around: a fragment first sent to its
+/// second replica (balanced, or its first passed over as a suspect) goes back to its first.
+/// Fails with the executor whose fragment has no other executor left.
 pub fn reassign(
     assignment: &Assignment,
     failed: &HashSet<Arc<str>>,
@@ -100,7 +101,13 @@ pub fn reassign(
     for (node, fragments) in assignment.iter().filter(|(node, _)| failed.contains(*node)) {
         for (fragment, position) in fragments {
             let list = lists.get(fragment).map(Vec::as_slice).unwrap_or_default();
-            let next = list.iter().enumerate().skip(position + 1).find(|(_, candidate)| !failed.contains(*candidate));
+            let next = list
+                .iter()
+                .enumerate()
+                .cycle()
+                .skip(position + 1)
+                .take(list.len().saturating_sub(1))
+                .find(|(_, candidate)| !failed.contains(*candidate));
             let Some((next_position, next)) = next else { return Err(node.clone()) };
             retry.entry(next.clone()).or_default().push((*fragment, next_position));
         }
@@ -227,6 +234,11 @@ mod tests {
         assert_eq!(retry[&node("b")], vec![(1, 1)]);
         assert_eq!(retry[&node("c")], vec![(3, 1)]);
         assert_eq!(retry.len(), 2, "fragments of healthy executors are not resent");
+
+        // Sent to its second replica, a fragment goes back to its first.
+        let second = Assignment::from([(node("b"), vec![(1, 1)])]);
+        let back = reassign(&second, &HashSet::from([node("b")]), &lists()).expect("the first replica is left");
+        assert_eq!(back, Assignment::from([(node("a"), vec![(1, 0)])]));
 
         let both = HashSet::from([node("a"), node("b")]);
         assert_eq!(reassign(&assignment, &both, &lists()).expect_err("fragment 1 has no replica left"), node("a"));
