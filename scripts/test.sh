@@ -25,4 +25,4 @@ log "end-to-end tests with the lancedb Python client (in-process execution; clus
 "$VENV/bin/python" -m pytest -q -p no:cacheprovider "$@"
 
 log "the same end-to-end suite with every query spread over 3 plan executor processes"
-LANCEFLEET_E2E_EXECUTORS=3 "$VENV/bin/python" -m pytest -q -p no:cacheprovider --ignore=test_cluster.py --ignore=test_azure.py --ignore=test_gcs.py --ignore=test_control_plane.py --ignore=test_indexer.py --ignore=test_helm_chart.py --ignore=test_helm_run.py --ignore=test_observability.py --ignore=test_tracing.py --ignore=test_object_store_faults.py --ignore=test_openapi.py --ignore=test_chaos.py "$@"
+LANCEFLEET_E2E_EXECUTORS=3 "$VENV/bin/python" -m pytest -q -p no:cacheprovider --ignore=test_cluster.py --ignore=test_azure.py --ignore=test_gcs.py --ignore=test_control_plane.py --ignore=test_indexer.py --ignore=test_helm_chart.py --ignore=test_helm_run.py --ignore=test_observability.py --ignore=test_tracing.py --ignore=test_object_store_faults.py --ignore=test_openapi.py --ignore=test_chaos.py --ignore=test_cache_encryption.py "$@"

@@ -185,7 +185,8 @@ class Pod:
             if "configMap" in volume or "secret" in volume:
                 kind, source = ("ConfigMap", volume["configMap"]) if "configMap" in volume else ("Secret", volume["secret"])
                 name = source.get("name") or source.get("secretName")
-                data = self.rendered.data(kind, name)
+                rendered = self.rendered.find(kind, name) is not None
+                data = self.rendered.data(kind, name) if rendered or kind != "Secret" else self.external_secret(name)
                 items = source.get("items") or [{"key": key, "path": key} for key in data]
                 for item in items:
                     assert item["key"] in data, f"{kind} {name} has no key {item['key']!r}"

@@ -53,6 +53,8 @@ EXISTING_SECRETS = {
         "AWS_ACCESS_KEY_ID": "AKIAEXAMPLE",
         "AWS_SECRET_ACCESS_KEY": "example",
     },
+    # The disk cache's key (nvme-hostpath): 64 hex digits.
+    "lancefleet-cache-key": {"cache.key": "5e" * 32},
 }
 CRD_KINDS = {"ServiceMonitor", "PrometheusRule"}
 ROLES = ("query-node", "plan-executor", "control-plane", "indexer")
@@ -378,8 +380,15 @@ def test_cache_sizes_are_derived_from_the_values():
                                          "cache": {"volume": {"size": "375Gi"}}}})
     assert derived["memory"] == "3GiB" and derived["disk"] == f"{int(375 * 1024 * 0.85)}MiB"
     nvme, pod = cache(scenario_values("nvme-hostpath"))
-    assert nvme == {"chunk": "4MiB", "disk": "1600GiB", "disk_dir": "/var/cache/lancefleet", "memory": "24Gi"}
-    assert pod["volumes"][-1] == {"name": "cache", "hostPath": {"path": "/mnt/nvme0/lancefleet", "type": "DirectoryOrCreate"}}
+    assert nvme == {"chunk": "4MiB", "disk": "1600GiB", "disk_dir": "/var/cache/lancefleet", "memory": "24Gi",
+                    "encryption_key_file": "/etc/lancefleet-cache-key/cache.key"}
+    volumes = {volume["name"]: volume for volume in pod["volumes"]}
+    assert volumes["cache"] == {"name": "cache", "hostPath": {"path": "/mnt/nvme0/lancefleet", "type": "DirectoryOrCreate"}}
+    # The key comes from its Secret, read-only, readable by the pod's group only.
+    assert volumes["cache-key"]["secret"] == {"secretName": "lancefleet-cache-key", "defaultMode": 0o440,
+                                              "items": [{"key": "cache.key", "path": "cache.key"}]}
+    mounts = {mount["name"]: mount for mount in pod["containers"][0]["volumeMounts"]}
+    assert mounts["cache-key"] == {"name": "cache-key", "mountPath": "/etc/lancefleet-cache-key", "readOnly": True}
     assert pod["initContainers"][0]["command"] == ["chown", "10001:10001", "/var/cache/lancefleet"]
     assert pod["tolerations"][0]["key"] == "lancefleet.io/executor"
     assert "volumeClaimTemplates" not in render(scenario_values("nvme-hostpath")).one(
@@ -389,6 +398,7 @@ def test_cache_sizes_are_derived_from_the_values():
     assert {"name": "cache", "emptyDir": {"sizeLimit": "10Gi"}} in pod["volumes"]
     memory_only, pod = cache({"planExecutor": {"cache": {"volume": {"type": "none"}}}})
     assert "disk_dir" not in memory_only and not any(v["name"] == "cache" for v in pod["volumes"])
+    assert "encryption_key_file" not in memory_only and not any(v["name"] == "cache-key" for v in pod["volumes"])
 
 
 def test_control_plane_indexer_and_etcd():

@@ -305,11 +305,20 @@ pub struct CacheConfig {
     pub disk: ByteSize,
     /// Size of the aligned chunks objects are cached in, `64KiB` to `8MiB`. Default: `1MiB`.
     pub chunk: ByteSize,
+    /// File holding the 256-bit key (64 hex digits) that encrypts the disk tier at rest;
+    /// none stores it unencrypted. Default: none.
+    pub encryption_key_file: Option<PathBuf>,
 }
 
 impl Default for CacheConfig {
     fn default() -> Self {
-        Self { memory: ByteSize::gib(1), disk_dir: None, disk: ByteSize::gib(16), chunk: ByteSize::mib(1) }
+        Self {
+            memory: ByteSize::gib(1),
+            disk_dir: None,
+            disk: ByteSize::gib(16),
+            chunk: ByteSize::mib(1),
+            encryption_key_file: None,
+        }
     }
 }
 

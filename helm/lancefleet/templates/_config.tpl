@@ -72,6 +72,9 @@ keeps the first for `helm test`. */}}
 {{- $_ := set $managedCache "disk_dir" $cache.diskDir -}}
 {{- $_ := set $managedCache "disk" $cache.disk -}}
 {{- end -}}
+{{- if $v.cache.encryption.secretName -}}
+{{- $_ := set $managedCache "encryption_key_file" "/etc/lancefleet-cache-key/cache.key" -}}
+{{- end -}}
 {{- $_ := set $managed "cache" $managedCache -}}
 {{- else if eq $role "control-plane" -}}
 {{- $_ := set $control "listen" (include "lancefleet.listen" (dict "ctx" $ctx "role" $role "name" "http")) -}}

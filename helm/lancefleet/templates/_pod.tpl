@@ -144,6 +144,11 @@ spec:
         - name: cache
           mountPath: {{ $v.cache.mountPath }}
         {{- end }}
+        {{- if and (eq $role "plan-executor") $v.cache.encryption.secretName }}
+        - name: cache-key
+          mountPath: /etc/lancefleet-cache-key
+          readOnly: true
+        {{- end }}
         {{- with concat (default list $g.extraVolumeMounts) (default list $v.extraVolumeMounts) }}
         {{- toYaml . | nindent 8 }}
         {{- end }}
@@ -170,6 +175,15 @@ spec:
         medium: {{ . }}
         {{- end }}
         sizeLimit: {{ $v.cache.volume.size }}
+    {{- end }}
+    {{- with $v.cache.encryption.secretName }}
+    - name: cache-key
+      secret:
+        secretName: {{ . }}
+        defaultMode: 0440
+        items:
+          - key: {{ $v.cache.encryption.secretKey }}
+            path: cache.key
     {{- end }}
     {{- end }}
     {{- with concat (default list $g.extraVolumes) (default list $v.extraVolumes) }}
