@@ -323,8 +323,10 @@ def test_mixed_load_survives_killed_processes_with_nothing_lost(cluster, capsys)
     elapsed = time.monotonic() - started
     assert not chaos.errors, chaos.errors
 
-    # Every process back; the cluster serves from all three executors again.
+    # Every process back; the cluster serves from all three executors again. The indexer is
+    # stopped, so that the version compared below stays the latest one.
     wait_until(lambda: serving_executors(cluster.state()) == {"pe-0", "pe-1", "pe-2"}, 30, "three executors")
+    assert cluster.indexer.stop() == 0, cluster.indexer.log_path.read_text()[-3000:]
     dataset = lance.dataset(str(cluster.data / f"{TABLE}.lance"))
     final_table = dataset.to_table(columns=["id", "text"])
     ids = final_table["id"].to_pylist()
