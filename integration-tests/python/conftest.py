@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -292,14 +291,13 @@ class ObjectGets:
 @pytest.fixture(scope="module")
 def moto(tmp_path_factory):
     """A moto S3 server on a free loopback port with an empty bucket."""
-    binary = shutil.which("moto_server", path=os.path.dirname(sys.executable))
-    if binary is None:
-        pytest.fail("moto_server is not installed in the test venv (requirements.txt)", pytrace=False)
     port = free_port()
     log_path = tmp_path_factory.mktemp("moto") / "moto.log"
+    # moto_server with atomic conditional writes (see lf_moto.py).
+    launcher = Path(__file__).with_name("lf_moto.py")
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
-            [binary, "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT
+            [sys.executable, str(launcher), "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT
         )
     wait_for_port(port, proc, "moto_server", log_path)
     endpoint = f"http://127.0.0.1:{port}"
