@@ -62,10 +62,14 @@ fn merge_insert_spec(query: &str) -> Result<MergeInsertSpec, ApiError> {
         match key.as_ref() {
             "on" => spec.on.push(value.to_string()),
             "when_matched_update_all" => spec.when_matched_update_all = flag()?,
-            "when_matched_update_all_filt" => spec.when_matched_update_all_filter = Some(value.to_string()),
+            "when_matched_update_all_filt" => {
+                crate::limits::check_expression(&value)?;
+                spec.when_matched_update_all_filter = Some(value.to_string());
+            }
             "when_not_matched_insert_all" => spec.when_not_matched_insert_all = flag()?,
             "when_not_matched_by_source_delete" => spec.when_not_matched_by_source_delete = flag()?,
             "when_not_matched_by_source_delete_filt" => {
+                crate::limits::check_expression(&value)?;
                 spec.when_not_matched_by_source_delete_filter = Some(value.to_string());
             }
             "use_index" => spec.use_index = flag()?,
@@ -172,6 +176,9 @@ pub async fn update_rows(
     let request: UpdateRequest = json_body(&body)?;
     let predicate = request.predicate.as_deref().filter(|predicate| !predicate.trim().is_empty());
     state.limits.check_filter(predicate)?;
+    for (_, value) in &request.updates {
+        crate::limits::check_expression(value)?;
+    }
     let update = state.catalog.update_rows(&id, predicate, &request.updates);
     let (updated, dataset) = state
         .commit(&id, ChangeKind::Update, update, |(updated, dataset)| (dataset.version().version, *updated))

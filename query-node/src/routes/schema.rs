@@ -62,6 +62,9 @@ pub async fn add_columns(
         NewColumns::AllNulls(decode_stream(body, state.limits.max_upload_bytes()).await?.schema)
     } else {
         let request: AddColumnsRequest = json_body(&body)?;
+        for column in &request.new_columns {
+            crate::limits::check_expression(&column.expression)?;
+        }
         NewColumns::Expressions(
             request.new_columns.into_iter().map(|column| (column.name, column.expression)).collect(),
         )
