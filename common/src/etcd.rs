@@ -22,12 +22,14 @@ pub use etcd_client::Client;
 use etcd_client::{ConnectOptions, EventType, GetOptions, PutOptions, WatchOptions};
 use tokio::sync::{Mutex, watch};
 use tokio::task::JoinHandle;
+use tonic::transport::Endpoint;
 
 use crate::Shutdown;
 use crate::cluster_state::{ClusterState, HealthMark, NodeRecord};
 use crate::config::{ControlConfig, ExecutorEndpoint};
 use crate::membership::Membership;
 use crate::metrics;
+use crate::tls::{self, TlsError};
 
 /// How long to wait before retrying etcd after a failure.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
@@ -41,6 +43,9 @@ pub enum EtcdError {
     /// A record could not be encoded.
     #[error("etcd record: {0}")]
     Record(#[from] serde_json::Error),
+    /// The TLS settings towards etcd do not load.
+    #[error("etcd {0}")]
+    Tls(#[from] TlsError),
 }
 
 /// The key layout of one cluster.
@@ -97,15 +102,36 @@ impl Keys {
     }
 }
 
-/// Connects to the etcd endpoints of `config`. The client reconnects by itself; calls
-/// made while etcd is down fail after the configured timeout.
+/// Connects to the etcd endpoints of `config`: over TLS with `[control.etcd_tls]` when
+/// they are `https://` (one member at a time, the next when it is gone), else through
+/// etcd-client's balanced channel. The client reconnects by itself; calls made while etcd
+/// is down fail after the configured timeout.
 pub async fn connect(config: &ControlConfig) -> Result<Client, EtcdError> {
+    const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+    const TIMEOUT: Duration = Duration::from_secs(5);
+    const KEEP_ALIVE: Duration = Duration::from_secs(2);
     let options = ConnectOptions::new()
-        .with_connect_timeout(Duration::from_secs(3))
-        .with_timeout(Duration::from_secs(5))
-        .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2))
+        .with_connect_timeout(CONNECT_TIMEOUT)
+        .with_timeout(TIMEOUT)
+        .with_keep_alive(KEEP_ALIVE, KEEP_ALIVE)
         .with_keep_alive_while_idle(true);
-    Ok(Client::connect(&config.etcd_endpoints, Some(options)).await?)
+    let Some(first) = config.etcd_endpoints.first().filter(|endpoint| endpoint.starts_with("https://")) else {
+        return Ok(Client::connect(&config.etcd_endpoints, Some(options)).await?);
+    };
+    let tls = config
+        .etcd_tls
+        .node_client()?
+        .ok_or_else(|| EtcdError::Tls(TlsError::from("control.etcd_tls.ca is needed for https:// etcd endpoints")))?;
+    // What etcd-client's own endpoints get from `options`.
+    let endpoint = Endpoint::from_shared(first.clone())
+        .map_err(|error| TlsError::from(format!("invalid etcd endpoint '{first}': {error}")))?
+        .connect_timeout(CONNECT_TIMEOUT)
+        .timeout(TIMEOUT)
+        .http2_keep_alive_interval(KEEP_ALIVE)
+        .keep_alive_timeout(KEEP_ALIVE)
+        .keep_alive_while_idle(true);
+    let channel = tls::failover_channel(endpoint, &config.etcd_endpoints, tls)?;
+    Ok(Client::from_channel(etcd_client::Channel::Tonic(channel), Some(options)).await?)
 }
 
 /// A lease kept alive in the background until it is lost or revoked.

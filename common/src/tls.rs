@@ -17,6 +17,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
@@ -65,6 +66,12 @@ pub struct TlsConfig {
 #[error("tls: {0}")]
 pub struct TlsError(String);
 
+impl<T: Into<String>> From<T> for TlsError {
+    fn from(reason: T) -> Self {
+        Self(reason.into())
+    }
+}
+
 impl TlsConfig {
     /// Whether this node serves over TLS.
     pub fn serves_tls(&self) -> bool {
@@ -74,14 +81,17 @@ impl TlsConfig {
     /// Refuses half a certificate, a CA without this node's own certificate, and files
     /// that do not read.
     pub fn validate(&self) -> Result<(), TlsError> {
-        match (&self.cert, &self.key) {
-            (Some(_), None) | (None, Some(_)) => {
-                return Err(TlsError("tls.cert and tls.key are set together or not at all".into()));
-            }
-            _ => {}
-        }
         if self.ca.is_some() && self.cert.is_none() {
             return Err(TlsError("tls.ca (mutual TLS between nodes) needs this node's tls.cert and tls.key".into()));
+        }
+        self.validate_client()
+    }
+
+    /// As [`Self::validate`] for the client side of a link only (e.g. towards etcd), where
+    /// a CA without a certificate of one's own is fine.
+    pub fn validate_client(&self) -> Result<(), TlsError> {
+        if self.cert.is_some() != self.key.is_some() {
+            return Err(TlsError("cert and key are set together or not at all".into()));
         }
         self.identity()?;
         if let Some(ca) = &self.ca {
@@ -400,25 +410,70 @@ pub fn channel(address: &str, tls: Option<Arc<ClientConfig>>) -> Result<Channel,
     match (secure, tls) {
         (false, _) => Ok(endpoint.connect_timeout(CONNECT_TIMEOUT).tcp_nodelay(true).connect_lazy()),
         (true, None) => Err(TlsError(format!("'{address}' is https: set tls.ca (and this node's certificate)"))),
-        (true, Some(config)) => {
-            let connector = TlsConnector::from(config);
-            let connect = tower::service_fn(move |uri: Uri| {
-                let connector = connector.clone();
-                async move {
-                    let host = uri.host().unwrap_or_default().trim_matches(|c| c == '[' || c == ']').to_string();
-                    let port = uri.port_u16().unwrap_or(443);
-                    let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((host.as_str(), port)))
-                        .await
-                        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
-                    tcp.set_nodelay(true)?;
-                    let name = ServerName::try_from(host).map_err(|error| io::Error::other(error.to_string()))?;
-                    let tls = connector.connect(name, tcp).await?;
-                    Ok::<_, io::Error>(TokioIo::new(tls))
-                }
-            });
-            Ok(endpoint.connect_with_connector_lazy(connect))
-        }
+        (true, Some(config)) => failover_channel(endpoint, &[address.to_string()], config),
     }
+}
+
+/// A lazily connecting gRPC channel over TLS (`endpoint`'s settings) to one of `addresses`
+/// at a time: a new connection tries them in order, from the one that answered last, so
+/// it moves on when that one is gone (for services whose members all answer alike, such
+/// as etcd's).
+pub fn failover_channel(endpoint: Endpoint, addresses: &[String], tls: Arc<ClientConfig>) -> Result<Channel, TlsError> {
+    let targets = addresses
+        .iter()
+        .map(|address| {
+            let uri =
+                address.parse::<Uri>().map_err(|error| TlsError(format!("invalid address '{address}': {error}")))?;
+            let host = uri.host().unwrap_or_default().trim_matches(|c| c == '[' || c == ']').to_string();
+            let name = ServerName::try_from(host.clone())
+                .map_err(|error| TlsError(format!("invalid host in '{address}': {error}")))?;
+            Ok((host, uri.port_u16().unwrap_or(443), name))
+        })
+        .collect::<Result<Vec<_>, TlsError>>()?;
+    if targets.is_empty() {
+        return Err(TlsError("no address to connect to".into()));
+    }
+    let targets = Arc::new(targets);
+    let connector = TlsConnector::from(tls);
+    let answered = Arc::new(AtomicUsize::new(0));
+    let connect = tower::service_fn(move |_uri: Uri| {
+        let (targets, connector, answered) = (targets.clone(), connector.clone(), answered.clone());
+        async move {
+            let first = answered.load(Ordering::Relaxed);
+            let mut failure = io::Error::other("no address to connect to");
+            for index in (first..targets.len()).chain(0..first) {
+                let (host, port, name) = &targets[index];
+                match dial(&connector, host, *port, name.clone()).await {
+                    Ok(stream) => {
+                        answered.store(index, Ordering::Relaxed);
+                        return Ok(TokioIo::new(stream));
+                    }
+                    Err(error) => {
+                        tracing::debug!(%host, port, %error, "TLS connection failed");
+                        failure = error;
+                    }
+                }
+            }
+            Err(failure)
+        }
+    });
+    Ok(endpoint.connect_with_connector_lazy(connect))
+}
+
+/// Opens a TCP connection to `host:port` and a TLS session over it for `name`.
+async fn dial(
+    connector: &TlsConnector,
+    host: &str,
+    port: u16,
+    name: ServerName<'static>,
+) -> io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+    let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((host, port)))
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
+    tcp.set_nodelay(true)?;
+    tokio::time::timeout(HANDSHAKE_TIMEOUT, connector.connect(name, tcp))
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"))?
 }
 
 #[cfg(test)]

@@ -22,9 +22,13 @@ from lf_helpers import metric, parse_metrics
 
 
 class Etcd:
-    """One etcd member on loopback. `stop()` then `start()` keeps its data (an outage)."""
+    """One etcd member on loopback. `stop()` then `start()` keeps its data (an outage).
 
-    def __init__(self, root: Path):
+    With `tls` (CA, certificate and key paths) it serves clients over HTTPS and asks for
+    client certificates that CA signed (`--client-cert-auth`); `client` (certificate and
+    key) is what this helper itself presents."""
+
+    def __init__(self, root: Path, tls: tuple[str, str, str] | None = None, client: tuple[str, str] | None = None):
         binary = shutil.which("etcd")
         if binary is None:
             pytest.fail("etcd is not installed (Debian package etcd-server; scripts/test.sh installs it)")
@@ -33,10 +37,11 @@ class Etcd:
         self.log_path = Path(root) / "etcd.log"
         self.client_port, self.peer_port = free_port(), free_port()
         self.proc: subprocess.Popen | None = None
+        self.tls, self.client = tls, client
 
     @property
     def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.client_port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.client_port}"
 
     def start(self) -> "Etcd":
         peer = f"http://127.0.0.1:{self.peer_port}"
@@ -46,6 +51,9 @@ class Etcd:
             "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
             "--initial-cluster", f"lf={peer}", "--logger", "zap", "--log-level", "warn",
         ]
+        if self.tls:
+            ca, cert, key = self.tls
+            cmd += ["--cert-file", cert, "--key-file", key, "--trusted-ca-file", ca, "--client-cert-auth"]
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + READY_TIMEOUT_S
@@ -53,7 +61,8 @@ class Etcd:
             if self.proc.poll() is not None:
                 pytest.fail(f"etcd exited with {self.proc.returncode}\n{self.log_path.read_text()[-3000:]}")
             try:
-                if requests.get(f"{self.endpoint}/health", timeout=1).json().get("health") == "true":
+                secure = {"verify": self.tls[0], "cert": self.client} if self.tls else {}
+                if requests.get(f"{self.endpoint}/health", timeout=1, **secure).json().get("health") == "true":
                     return self
             except (requests.RequestException, ValueError):
                 pass

@@ -1,13 +1,17 @@
-"""TLS for REST, Flight and the executor service, mutual between nodes (issue 19, item 1).
+"""TLS for REST, Flight and the executor service, mutual between nodes, and towards etcd
+(issue 19, item 1).
 
 Certificates come from `trustme` (a throwaway CA, made offline). One query node and two
 plan executors share a CA (`tls.ca`): the query node serves HTTPS and `grpc+tls://`, reaches
 the executors at `https://` addresses and presents its certificate; the executors refuse a
-client without one. Certificates are rotated under query load.
+client without one. Certificates are rotated under query load. A cluster on an etcd that
+asks for client certificates (`--client-cert-auth`, a CA of its own) works with
+`[control.etcd_tls]`; a node without a client certificate is kept out.
 """
 
 import os
 import socket
+import subprocess
 import ssl
 import threading
 import time
@@ -22,8 +26,9 @@ import trustme
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from lancedb.remote import ClientConfig, TlsConfig
 
-from conftest import LanceFleetServer, PlanExecutor
-from lf_helpers import connect_remote, make_data, query_vectors
+from conftest import LanceFleetServer, PlanExecutor, free_port, lancefleet_bin
+from lf_control import ControlPlane, Etcd, etcd_env, serving_executors, wait_until
+from lf_helpers import connect_remote, make_data, metric, parse_metrics, query_vectors
 
 
 class TlsExecutor(PlanExecutor):
@@ -171,3 +176,54 @@ def test_a_certificate_rotated_under_load_fails_no_query(secure):
     flight_port_cert = served_certificate(secure.flight_port, secure.ca_path)
     assert flight_port_cert != before
     assert table.count_rows() == 200
+
+
+def test_nodes_reach_an_etcd_that_asks_for_client_certificates(tmp_path):
+    etcd_ca = trustme.CA()  # etcd's own CA, not the nodes'
+    ca_path = str(tmp_path / "etcd-ca.crt")
+    etcd_ca.cert_pem.write_to_path(ca_path)
+    client_cert, client_key = issue(etcd_ca, tmp_path, "etcd-client")
+    etcd = Etcd(tmp_path, tls=(ca_path, *issue(etcd_ca, tmp_path, "etcd")), client=(client_cert, client_key)).start()
+    env = {
+        **etcd_env(etcd, "etcd-tls"),
+        # A member that is down comes first: connections move on to the next.
+        "LANCEFLEET_CONTROL__ETCD_ENDPOINTS": f'["https://127.0.0.1:{free_port()}", "{etcd.endpoint}"]',
+        "LANCEFLEET_CONTROL__ETCD_TLS__CA": ca_path,
+        "LANCEFLEET_CONTROL__ETCD_TLS__CERT": client_cert,
+        "LANCEFLEET_CONTROL__ETCD_TLS__KEY": client_key,
+    }
+    data = tmp_path / "data"
+    control = ControlPlane(tmp_path, "cp-0", env).start()
+    executor = PlanExecutor(tmp_path, data, "pe-0", env).start()
+    (tmp_path / "qn").mkdir()
+    query_node = LanceFleetServer(tmp_path / "qn", data_dir=data, executors=0, env=env).start()
+    (tmp_path / "stranger").mkdir()
+    without_cert = {key: value for key, value in env.items() if not key.endswith(("__CERT", "__KEY"))}
+    stranger = LanceFleetServer(tmp_path / "stranger", data_dir=tmp_path / "data2", executors=0, env=without_cert)
+    try:
+        wait_until(lambda: serving_executors(control.state()) == {"pe-0"}, 20, "the executor in the cluster state")
+        table = connect_remote(query_node.url).create_table("docs", make_data(120))
+        assert table.search(query_vectors(1)[0]).limit(4).to_arrow().num_rows == 4
+        executed = metric(executor.metrics(), "lancefleet_executor_fragments_total", rpc="execute")
+        assert executed > 0, "the query node found the executor through etcd"
+
+        registered = {node["node_id"] for node in control.state()["nodes"]}
+        stranger.start()  # serves, but etcd refuses its TLS handshake
+        time.sleep(3)
+        assert metric(parse_metrics(requests.get(f"{stranger.url}/metrics", timeout=10).text),
+                      "lancefleet_etcd_reachable") == 0
+        assert {node["node_id"] for node in control.state()["nodes"]} == registered, "the stranger registered"
+        assert "client didn't provide a certificate" in etcd.log_path.read_text()
+
+        # An https:// endpoint without the CA to check it by is refused at start.
+        refused = subprocess.run(
+            [lancefleet_bin(), "control-plane", "--listen", "127.0.0.1:0", "--node-id", "cp-x"],
+            env={**os.environ, **{k: v for k, v in env.items() if "ETCD_TLS" not in k}},
+            capture_output=True, text=True, timeout=60,
+        )
+        assert refused.returncode != 0 and "control.etcd_tls.ca" in refused.stderr, refused.stderr[-2000:]
+    finally:
+        for process in (stranger, query_node, executor, control):
+            if process.proc is not None and process.proc.poll() is None:
+                process.stop()
+        etcd.stop()

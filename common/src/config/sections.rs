@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::units::{ByteSize, duration};
 use super::{ConfigError, ensure};
+use crate::tls::TlsConfig;
 
 /// The LanceDB-compatible REST endpoint (`[rest]`; query nodes, standalone).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -392,6 +393,11 @@ pub struct ControlConfig {
     /// Consecutive failed probes after which an executor is marked unhealthy and query
     /// nodes stop sending it fragments. Default: 2.
     pub unhealthy_after_probes: u32,
+    /// TLS towards etcd (`[control.etcd_tls]`), used when the endpoints are `https://`:
+    /// `ca` verifies etcd's server certificate (required), `cert` and `key` are the client
+    /// certificate etcd's `--client-cert-auth` asks for (read again when they change).
+    /// Default: none.
+    pub etcd_tls: TlsConfig,
 }
 
 impl Default for ControlConfig {
@@ -406,6 +412,7 @@ impl Default for ControlConfig {
             probe_interval: Duration::from_secs(1),
             probe_timeout: Duration::from_secs(1),
             unhealthy_after_probes: 2,
+            etcd_tls: TlsConfig::default(),
         }
     }
 }
@@ -421,6 +428,16 @@ impl ControlConfig {
         for endpoint in &self.etcd_endpoints {
             check_url(endpoint, "control.etcd_endpoints")?;
         }
+        let secure = self.etcd_endpoints.iter().filter(|endpoint| endpoint.starts_with("https://")).count();
+        ensure(secure == 0 || secure == self.etcd_endpoints.len(), "control.etcd_endpoints", || {
+            "are all https:// or all http://, not a mix".into()
+        })?;
+        ensure(secure == 0 || self.etcd_tls.ca.is_some(), "control.etcd_tls.ca", || {
+            "is needed for https:// etcd endpoints (the CA that signed etcd's certificate)".into()
+        })?;
+        self.etcd_tls
+            .validate_client()
+            .map_err(|error| ConfigError::Value { key: "control.etcd_tls".into(), reason: error.to_string() })?;
         ensure(!self.cluster.is_empty() && !self.cluster.contains(['/', ' ']), "control.cluster", || {
             format!("must be a non-empty name without '/' or spaces, got '{}'", self.cluster)
         })?;
