@@ -96,6 +96,9 @@ struct SmokeTestArgs {
     /// holds one for `helm test`).
     #[arg(long, env = "LANCEFLEET_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
+    /// PEM CA certificates to verify an https:// query node by (beside the system's).
+    #[arg(long)]
+    ca_cert: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -428,7 +431,7 @@ fn exit_with<E: std::fmt::Display>(outcome: Result<(), E>) -> ExitCode {
 /// `lancefleet smoke-test`: 0 when the cluster answered as it should.
 fn smoke_test(args: SmokeTestArgs) -> ExitCode {
     let Some(runtime) = client_runtime() else { return ExitCode::FAILURE };
-    match runtime.block_on(smoke::run(&args.url, args.api_key)) {
+    match runtime.block_on(smoke::run(&args.url, args.api_key, args.ca_cert.as_deref())) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("lancefleet smoke-test failed: {error}");

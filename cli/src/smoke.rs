@@ -3,6 +3,7 @@
 //! checking each answer; it exits 0 when all of it worked.
 
 use std::io::Cursor;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -77,9 +78,19 @@ fn ids(answer: Vec<u8>) -> Result<Vec<i64>, String> {
     Ok(ids)
 }
 
-/// Runs the smoke test against the query node at `url`.
-pub async fn run(url: &str, api_key: Option<String>) -> Result<(), String> {
-    let cluster = Cluster { url: url.trim_end_matches('/').to_string(), api_key, http: reqwest::Client::new() };
+/// Runs the smoke test against the query node at `url`, trusting `ca_cert` too.
+pub async fn run(url: &str, api_key: Option<String>, ca_cert: Option<&Path>) -> Result<(), String> {
+    let mut http = reqwest::Client::builder();
+    if let Some(path) = ca_cert {
+        let pem = std::fs::read(path).map_err(|error| format!("cannot read {}: {error}", path.display()))?;
+        for cert in reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|error| format!("{} holds no PEM certificate: {error}", path.display()))?
+        {
+            http = http.add_root_certificate(cert);
+        }
+    }
+    let http = http.build().map_err(|error| format!("cannot make an HTTP client: {error}"))?;
+    let cluster = Cluster { url: url.trim_end_matches('/').to_string(), api_key, http };
     let millis = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_millis());
     let name = format!("lancefleet_smoke_{}_{millis}", std::process::id());
     cluster.post(&format!("/v1/table/{name}/create/"), "application/vnd.apache.arrow.stream", table()?).await?;

@@ -40,6 +40,14 @@ ETCD_IN_IMAGE = "/usr/local/bin/etcd"
 WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet", "Job", "Pod")
 
 
+def tls_secret(ca, identities: list[str]) -> dict[str, str]:
+    """A Secret as cert-manager makes it: tls.crt and tls.key of a certificate `ca` (a
+    trustme.CA) issued for `identities`, and ca.crt."""
+    cert = ca.issue_cert(*identities)
+    return {"tls.crt": b"".join(blob.bytes() for blob in cert.cert_chain_pems).decode(),
+            "tls.key": cert.private_key_pem.bytes().decode(), "ca.crt": ca.cert_pem.bytes().decode()}
+
+
 def load_values(path: Path) -> dict:
     return yaml.safe_load(path.read_text()) or {}
 

@@ -33,6 +33,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
+import trustme
 import yaml
 
 import lf_kube
@@ -55,6 +56,9 @@ EXISTING_SECRETS = {
     },
     # The disk cache's key (nvme-hostpath): 64 hex digits.
     "lancefleet-cache-key": {"cache.key": "5e" * 32},
+    # The certificates of the tls scenario: the nodes' and an etcd client's, of two CAs.
+    "lancefleet-tls": lf_kube.tls_secret(trustme.CA(), ["localhost"]),
+    "lancefleet-etcd-tls": lf_kube.tls_secret(trustme.CA(), ["lancefleet-client"]),
 }
 CRD_KINDS = {"ServiceMonitor", "PrometheusRule"}
 ROLES = ("query-node", "plan-executor", "control-plane", "indexer")
@@ -474,6 +478,55 @@ def test_helm_test_pod_runs_the_smoke_test_through_the_query_node_service():
     assert container["envFrom"] == [{"secretRef": {"name": FULLNAME}}]  # LANCEFLEET_API_KEY
 
 
+def test_tls_scenario_mounts_certificates_and_probes_over_tls():
+    """ci/tls-values.yaml: every LanceFleet pod mounts the TLS Secret and its configuration
+    points at the files; query nodes are probed over HTTPS, executors (whose gRPC the
+    kubelet cannot reach with TLS) on the metrics port; executors advertise a DNS name
+    their certificate carries; etcd is reached over mutual TLS; scrapers and `helm test`
+    speak HTTPS and trust the Secret's CA."""
+    r = rendered("tls")
+    files = r.data("ConfigMap", f"{FULLNAME}-config")
+    for role in ROLES:
+        config = tomllib.loads(files[f"{role}.toml"])
+        assert config["tls"] == {"cert": "/etc/lancefleet-tls/tls.crt", "key": "/etc/lancefleet-tls/tls.key",
+                                 "ca": "/etc/lancefleet-tls/ca.crt"}, role
+        assert config["control"]["etcd_tls"] == {"ca": "/etc/lancefleet-etcd-tls/ca.crt",
+                                                 "cert": "/etc/lancefleet-etcd-tls/tls.crt",
+                                                 "key": "/etc/lancefleet-etcd-tls/tls.key"}, role
+    for workload, container in lancefleet_containers(r):
+        spec = lf_kube.pod_template(workload)["spec"]
+        role = container["name"]
+        if role == "smoke-test":
+            assert container["args"][2].startswith("https://")
+            assert container["args"][3:] == ["--ca-cert", "/etc/lancefleet-tls/ca.crt"]
+            continue
+        volumes = {v["name"]: v for v in spec["volumes"]}
+        assert volumes["tls"]["secret"]["secretName"] == "lancefleet-tls"
+        assert volumes["etcd-tls"]["secret"]["secretName"] == "lancefleet-etcd-tls"
+        mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+        assert mounts["tls"] == "/etc/lancefleet-tls" and mounts["etcd-tls"] == "/etc/lancefleet-etcd-tls"
+        probes = [container[kind] for kind in ("startupProbe", "livenessProbe", "readinessProbe")]
+        assert not any("grpc" in probe for probe in probes), role
+        if role == "query-node":
+            assert all(probe["httpGet"]["scheme"] == "HTTPS" for probe in probes)
+        else:
+            assert all(probe.get("httpGet", {}).get("scheme", "HTTP") == "HTTP" for probe in probes), role
+        if role == "plan-executor":
+            assert container["readinessProbe"]["httpGet"] == {"path": "/health", "port": "metrics"}
+            advertised = next(e["value"] for e in container["env"] if e["name"] == "LANCEFLEET_EXECUTOR__ADVERTISE_ADDRESS")
+            assert advertised == f"https://$(POD_NAME).{FULLNAME}-plan-executor-headless.{NAMESPACE}.svc.cluster.local:7070"
+    monitors = {m["metadata"]["name"]: m for m in r.of_kind("ServiceMonitor")}
+    assert "query-node" not in monitors[FULLNAME]["spec"]["selector"]["matchExpressions"][0]["values"]
+    https = monitors[f"{FULLNAME}-query-node"]["spec"]["endpoints"][0]
+    assert https["scheme"] == "https" and https["tlsConfig"]["ca"]["secret"] == {"name": "lancefleet-tls", "key": "ca.crt"}
+    assert https["tlsConfig"]["serverName"] == f"{FULLNAME}-query-node.{NAMESPACE}.svc.cluster.local"
+    service = r.one("Service", f"{FULLNAME}-query-node")
+    assert [p.get("appProtocol") for p in service["spec"]["ports"]] == ["https", None]
+    assert "https://" in r.notes and "TlsConfig" in r.notes
+    plain = tomllib.loads(rendered("default").data("ConfigMap", f"{FULLNAME}-config")["query-node.toml"])
+    assert "tls" not in plain and "etcd_tls" not in plain["control"]
+
+
 # --- Monitoring, ingress, network policies ------------------------------------------------
 
 
@@ -549,6 +602,10 @@ def test_schema_refuses_bad_values(values, message):
     ({"etcd": {"enabled": False}}, "controlPlane.enabled needs etcd"),
     ({"etcd": {"enabled": False}, "controlPlane": {"enabled": False}}, "indexer.enabled needs etcd"),
     ({"externalEtcd": {"endpoints": ["http://etcd:2379"]}}, "set either etcd.enabled or externalEtcd.endpoints"),
+    ({"etcd": {"enabled": False}, "externalEtcd": {"endpoints": ["http://etcd:2379"], "tls": {"secretName": "x"}}},
+     "every externalEtcd.endpoints entry must be https://, got http://etcd:2379"),
+    ({"externalEtcd": {"tls": {"secretName": "x"}}}, "externalEtcd.tls.secretName is for externalEtcd.endpoints"),
+    ({"tls": {"secretName": "x"}, "config": {"tls": {"cert": "/c"}}}, "the chart writes the [tls] section"),
     ({"config": {"rest": {"listen": "0.0.0.0:9999"}}}, "config.rest.listen is set by the chart"),
     ({"planExecutor": {"config": {"cache": {"disk": "1Gi"}}}}, "planExecutor.config.cache.disk: use planExecutor.cache.disk"),
     ({"queryNode": {"podDisruptionBudget": {"minAvailable": 1}}},

@@ -47,12 +47,15 @@ import socket
 import subprocess
 import time
 import uuid
+import warnings
 
 import numpy as np
 import pyarrow as pa
 import pytest
 import requests
 import yaml
+from lancedb.remote import ClientConfig, TlsConfig
+from urllib3.exceptions import InsecureRequestWarning
 
 import lf_kube
 from conftest import BUCKET, lancefleet_bin
@@ -80,7 +83,9 @@ def probe_passes(pod: Pod, container: dict, probe: dict) -> bool:
         get = probe["httpGet"]
         port = lf_kube.resolve_port(container, get["port"])
         url = f"{get.get('scheme', 'HTTP').lower()}://{pod.ip}:{port}{get.get('path', '/')}"
-        return 200 <= requests.get(url, timeout=timeout).status_code < 400
+        with warnings.catch_warnings():  # the kubelet does not verify HTTPS probes' certificates
+            warnings.simplefilter("ignore", InsecureRequestWarning)
+            return 200 <= requests.get(url, timeout=timeout, verify=False).status_code < 400
     if "grpc" in probe:
         import grpc
         from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -137,16 +142,17 @@ class Cluster:
             process.kill()
 
 
-def start_cluster(values: dict, moto: str, prefix: str, root) -> Cluster:
+def start_cluster(values: dict, moto: str, prefix: str, root, secrets=None) -> Cluster:
     """Renders the chart with `values` and starts every server pod of it: etcd members
-    first, then the LanceFleet roles, each waited for by its readiness probe."""
+    first, then the LanceFleet roles, each waited for by its readiness probe. `secrets`,
+    given the pods' addresses, makes the Secrets the chart names but does not make."""
     rendered = render(values)
     block = lf_kube.loopback_block()
-    pods, n = [], 0
-    for workload in rendered.workloads():
-        for index in range(lf_kube.replicas(workload)):
-            n += 1
-            pods.append(Pod(rendered, workload, index, f"{block}{n}", root / "pods"))
+    placed = [(workload, index) for workload in rendered.workloads() for index in range(lf_kube.replicas(workload))]
+    addresses = [f"{block}{n}" for n in range(1, len(placed) + 1)]
+    external = secrets(addresses) if secrets else {}
+    pods = [Pod(rendered, workload, index, ip, root / "pods", external_secrets=external)
+            for (workload, index), ip in zip(placed, addresses)]
     servers = [pod for pod in pods if pod.workload["kind"] != "Pod"]
     for pod in servers:
         for port in lf_kube.container_ports(pod.container()).values():
@@ -341,3 +347,62 @@ def test_minimal_scenario_without_etcd_runs(moto, tmp_path):
             assert not any(process.workdir.iterdir()), f"{process.pod.name} wrote outside its volumes"
     finally:
         cluster.stop_all()
+
+
+def test_tls_scenario_runs_over_mutual_tls_with_an_etcd_that_asks_for_certificates(moto, tmp_path):
+    """ci/tls-values.yaml (plus the S3 values) with its Secrets made as cert-manager would
+    (the nodes' certificate naming every pod address, since the simulated DNS resolves to
+    them; an etcd client certificate of another CA), and its external etcd run here over
+    HTTPS with --client-cert-auth: the pods pass their probes (HTTPS on query nodes, the
+    metrics port on executors), executors register at https:// addresses and serve
+    fragments over mutual TLS, the `lancedb` client works over HTTPS, and `helm test`
+    passes with the Secret's CA."""
+    import trustme
+
+    from lf_control import Etcd
+
+    etcd_ca, node_ca = trustme.CA(), trustme.CA()
+    etcd_dir = tmp_path / "etcd"
+    etcd_dir.mkdir()
+    server = lf_kube.tls_secret(etcd_ca, ["127.0.0.1"])
+    client = lf_kube.tls_secret(etcd_ca, ["lancefleet-client"])
+    for name, text in [("ca.crt", server["ca.crt"]), ("etcd.crt", server["tls.crt"]), ("etcd.key", server["tls.key"]),
+                       ("client.crt", client["tls.crt"]), ("client.key", client["tls.key"])]:
+        (etcd_dir / name).write_text(text)
+    etcd = Etcd(etcd_dir, tls=tuple(str(etcd_dir / n) for n in ("ca.crt", "etcd.crt", "etcd.key")),
+                client=(str(etcd_dir / "client.crt"), str(etcd_dir / "client.key"))).start()
+    prefix = f"helm-tls-{uuid.uuid4().hex[:8]}"
+    values = lf_kube.load_values(CHART / "ci" / "tls-values.yaml")
+    overrides = run_values(moto, prefix)
+    values.update(storage=overrides["storage"], secret=overrides["secret"])
+    values["planExecutor"]["cache"] = overrides["planExecutor"]["cache"]
+    values["externalEtcd"]["endpoints"] = [etcd.endpoint]
+    values["metrics"] = {"serviceMonitor": {"enabled": False}}
+
+    def secrets(addresses):
+        return {"lancefleet-tls": lf_kube.tls_secret(node_ca, ["localhost", *addresses]), "lancefleet-etcd-tls": client}
+
+    cluster = start_cluster(values, moto, prefix, tmp_path, secrets)
+    try:
+        state = cluster.state()
+        executors = [node for node in state["nodes"] if node["role"] == "plan-executor"]
+        assert len(executors) == 2 and all(node["address"].startswith("https://") for node in executors), executors
+        url = cluster.url(f"{FULLNAME}-query-node", "http").replace("http://", "https://")
+        ca_path = tmp_path / "node-ca.crt"
+        ca_path.write_text(node_ca.cert_pem.bytes().decode())
+        db = connect_remote(url, api_key=API_KEY,
+                            client_config=ClientConfig(tls_config=TlsConfig(ssl_ca_cert=str(ca_path))))
+        rows = pa.table({"id": pa.array(range(300), pa.int64()),
+                         "vector": pa.FixedSizeListArray.from_arrays(pa.array(np.arange(300 * 8, dtype=np.float32)), 8)})
+        table = db.create_table("helm_tls", rows)
+        table.add(rows)
+        assert table.search(np.arange(8, 16, dtype=np.float32)).limit(2).to_arrow()["id"].to_pylist() == [1, 1]
+        assert executor_fragments(cluster) > 0, "fragments went to the executors, over mutual TLS"
+        run_smoke_test(cluster)
+        for process in cluster.processes:
+            process.terminate()
+        for process in cluster.processes:
+            assert process.wait(timeout=process.pod.spec["terminationGracePeriodSeconds"]) == 0, process.log_tail()
+    finally:
+        cluster.stop_all()
+        etcd.stop()

@@ -44,6 +44,23 @@ indexer: [rest, flight, auth, executor]
 {{- $_ := set $control "etcd_endpoints" (include "lancefleet.etcdEndpoints" $ctx | fromJsonArray) -}}
 {{- $cluster := default dict $merged.control -}}
 {{- $_ := set $control "cluster" (default (include "lancefleet.fullname" $ctx) $cluster.cluster) -}}
+{{- with $ctx.Values.externalEtcd.tls.secretName -}}
+{{- $dir := include "lancefleet.etcdTlsDir" $ctx -}}
+{{- $etcdTls := dict "ca" (printf "%s/ca.crt" $dir) -}}
+{{- if $ctx.Values.externalEtcd.tls.clientCertificate -}}
+{{- $_ := set $etcdTls "cert" (printf "%s/tls.crt" $dir) -}}
+{{- $_ := set $etcdTls "key" (printf "%s/tls.key" $dir) -}}
+{{- end -}}
+{{- $_ := set $control "etcd_tls" $etcdTls -}}
+{{- end -}}
+{{- end -}}
+{{- with $ctx.Values.tls.secretName -}}
+{{- $dir := include "lancefleet.tlsDir" $ctx -}}
+{{- $tls := dict "cert" (printf "%s/tls.crt" $dir) "key" (printf "%s/tls.key" $dir) -}}
+{{- if $ctx.Values.tls.mutual -}}
+{{- $_ := set $tls "ca" (printf "%s/ca.crt" $dir) -}}
+{{- end -}}
+{{- $_ := set $managed "tls" $tls -}}
 {{- end -}}
 {{- if eq $role "query-node" -}}
 {{- with $ctx.Values.secret.apiKeys -}}

@@ -143,12 +143,21 @@ indexer:
 {{- end -}}
 
 {{/* Executors' gRPC addresses by pod name, for a cluster without etcd (a fixed list). */}}
+{{/* "https" when the pods serve TLS (tls.secretName), else "http". */}}
+{{- define "lancefleet.scheme" -}}
+{{- ternary "https" "http" (not (empty .Values.tls.secretName)) -}}
+{{- end -}}
+
+{{/* Where every LanceFleet pod mounts tls.secretName, and externalEtcd.tls.secretName. */}}
+{{- define "lancefleet.tlsDir" -}}/etc/lancefleet-tls{{- end -}}
+{{- define "lancefleet.etcdTlsDir" -}}/etc/lancefleet-etcd-tls{{- end -}}
+
 {{- define "lancefleet.staticExecutors" -}}
 {{- $name := include "lancefleet.componentName" (dict "ctx" . "component" "plan-executor") -}}
 {{- $executors := list -}}
 {{- range $i := until (int .Values.planExecutor.replicas) -}}
 {{- $pod := printf "%s-%d" $name $i -}}
-{{- $executors = append $executors (dict "id" $pod "address" (printf "http://%s.%s-headless.%s.svc.%s:7070" $pod $name $.Release.Namespace $.Values.clusterDomain)) -}}
+{{- $executors = append $executors (dict "id" $pod "address" (printf "%s://%s.%s-headless.%s.svc.%s:7070" (include "lancefleet.scheme" $) $pod $name $.Release.Namespace $.Values.clusterDomain)) -}}
 {{- end -}}
 {{- toJson $executors -}}
 {{- end -}}
@@ -266,6 +275,23 @@ Returns JSON {"memory": "...", "disk": "...", "chunk": "...", "diskDir": "..."|n
 {{- end -}}
 {{- if and .Values.etcd.enabled .Values.externalEtcd.endpoints -}}
 {{- fail "set either etcd.enabled or externalEtcd.endpoints, not both" -}}
+{{- end -}}
+{{- if .Values.externalEtcd.tls.secretName -}}
+{{- if or .Values.etcd.enabled (not .Values.externalEtcd.endpoints) -}}
+{{- fail "externalEtcd.tls.secretName is for externalEtcd.endpoints (the chart's own etcd serves plain HTTP inside the release)" -}}
+{{- end -}}
+{{- range .Values.externalEtcd.endpoints -}}
+{{- if not (hasPrefix "https://" .) -}}
+{{- fail (printf "externalEtcd.tls.secretName is set: every externalEtcd.endpoints entry must be https://, got %s" .) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- if .Values.tls.secretName -}}
+{{- range $source := list .Values.config .Values.queryNode.config .Values.planExecutor.config .Values.controlPlane.config .Values.indexer.config -}}
+{{- if hasKey (default dict $source) "tls" -}}
+{{- fail "tls.secretName is set: the chart writes the [tls] section, remove it from config" -}}
+{{- end -}}
+{{- end -}}
 {{- end -}}
 {{- $managed := dict "storage" (list "root") "rest" (list "listen" "shutdown_grace") "flight" (list "listen") "executor" (list "listen" "metrics_listen" "node_id" "advertise_address" "shutdown_grace") "cache" (list "disk_dir") "control" (list "etcd_endpoints" "listen" "node_id" "stopping_propagation") "indexer" (list "listen") "cluster" (list "executors") -}}
 {{- $sources := list (list "config" .Values.config) -}}

@@ -14,6 +14,8 @@ global block's pod settings are merged with the role's.
 {{- $ports := get (include "lancefleet.ports" $ctx | fromYaml) $role -}}
 {{- $configPath := printf "/etc/lancefleet/%s.toml" $role -}}
 {{- $preStop := int $v.preStopSleepSeconds -}}
+{{- $tls := $ctx.Values.tls.secretName -}}
+{{- $etcdTls := $ctx.Values.externalEtcd.tls.secretName -}}
 metadata:
   labels:
     {{- include "lancefleet.selectorLabels" (dict "ctx" $ctx "component" $role) | nindent 4 }}
@@ -92,9 +94,14 @@ spec:
             fieldRef:
               fieldPath: status.podIP
         {{- if eq $role "plan-executor" }}
-        # Query nodes reach the executor at the address it registers in etcd.
+        # Query nodes reach the executor at the address it registers in etcd: over TLS, by
+        # the DNS name its certificate carries.
         - name: LANCEFLEET_EXECUTOR__ADVERTISE_ADDRESS
+          {{- if $tls }}
+          value: "https://$(POD_NAME).{{ $name }}-headless.{{ $ctx.Release.Namespace }}.svc.{{ $ctx.Values.clusterDomain }}:{{ $ports.grpc }}"
+          {{- else }}
           value: "http://$(POD_IP):{{ $ports.grpc }}"
+          {{- end }}
         {{- end }}
         {{- with concat (default list $g.extraEnv) (default list $v.extraEnv) }}
         {{- toYaml . | nindent 8 }}
@@ -118,8 +125,22 @@ spec:
         {{- end }}
       {{- range $probe := list "startupProbe" "livenessProbe" "readinessProbe" }}
       {{- with get $v $probe }}
+      {{- $check := deepCopy . }}
+      {{- if $tls }}
+      {{- /* With TLS the query node's `http` port speaks HTTPS (the kubelet does not verify
+      certificates), and the kubelet's gRPC probe, plaintext and without a client
+      certificate, cannot reach the executor: /health on the metrics port stops answering
+      as soon as the executor starts draining, as its gRPC health turns NOT_SERVING. */}}
+      {{- if and $check.httpGet (eq $role "query-node") (has (toString $check.httpGet.port) (list "http" (toString $ports.http))) }}
+      {{- $_ := set $check.httpGet "scheme" "HTTPS" }}
+      {{- end }}
+      {{- if and $check.grpc (eq $role "plan-executor") }}
+      {{- $_ := unset $check "grpc" }}
+      {{- $_ := set $check "httpGet" (dict "path" "/health" "port" "metrics") }}
+      {{- end }}
+      {{- end }}
       {{ $probe }}:
-        {{- toYaml . | nindent 8 }}
+        {{- toYaml $check | nindent 8 }}
       {{- end }}
       {{- end }}
       {{- if gt $preStop 0 }}
@@ -147,6 +168,16 @@ spec:
         {{- if and (eq $role "plan-executor") $v.cache.encryption.secretName }}
         - name: cache-key
           mountPath: /etc/lancefleet-cache-key
+          readOnly: true
+        {{- end }}
+        {{- if $tls }}
+        - name: tls
+          mountPath: {{ include "lancefleet.tlsDir" $ctx }}
+          readOnly: true
+        {{- end }}
+        {{- if $etcdTls }}
+        - name: etcd-tls
+          mountPath: {{ include "lancefleet.etcdTlsDir" $ctx }}
           readOnly: true
         {{- end }}
         {{- with concat (default list $g.extraVolumeMounts) (default list $v.extraVolumeMounts) }}
@@ -185,6 +216,36 @@ spec:
           - key: {{ $v.cache.encryption.secretKey }}
             path: cache.key
     {{- end }}
+    {{- end }}
+    {{- if $tls }}
+    - name: tls
+      secret:
+        secretName: {{ $tls }}
+        defaultMode: 0440
+        items:
+          - key: tls.crt
+            path: tls.crt
+          - key: tls.key
+            path: tls.key
+          {{- if $ctx.Values.tls.mutual }}
+          - key: ca.crt
+            path: ca.crt
+          {{- end }}
+    {{- end }}
+    {{- if $etcdTls }}
+    - name: etcd-tls
+      secret:
+        secretName: {{ $etcdTls }}
+        defaultMode: 0440
+        items:
+          - key: ca.crt
+            path: ca.crt
+          {{- if $ctx.Values.externalEtcd.tls.clientCertificate }}
+          - key: tls.crt
+            path: tls.crt
+          - key: tls.key
+            path: tls.key
+          {{- end }}
     {{- end }}
     {{- with concat (default list $g.extraVolumes) (default list $v.extraVolumes) }}
     {{- toYaml . | nindent 4 }}
