@@ -26,6 +26,7 @@ use lance::dataset::builder::DatasetBuilder;
 use lance::dataset::{ReadParams, WriteMode, WriteParams};
 use lance::io::{ObjectStore, ObjectStoreParams, StorageOptionsAccessor, WrappingObjectStore};
 use lance::session::Session;
+use lance_table::io::commit::CommitHandler;
 use lancefleet_common::config::CacheConfig;
 use lancefleet_common::storage::{StorageConfig, StorageRoot};
 use moka::future::Cache;
@@ -37,6 +38,7 @@ use crate::error::{EngineError, Result};
 use crate::store_metrics::StoreLayers;
 use crate::table_id::{Namespace, TableId, table_name_of_entry};
 use crate::write::commit::retry_transient;
+use crate::write::commit_handler::RetryingCommitHandler;
 
 /// Which version of a table a read may see.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -83,6 +85,8 @@ pub struct Catalog {
     recorded: Option<RecordedVersions>,
     /// The cache immutable objects are read through, if any.
     cache: Option<ObjectCache>,
+    /// How its tables commit: lance's handler, writing a lost manifest again.
+    commit_handler: Option<Arc<dyn CommitHandler>>,
 }
 
 impl Catalog {
@@ -111,7 +115,16 @@ impl Catalog {
             object_store_wrapper: Some(Arc::new(StoreLayers { cache: cache.clone() }) as Arc<dyn WrappingObjectStore>),
             ..Default::default()
         };
-        Self { root, store_params, session: Arc::new(Session::default()), snapshots: None, recorded: None, cache }
+        let commit_handler = RetryingCommitHandler::for_root(root.uri());
+        Self {
+            root,
+            store_params,
+            session: Arc::new(Session::default()),
+            snapshots: None,
+            recorded: None,
+            cache,
+            commit_handler,
+        }
     }
 
     /// Weak read consistency: reads of the latest version may be served from a snapshot
@@ -309,6 +322,7 @@ impl Catalog {
         ReadParams {
             session: Some(self.session.clone()),
             store_options: Some(self.store_params.clone()),
+            commit_handler: self.commit_handler.clone(),
             ..Default::default()
         }
     }
@@ -321,6 +335,7 @@ impl Catalog {
             store_params: Some(self.store_params.clone()),
             // Old versions are cleaned by maintenance, never inline in a client's write.
             skip_auto_cleanup: true,
+            commit_handler: self.commit_handler.clone(),
             ..Default::default()
         }
     }

@@ -314,8 +314,12 @@ fn check_column_type(field: &Field, kind: IndexKind) -> Result<()> {
 impl Catalog {
     /// Builds the index `spec` describes on the latest version; returns the new version.
     pub async fn build_index(&self, id: &TableId, spec: &IndexSpec) -> Result<Dataset> {
-        let mut dataset = self.load(id, None).await?;
-        spec.build(&mut dataset).await?;
+        let dataset = self
+            .write_latest(id, "an index build", |mut dataset| async move {
+                spec.build(&mut dataset).await?;
+                Ok(dataset)
+            })
+            .await?;
         Ok(self.committed(id, dataset).await)
     }
 }

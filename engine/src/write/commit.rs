@@ -4,7 +4,9 @@
 //! conditional put (how lance commits a manifest) nor a listing whose body breaks off.
 //! A load is a read and is simply tried again. A commit whose answer was lost may have
 //! landed: [`commit_exactly_once`] looks for its transaction in the versions after its read
-//! version before it commits again, so a retried append is never stored twice.
+//! version before it commits again, so a retried append is never stored twice. Writes that
+//! lance plans and commits itself go through [`Catalog::write_latest`], which plans them
+//! again only while the table is provably where they started.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -14,15 +16,17 @@ use lance::Dataset;
 use lance::dataset::CommitBuilder;
 use lance::dataset::transaction::Transaction;
 
-use crate::error::Result;
+use crate::catalog::Catalog;
+use crate::error::{EngineError, Result};
+use crate::table_id::TableId;
 
 /// Attempts of a load or a commit, the first included.
-const ATTEMPTS: u32 = 3;
+pub(super) const ATTEMPTS: u32 = 3;
 /// Wait before the second attempt; it grows linearly.
-const BACKOFF: Duration = Duration::from_millis(200);
+pub(super) const BACKOFF: Duration = Duration::from_millis(200);
 
 /// Whether `error` is an object-store I/O failure that another attempt may not meet.
-fn is_transient(error: &lance::Error) -> bool {
+pub(super) fn is_transient(error: &lance::Error) -> bool {
     matches!(error, lance::Error::IO { .. })
 }
 
@@ -64,6 +68,45 @@ pub(crate) async fn commit_exactly_once(dataset: Arc<Dataset>, transaction: Tran
         }
         tries += 1;
     }
+}
+
+impl Catalog {
+    /// Runs `write` (`what`, for logs) on the latest version of table `id`; when it fails
+    /// at the object store, plans and runs it again on the latest version, at most
+    /// [`ATTEMPTS`] times in all, but only while the table is still at the version the
+    /// failed attempt started from. For writes lance commits itself (delete, update,
+    /// merge_insert, schema changes, index builds, restores): lance reads a commit whose
+    /// answer was lost back and succeeds when it landed, so an error with the table
+    /// unchanged means nothing landed. When the table moved meanwhile the error stands: the
+    /// move may be this write, and running it again could apply it twice.
+    pub(crate) async fn write_latest<T, F, Fut>(&self, id: &TableId, what: &str, mut write: F) -> Result<T>
+    where
+        F: FnMut(Dataset) -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        let mut tries = 1;
+        loop {
+            let dataset = self.load(id, None).await?;
+            let started = dataset.version().version;
+            let error = match write(dataset).await {
+                Err(error) if is_transient_engine(&error) && tries < ATTEMPTS => error,
+                outcome => return outcome,
+            };
+            tokio::time::sleep(BACKOFF * tries).await;
+            let now = self.load(id, None).await?.version().version;
+            if now != started {
+                tracing::warn!(%error, table = %id, started, now, "{what} failed at the object store and the table moved; not trying again");
+                return Err(error);
+            }
+            tracing::warn!(%error, table = %id, tries, "{what} failed at the object store; nothing landed, trying again");
+            tries += 1;
+        }
+    }
+}
+
+/// [`is_transient`] for an engine error.
+fn is_transient_engine(error: &EngineError) -> bool {
+    matches!(error, EngineError::Lance { source, .. } if is_transient(source))
 }
 
 /// The version after `dataset`'s that committed the transaction `uuid`, if any.

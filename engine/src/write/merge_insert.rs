@@ -112,18 +112,25 @@ impl Catalog {
         schema: SchemaRef,
         batches: Vec<RecordBatch>,
     ) -> Result<(MergeOutcome, Dataset)> {
-        let dataset = self.load(id, None).await?;
-        spec.validate(&Schema::from(dataset.schema()), &schema)?;
-        let batches = if batches.is_empty() { vec![RecordBatch::new_empty(schema)] } else { batches };
-        let job = spec.builder(Arc::new(dataset))?.try_build()?;
-        let (merged, stats) = job.execute_batches(batches).await?;
-        let outcome = MergeOutcome {
-            inserted: stats.num_inserted_rows,
-            updated: stats.num_updated_rows,
-            deleted: stats.num_deleted_rows,
-            attempts: stats.num_attempts,
-        };
-        Ok((outcome, self.committed(id, Arc::unwrap_or_clone(merged)).await))
+        let batches = if batches.is_empty() { vec![RecordBatch::new_empty(schema.clone())] } else { batches };
+        let (outcome, merged) = self
+            .write_latest(id, "a merge_insert", |dataset| {
+                let (schema, batches) = (schema.clone(), batches.clone());
+                async move {
+                    spec.validate(&Schema::from(dataset.schema()), &schema)?;
+                    let job = spec.builder(Arc::new(dataset))?.try_build()?;
+                    let (merged, stats) = job.execute_batches(batches).await?;
+                    let outcome = MergeOutcome {
+                        inserted: stats.num_inserted_rows,
+                        updated: stats.num_updated_rows,
+                        deleted: stats.num_deleted_rows,
+                        attempts: stats.num_attempts,
+                    };
+                    Ok((outcome, Arc::unwrap_or_clone(merged)))
+                }
+            })
+            .await?;
+        Ok((outcome, self.committed(id, merged).await))
     }
 }
 

@@ -4,6 +4,7 @@
 //! after lance's commit; the catalog then serves the new version to this node's reads.
 
 pub(crate) mod commit;
+pub(crate) mod commit_handler;
 pub mod merge_insert;
 pub mod schema_change;
 pub mod versions;
@@ -131,9 +132,13 @@ impl Catalog {
 
     /// Deletes the rows matching `predicate`; returns how many and the new dataset.
     pub async fn delete_rows(&self, id: &TableId, predicate: &str) -> Result<(u64, Dataset)> {
-        let mut dataset = self.load(id, None).await?;
-        let result = dataset.delete(predicate).await?;
-        Ok((result.num_deleted_rows, self.committed(id, Arc::unwrap_or_clone(result.new_dataset)).await))
+        let (deleted, dataset) = self
+            .write_latest(id, "a delete", |mut dataset| async move {
+                let result = dataset.delete(predicate).await?;
+                Ok((result.num_deleted_rows, Arc::unwrap_or_clone(result.new_dataset)))
+            })
+            .await?;
+        Ok((deleted, self.committed(id, dataset).await))
     }
 
     /// Sets `updates` (column, SQL expression) on the rows matching `predicate` (every row
@@ -147,22 +152,30 @@ impl Catalog {
         if updates.is_empty() {
             return Err(EngineError::invalid_input("update needs at least one column to set"));
         }
-        let dataset = Arc::new(self.load(id, None).await?);
-        let mut builder = UpdateBuilder::new(dataset);
-        if let Some(predicate) = predicate {
-            builder = builder.update_where(predicate)?;
-        }
-        for (column, expression) in updates {
-            builder = builder.set(column, expression)?;
-        }
-        let result = builder.build()?.execute().await?;
-        Ok((result.rows_updated, self.committed(id, Arc::unwrap_or_clone(result.new_dataset)).await))
+        let (updated, dataset) = self
+            .write_latest(id, "an update", |dataset| async move {
+                let mut builder = UpdateBuilder::new(Arc::new(dataset));
+                if let Some(predicate) = predicate {
+                    builder = builder.update_where(predicate)?;
+                }
+                for (column, expression) in updates {
+                    builder = builder.set(column, expression)?;
+                }
+                let result = builder.build()?.execute().await?;
+                Ok((result.rows_updated, Arc::unwrap_or_clone(result.new_dataset)))
+            })
+            .await?;
+        Ok((updated, self.committed(id, dataset).await))
     }
 
     /// Drops the index `name`; returns the new version.
     pub async fn drop_index(&self, id: &TableId, name: &str) -> Result<Dataset> {
-        let mut dataset = self.load(id, None).await?;
-        dataset.drop_index(name).await?;
+        let dataset = self
+            .write_latest(id, "dropping an index", |mut dataset| async move {
+                dataset.drop_index(name).await?;
+                Ok(dataset)
+            })
+            .await?;
         Ok(self.committed(id, dataset).await)
     }
 }

@@ -2,6 +2,7 @@
 //! change commits a new version; lance rewrites data only for a type cast.
 
 use std::collections::HashMap;
+use std::future::Future;
 
 use arrow_schema::{DataType, SchemaRef};
 use lance::Dataset;
@@ -71,63 +72,85 @@ fn data_type_from_json(value: &serde_json::Value) -> Result<DataType> {
 }
 
 impl Catalog {
-    /// The latest version, for a schema change `what` of `columns` (refused when it names none).
-    async fn latest_for_schema_change(&self, id: &TableId, what: &str, columns: &[&str]) -> Result<Dataset> {
+    /// Runs the schema change `what` of `columns` (refused when it names none) on the
+    /// latest version, again after a store failure while nothing landed; the new version.
+    async fn change_schema<F, Fut>(&self, id: &TableId, what: &str, columns: &[&str], change: F) -> Result<Dataset>
+    where
+        F: FnMut(Dataset) -> Fut,
+        Fut: Future<Output = Result<Dataset>>,
+    {
         if columns.is_empty() {
             return Err(EngineError::invalid_input(format!("{what} needs at least one column")));
         }
-        self.load(id, None).await
+        // Boxed: lance's schema-change futures are deep enough to overflow the compiler's
+        // layout depth limit in the REST handlers that await them.
+        let dataset = Box::pin(self.write_latest(id, what, change)).await?;
+        Ok(self.committed(id, dataset).await)
     }
 
     /// Adds columns; returns the new version.
     pub async fn add_columns(&self, id: &TableId, columns: NewColumns) -> Result<Dataset> {
-        let (names, transform) = match columns {
-            NewColumns::Expressions(pairs) => {
-                (pairs.iter().map(|(name, _)| name.clone()).collect(), NewColumnTransform::SqlExpressions(pairs))
-            }
-            NewColumns::AllNulls(schema) => (
-                schema.fields().iter().map(|field| field.name().clone()).collect::<Vec<_>>(),
-                NewColumnTransform::AllNulls(schema),
-            ),
+        let names = match &columns {
+            NewColumns::Expressions(pairs) => pairs.iter().map(|(name, _)| name.as_str()).collect::<Vec<_>>(),
+            NewColumns::AllNulls(schema) => schema.fields().iter().map(|field| field.name().as_str()).collect(),
         };
-        let names = names.iter().map(String::as_str).collect::<Vec<_>>();
-        let mut dataset = self.latest_for_schema_change(id, "add_columns", &names).await?;
-        dataset.add_columns(transform, None, None).await?;
-        Ok(self.committed(id, dataset).await)
+        self.change_schema(id, "add_columns", &names, |mut dataset| {
+            let transform = match &columns {
+                NewColumns::Expressions(pairs) => NewColumnTransform::SqlExpressions(pairs.clone()),
+                NewColumns::AllNulls(schema) => NewColumnTransform::AllNulls(schema.clone()),
+            };
+            async move {
+                dataset.add_columns(transform, None, None).await?;
+                Ok(dataset)
+            }
+        })
+        .await
     }
 
     /// Renames, changes nullability of, or casts columns; returns the new version.
     pub async fn alter_columns(&self, id: &TableId, alterations: &[Alteration]) -> Result<Dataset> {
         let paths = alterations.iter().map(|alteration| alteration.path.as_str()).collect::<Vec<_>>();
         let alterations = alterations.iter().map(Alteration::to_lance).collect::<Result<Vec<_>>>()?;
-        let mut dataset = self.latest_for_schema_change(id, "alter_columns", &paths).await?;
-        dataset.alter_columns(&alterations).await?;
-        Ok(self.committed(id, dataset).await)
+        self.change_schema(id, "alter_columns", &paths, |mut dataset| {
+            let alterations = &alterations;
+            async move {
+                dataset.alter_columns(alterations).await?;
+                Ok(dataset)
+            }
+        })
+        .await
     }
 
     /// Drops columns (metadata only; compaction reclaims the data); returns the new version.
     pub async fn drop_columns(&self, id: &TableId, columns: &[String]) -> Result<Dataset> {
         let columns = columns.iter().map(String::as_str).collect::<Vec<_>>();
-        let mut dataset = self.latest_for_schema_change(id, "drop_columns", &columns).await?;
-        dataset.drop_columns(&columns).await?;
-        Ok(self.committed(id, dataset).await)
+        self.change_schema(id, "drop_columns", &columns, |mut dataset| {
+            let columns = &columns;
+            async move {
+                dataset.drop_columns(columns).await?;
+                Ok(dataset)
+            }
+        })
+        .await
     }
 
     /// Sets, removes or replaces field metadata; returns the new version.
     pub async fn update_field_metadata(&self, id: &TableId, updates: &[FieldMetadataUpdate]) -> Result<Dataset> {
         let paths = updates.iter().map(|update| update.path.as_str()).collect::<Vec<_>>();
-        let mut dataset = self.latest_for_schema_change(id, "update_field_metadata", &paths).await?;
-        let mut builder = dataset.update_field_metadata();
-        for update in updates {
-            let entries = update.metadata.iter().map(|(key, value)| (key.clone(), value.clone()));
-            builder = if update.replace {
-                builder.replace(update.path.as_str(), entries)?
-            } else {
-                builder.update(update.path.as_str(), entries)?
-            };
-        }
-        builder.await?;
-        Ok(self.committed(id, dataset).await)
+        self.change_schema(id, "update_field_metadata", &paths, |mut dataset| async move {
+            let mut builder = dataset.update_field_metadata();
+            for update in updates {
+                let entries = update.metadata.iter().map(|(key, value)| (key.clone(), value.clone()));
+                builder = if update.replace {
+                    builder.replace(update.path.as_str(), entries)?
+                } else {
+                    builder.update(update.path.as_str(), entries)?
+                };
+            }
+            builder.await?;
+            Ok(dataset)
+        })
+        .await
     }
 }
 

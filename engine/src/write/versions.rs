@@ -12,9 +12,14 @@ use crate::table_id::TableId;
 impl Catalog {
     /// Makes the data of `version` the latest again: a new version, history kept.
     pub async fn restore(&self, id: &TableId, version: u64) -> Result<Dataset> {
-        let mut old = self.load(id, Some(version)).await?;
-        old.restore().await?;
-        Ok(self.committed(id, old).await)
+        let restored = self
+            .write_latest(id, "a restore", |_latest| async move {
+                let mut old = self.load(id, Some(version)).await?;
+                old.restore().await?;
+                Ok(old)
+            })
+            .await?;
+        Ok(self.committed(id, restored).await)
     }
 
     /// Every tag of a table.
