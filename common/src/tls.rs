@@ -59,6 +59,10 @@ pub struct TlsConfig {
     /// PEM CA certificates that sign the cluster's node certificates: set, links between
     /// nodes are mutual TLS. Default: none.
     pub ca: Option<PathBuf>,
+    /// PEM CA certificates that sign clients' certificates: set, a query node's REST API
+    /// and Flight accept only clients presenting a certificate it signed (API keys are
+    /// still checked). Default: none (no client certificate asked for).
+    pub client_ca: Option<PathBuf>,
 }
 
 /// A TLS file that cannot be used.
@@ -84,6 +88,14 @@ impl TlsConfig {
         if self.ca.is_some() && self.cert.is_none() {
             return Err(TlsError("tls.ca (mutual TLS between nodes) needs this node's tls.cert and tls.key".into()));
         }
+        if let Some(client_ca) = &self.client_ca {
+            if self.cert.is_none() {
+                return Err(TlsError(
+                    "tls.client_ca (client certificates) needs this node's tls.cert and tls.key".into(),
+                ));
+            }
+            roots(client_ca)?;
+        }
         self.validate_client()
     }
 
@@ -108,31 +120,40 @@ impl TlsConfig {
         }
     }
 
-    /// The server side of a public endpoint (REST, Flight), speaking `alpn`; none when
-    /// this node serves plaintext.
+    /// The server side of a public endpoint (REST, Flight), speaking `alpn`: client
+    /// certificates signed by `tls.client_ca` required when it is set; none when this node
+    /// serves plaintext.
     pub fn server(&self, alpn: &[&[u8]]) -> Result<Option<Arc<ServerConfig>>, TlsError> {
-        let Some(identity) = self.identity()? else { return Ok(None) };
-        let mut config = ServerConfig::builder().with_no_client_auth().with_cert_resolver(identity);
-        config.alpn_protocols = alpn.iter().map(|protocol| protocol.to_vec()).collect();
-        Ok(Some(Arc::new(config)))
+        self.server_requiring(self.client_ca.as_deref(), "tls.client_ca", alpn)
     }
 
     /// The server side of the executor service: client certificates signed by `tls.ca`
     /// required when it is set.
     pub fn node_server(&self) -> Result<Option<Arc<ServerConfig>>, TlsError> {
+        self.server_requiring(self.ca.as_deref(), "tls.ca", &[b"h2"])
+    }
+
+    /// A server config with this node's certificate, speaking `alpn`, requiring client
+    /// certificates signed by the CA at `client_ca` (the setting `key`) when there is one.
+    fn server_requiring(
+        &self,
+        client_ca: Option<&Path>,
+        key: &str,
+        alpn: &[&[u8]],
+    ) -> Result<Option<Arc<ServerConfig>>, TlsError> {
         let Some(identity) = self.identity()? else { return Ok(None) };
         let builder = ServerConfig::builder();
-        let builder = match &self.ca {
+        let builder = match client_ca {
             Some(ca) => {
                 let verifier = WebPkiClientVerifier::builder(Arc::new(roots(ca)?))
                     .build()
-                    .map_err(|error| TlsError(format!("tls.ca: {error}")))?;
+                    .map_err(|error| TlsError(format!("{key}: {error}")))?;
                 builder.with_client_cert_verifier(verifier)
             }
             None => builder.with_no_client_auth(),
         };
         let mut config = builder.with_cert_resolver(identity);
-        config.alpn_protocols = vec![b"h2".to_vec()];
+        config.alpn_protocols = alpn.iter().map(|protocol| protocol.to_vec()).collect();
         Ok(Some(Arc::new(config)))
     }
 
@@ -486,8 +507,13 @@ mod tests {
         assert!(half.validate().unwrap_err().to_string().contains("together"));
         let ca_only = TlsConfig { ca: Some("/ca.pem".into()), ..TlsConfig::default() };
         assert!(ca_only.validate().unwrap_err().to_string().contains("tls.cert"));
-        let missing =
-            TlsConfig { cert: Some("/nonexistent.pem".into()), key: Some("/nonexistent.key".into()), ca: None };
+        let client_ca_only = TlsConfig { client_ca: Some("/ca.pem".into()), ..TlsConfig::default() };
+        assert!(client_ca_only.validate().unwrap_err().to_string().contains("tls.client_ca"));
+        let missing = TlsConfig {
+            cert: Some("/nonexistent.pem".into()),
+            key: Some("/nonexistent.key".into()),
+            ..TlsConfig::default()
+        };
         assert!(missing.validate().unwrap_err().to_string().contains("/nonexistent.pem"));
         assert!(TlsConfig::default().validate().is_ok() && !TlsConfig::default().serves_tls());
         assert!(channel("https://pe-0:7070", None).unwrap_err().to_string().contains("tls.ca"));

@@ -159,6 +159,8 @@ class LanceFleetServer:
         self.proc: subprocess.Popen | None = None
         self.port: int | None = None
         self.flight_port: int | None = None
+        # (certificate, key) the readiness check presents, for a server asking for one.
+        self.client_cert: tuple[str, str] | None = None
         self.executors = [
             PlanExecutor(self.root, self.data_dir, f"pe-{index}", self.env) for index in range(executors)
         ]
@@ -224,7 +226,7 @@ class LanceFleetServer:
                 if self.proc.poll() is not None:
                     break
                 try:
-                    r = requests.get(f"{self.url}/health", timeout=2)
+                    r = requests.get(f"{self.url}/health", timeout=2, cert=self.client_cert)
                     if r.status_code == 200:
                         return self
                 except requests.RequestException:

@@ -25,6 +25,7 @@ import requests
 import trustme
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from lancedb.remote import ClientConfig, TlsConfig
+from lancedb.remote.errors import HttpError
 
 from conftest import LanceFleetServer, PlanExecutor, free_port, lancefleet_bin
 from lf_control import ControlPlane, Etcd, etcd_env, serving_executors, wait_until
@@ -176,6 +177,42 @@ def test_a_certificate_rotated_under_load_fails_no_query(secure):
     flight_port_cert = served_certificate(secure.flight_port, secure.ca_path)
     assert flight_port_cert != before
     assert table.count_rows() == 200
+
+
+def test_clients_without_a_certificate_are_refused_with_client_ca(secure, tmp_path):
+    """`tls.client_ca`: the REST API and Flight accept only clients presenting a certificate
+    that CA signed: the `lancedb` client with `TlsConfig(cert_file, key_file)` and
+    `pyarrow.flight` with `cert_chain`/`private_key` get in, clients without one do not."""
+    clients = trustme.CA()
+    client_ca = str(tmp_path / "clients-ca.crt")
+    clients.cert_pem.write_to_path(client_ca)
+    client_cert, client_key = issue(clients, tmp_path, "client")
+    stranger_cert, stranger_key = issue(trustme.CA(), tmp_path, "stranger")
+    env = {"LANCEFLEET_TLS__CERT": secure.cert, "LANCEFLEET_TLS__KEY": secure.key, "LANCEFLEET_TLS__CLIENT_CA": client_ca}
+    server = TlsServer(tmp_path, executors=0, env=env)
+    server.client_cert = (client_cert, client_key)
+    server.start()
+    try:
+        def lancedb_client(cert=None, key=None):
+            config = TlsConfig(ssl_ca_cert=secure.ca_path, cert_file=cert, key_file=key)
+            return connect_remote(server.url, client_config=ClientConfig(tls_config=config, retry_config={"retries": 0}))
+
+        table = lancedb_client(client_cert, client_key).create_table("certified", make_data(50))
+        assert table.search(query_vectors(1)[0]).limit(3).to_arrow().num_rows == 3
+        for cert, key in [(None, None), (stranger_cert, stranger_key)]:
+            # The handshake fails: the request is never sent, and there is no HTTP status.
+            with pytest.raises(HttpError, match="error sending request") as refused:
+                lancedb_client(cert, key).table_names()
+            assert refused.value.status_code is None
+        ca_pem = open(secure.ca_path, "rb").read()
+        certified = flight.connect(server.flight_url, tls_root_certs=ca_pem,
+                                   cert_chain=open(client_cert, "rb").read(), private_key=open(client_key, "rb").read())
+        assert [i.descriptor.path[0] for i in certified.list_flights()] == [b"certified"]
+        with pytest.raises(flight.FlightError):
+            list(flight.connect(server.flight_url, tls_root_certs=ca_pem).list_flights(
+                options=flight.FlightCallOptions(timeout=5)))
+    finally:
+        assert server.stop() == 0
 
 
 def test_nodes_reach_an_etcd_that_asks_for_client_certificates(tmp_path):

@@ -435,6 +435,9 @@ impl ControlConfig {
         ensure(secure == 0 || self.etcd_tls.ca.is_some(), "control.etcd_tls.ca", || {
             "is needed for https:// etcd endpoints (the CA that signed etcd's certificate)".into()
         })?;
+        ensure(self.etcd_tls.client_ca.is_none(), "control.etcd_tls.client_ca", || {
+            "is not a setting towards etcd (ca, cert and key are)".into()
+        })?;
         self.etcd_tls
             .validate_client()
             .map_err(|error| ConfigError::Value { key: "control.etcd_tls".into(), reason: error.to_string() })?;
