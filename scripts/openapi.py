@@ -37,10 +37,10 @@ SERVED = {("get", "/v1/table")} | {("get", f"/v1/namespace/{{id}}/{op}") for op 
     )
 }
 
-TEXT_ERROR = {
-    "content": {"text/plain": {"schema": {"type": "string"}}},
+JSON_ERROR = {
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}},
     "headers": {"x-lancefleet-error-code": {
-        "description": "The error's code (ERROR_CODE_NOT_FOUND, ERROR_CODE_INVALID_ARGUMENT, ...).",
+        "description": "The error's service code (ERROR_CODE_NOT_FOUND, ERROR_CODE_INVALID_ARGUMENT, ...).",
         "schema": {"type": "string"},
     }},
 }
@@ -126,16 +126,16 @@ def build() -> dict:
                 if status[0] in "45":
                     name = response["$ref"].rsplit("/", 1)[-1]
                     description = spec["components"]["responses"][name]["description"]
-                    responses[status] = {"description": description, **TEXT_ERROR}
+                    responses[status] = {"description": description, **JSON_ERROR}
             for status, text in EXTRA_ERRORS.items():
-                responses.setdefault(status, {"description": text, **TEXT_ERROR})
+                responses.setdefault(status, {"description": text, **JSON_ERROR})
             operation["responses"] = dict(sorted(responses.items()))
             kept[method] = operation
         paths[path] = kept
     missing = SERVED - {(m, p) for p, item in paths.items() for m in item}
     if missing:
         sys.exit(f"the spec lacks served operations: {sorted(missing)}")
-    # The error responses above replace the spec's, so its error models are unreferenced.
+    # The error responses above replace the spec's (same schema, our header added).
     components = reachable(spec, paths)
     components["securitySchemes"] = {
         "ApiKeyAuth": spec["components"]["securitySchemes"]["ApiKeyAuth"],
@@ -157,8 +157,10 @@ def build() -> dict:
             ),
         },
         "x-lancefleet-changes": [
-            "Errors are text/plain with the error code in the x-lancefleet-error-code header, "
-            "not the spec's JSON ErrorResponse.",
+            "Errors are the spec's JSON ErrorResponse ({\"error\": message, \"code\": n}) with "
+            "the service code in the x-lancefleet-error-code header too. HTTP statuses are "
+            "LanceDB's where the two differ (an existing table on create is 400, which the "
+            "lancedb clients read as 'already exists'); the namespace clients read the code.",
             "Every operation may also answer 413 (body too large), 501 (an unsupported option) "
             "and 504 (the x-request-timeout-ms deadline passed).",
             "Added routes: GET /health, GET /metrics, GET /openapi.json, GET /v1/cluster.",

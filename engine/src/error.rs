@@ -1,5 +1,6 @@
 //! The engine's one error enum.
 
+pub use lance_namespace::ErrorCode as NamespaceCode;
 use lancefleet_common::ServiceError;
 use lancefleet_proto::ErrorCode;
 
@@ -48,6 +49,18 @@ pub enum EngineError {
     NamespaceAlreadyExists {
         /// The namespace id.
         name: String,
+    },
+    /// Dropping a namespace that still holds tables or namespaces, without cascading.
+    #[error(
+        "namespace '{name}' is not empty ({tables} tables, {namespaces} namespaces); drop them first or use behavior CASCADE"
+    )]
+    NamespaceNotEmpty {
+        /// The namespace id.
+        name: String,
+        /// How many tables it holds.
+        tables: usize,
+        /// How many namespaces it holds.
+        namespaces: usize,
     },
     /// A table or namespace name that cannot be used.
     #[error("invalid table name '{name}': {reason}")]
@@ -125,6 +138,49 @@ impl EngineError {
     }
 }
 
+impl EngineError {
+    /// The Lance Namespace specification's code of this error (the `code` of its JSON
+    /// error body): finer than [`ErrorCode`], it says *what* was not found or exists.
+    pub fn namespace_code(&self) -> NamespaceCode {
+        use lance::Error as E;
+        match self {
+            Self::TableNotFound { .. } => NamespaceCode::TableNotFound,
+            Self::TableAlreadyExists { .. } => NamespaceCode::TableAlreadyExists,
+            Self::VersionNotFound { .. } => NamespaceCode::TableVersionNotFound,
+            Self::NamespaceNotFound { .. } => NamespaceCode::NamespaceNotFound,
+            Self::NamespaceAlreadyExists { .. } => NamespaceCode::NamespaceAlreadyExists,
+            Self::NamespaceNotEmpty { .. } => NamespaceCode::NamespaceNotEmpty,
+            Self::Lance { source, .. } => match **source {
+                E::DatasetNotFound { .. } => NamespaceCode::TableNotFound,
+                E::DatasetAlreadyExists { .. } => NamespaceCode::TableAlreadyExists,
+                E::IndexNotFound { .. } => NamespaceCode::TableIndexNotFound,
+                E::RefNotFound { .. } => NamespaceCode::TableTagNotFound,
+                E::RefConflict { .. } => NamespaceCode::TableTagAlreadyExists,
+                E::VersionNotFound { .. } => NamespaceCode::TableVersionNotFound,
+                E::FieldNotFound { .. } => NamespaceCode::TableColumnNotFound,
+                _ => namespace_code_of(self.error_code()),
+            },
+            _ => namespace_code_of(self.error_code()),
+        }
+    }
+}
+
+/// The Lance Namespace specification's code for an error known only by its service
+/// `code`: the table's, where the code does not say what is missing or exists.
+pub fn namespace_code_of(code: ErrorCode) -> NamespaceCode {
+    match code {
+        ErrorCode::InvalidArgument => NamespaceCode::InvalidInput,
+        ErrorCode::NotFound => NamespaceCode::TableNotFound,
+        ErrorCode::AlreadyExists => NamespaceCode::TableAlreadyExists,
+        ErrorCode::Conflict => NamespaceCode::ConcurrentModification,
+        ErrorCode::NotSupported => NamespaceCode::Unsupported,
+        ErrorCode::Unauthenticated => NamespaceCode::Unauthenticated,
+        ErrorCode::PermissionDenied => NamespaceCode::PermissionDenied,
+        ErrorCode::Unavailable | ErrorCode::Timeout => NamespaceCode::ServiceUnavailable,
+        ErrorCode::Unspecified | ErrorCode::Internal => NamespaceCode::Internal,
+    }
+}
+
 impl From<lance::Error> for EngineError {
     fn from(error: lance::Error) -> Self {
         let (code, message) = classify_lance_error(&error);
@@ -139,6 +195,8 @@ impl ServiceError for EngineError {
                 ErrorCode::NotFound
             }
             Self::TableAlreadyExists { .. } | Self::NamespaceAlreadyExists { .. } => ErrorCode::AlreadyExists,
+            // 400, as before the namespace code said what it is (the clients read both).
+            Self::NamespaceNotEmpty { .. } => ErrorCode::InvalidArgument,
             Self::VersionNotYetVisible { .. } => ErrorCode::Unavailable,
             Self::InvalidName { .. } | Self::InvalidInput { .. } => ErrorCode::InvalidArgument,
             Self::NotSupported { .. } => ErrorCode::NotSupported,
@@ -239,6 +297,21 @@ mod tests {
         let error = EngineError::from(lance::Error::invalid_input("k must be positive"));
         assert_eq!(error.error_code(), ErrorCode::InvalidArgument);
         assert_eq!(error.client_message(), "k must be positive");
+    }
+
+    #[test]
+    fn namespace_codes_say_what_is_missing_or_exists() {
+        let code = |error: EngineError| error.namespace_code().as_u32();
+        assert_eq!(code(EngineError::TableNotFound { name: "t".into() }), 4);
+        assert_eq!(code(EngineError::TableAlreadyExists { name: "t".into() }), 5);
+        assert_eq!(code(EngineError::VersionNotFound { name: "t".into(), version: 9 }), 11);
+        assert_eq!(code(EngineError::NamespaceNotFound { name: "n".into() }), 1);
+        assert_eq!(code(EngineError::NamespaceAlreadyExists { name: "n".into() }), 2);
+        assert_eq!(code(EngineError::NamespaceNotEmpty { name: "n".into(), tables: 1, namespaces: 0 }), 3);
+        assert_eq!(code(lance::Error::RefNotFound { message: "tag x".into() }.into()), 8);
+        assert_eq!(code(lance::Error::RefConflict { message: "tag x".into() }.into()), 9);
+        assert_eq!(code(EngineError::invalid_input("bad filter")), 13);
+        assert_eq!(code(EngineError::internal("bug")), 18);
     }
 
     #[test]

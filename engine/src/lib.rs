@@ -20,7 +20,7 @@ pub mod table_id;
 pub mod write;
 
 pub use catalog::{Catalog, ReadVersion};
-pub use error::{EngineError, Result};
+pub use error::{EngineError, NamespaceCode, Result, namespace_code_of};
 pub use maintenance::index_spec::{IndexKind, IndexSpec};
 pub use read::execute::Scope;
 pub use read::output::QueryOutput;

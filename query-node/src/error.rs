@@ -6,7 +6,7 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use datafusion::error::DataFusionError;
 use lancefleet_common::ServiceError;
-use lancefleet_engine::EngineError;
+use lancefleet_engine::{EngineError, NamespaceCode, namespace_code_of};
 use lancefleet_proto::ErrorCode;
 
 /// The response header that names a failed request's [`ErrorCode`].
@@ -102,6 +102,34 @@ impl ApiError {
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::BadRequest(message.into())
     }
+
+    /// The Lance Namespace specification's code of this error (the `code` of its body).
+    pub fn namespace_code(&self) -> NamespaceCode {
+        match self {
+            Self::Engine(error) => error.namespace_code(),
+            Self::IndexNotFound(_) => NamespaceCode::TableIndexNotFound,
+            Self::RouteNotFound(_) => NamespaceCode::Unsupported,
+            other => namespace_code_of(other.error_code()),
+        }
+    }
+}
+
+/// An error answer: `status`, the Lance Namespace specification's JSON `ErrorResponse`
+/// (`{"error": message, "code": namespace}`) and `code` in the error-code header.
+///
+/// The status is LanceDB's, which its clients branch on (an existing table on create is
+/// a 400 saying "already exists", not the spec's 409); the body's `code` is the spec's,
+/// which the Lance namespace clients branch on (`TableAlreadyExists` = 5). Both kinds of
+/// client read the same answer right.
+pub fn error_response(status: StatusCode, code: ErrorCode, namespace: NamespaceCode, message: &str) -> Response {
+    let body = serde_json::json!({ "error": message, "code": namespace.as_u32() });
+    let mut response = (status, axum::Json(body)).into_response();
+    response.headers_mut().insert(ERROR_CODE_HEADER, HeaderValue::from_static(code.as_str_name()));
+    if code == ErrorCode::Unavailable {
+        // Overloaded or briefly without executors: worth another try in a moment.
+        response.headers_mut().insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    response
 }
 
 impl ServiceError for ApiError {
@@ -222,13 +250,7 @@ impl IntoResponse for ApiError {
         let code = self.error_code();
         let status = StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         log_failure(&self);
-        let mut response = (status, self.client_message()).into_response();
-        response.headers_mut().insert(ERROR_CODE_HEADER, HeaderValue::from_static(code.as_str_name()));
-        if code == ErrorCode::Unavailable {
-            // Overloaded or briefly without executors: worth another try in a moment.
-            response.headers_mut().insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
-        }
-        response
+        error_response(status, code, self.namespace_code(), &self.client_message())
     }
 }
 
@@ -270,9 +292,17 @@ mod tests {
         assert_eq!(code_of_status(StatusCode::INTERNAL_SERVER_ERROR), ErrorCode::Internal);
     }
 
-    #[test]
-    fn error_code_travels_in_a_header() {
+    #[tokio::test]
+    async fn errors_are_the_specs_json_with_the_code_in_a_header_too() {
         let response = ApiError::bad_request("malformed").into_response();
         assert_eq!(response.headers()["x-lancefleet-error-code"], "ERROR_CODE_INVALID_ARGUMENT");
+        assert_eq!(response.headers()[http::header::CONTENT_TYPE], "application/json");
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16).await.expect("body");
+        let body: serde_json::Value = serde_json::from_slice(&body).expect("json");
+        assert_eq!(body, serde_json::json!({"error": "malformed", "code": 13}));
+        let missing_index = ApiError::IndexNotFound("no index idx".into());
+        assert_eq!(missing_index.namespace_code(), NamespaceCode::TableIndexNotFound);
+        let exists = ApiError::from(EngineError::TableAlreadyExists { name: "t".into() });
+        assert_eq!(exists.namespace_code(), NamespaceCode::TableAlreadyExists);
     }
 }

@@ -20,7 +20,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get, post};
 use lancefleet_common::metrics::metrics_handler;
 use lancefleet_common::telemetry;
-use lancefleet_engine::{Namespace, TableId};
+use lancefleet_engine::{Namespace, TableId, namespace_code_of};
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
 use tracing::Span;
@@ -247,14 +247,20 @@ async fn record_request(request: Request<Body>, next: Next) -> Response {
 }
 
 /// Gives the errors axum answers itself (a malformed query string, a method the route does
-/// not take, a body over the limit) the error-code header every other error carries.
-async fn label_rejection(mut response: Response) -> Response {
+/// not take, a body over the limit) the body and error-code header every other error
+/// carries: their text becomes the message of the spec's JSON error.
+async fn label_rejection(response: Response) -> Response {
+    /// Rejections are a line of text; more is cut.
+    const MESSAGE_LIMIT: usize = 4096;
     let status = response.status();
-    if status.as_u16() >= 400 && !response.headers().contains_key(ERROR_CODE_HEADER) {
-        let code = error::code_of_status(status);
-        response.headers_mut().insert(ERROR_CODE_HEADER, HeaderValue::from_static(code.as_str_name()));
+    if status.as_u16() < 400 || response.headers().contains_key(ERROR_CODE_HEADER) {
+        return response;
     }
-    response
+    let code = error::code_of_status(status);
+    let text = axum::body::to_bytes(response.into_body(), MESSAGE_LIMIT).await.unwrap_or_default();
+    let message = String::from_utf8_lossy(&text).trim().to_string();
+    let message = if message.is_empty() { status.canonical_reason().unwrap_or("error").to_string() } else { message };
+    error::error_response(status, code, namespace_code_of(code), &message)
 }
 
 /// Gives every request its id and the client's deadline, if any (see [`crate::request`]):

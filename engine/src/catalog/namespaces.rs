@@ -104,11 +104,11 @@ impl Catalog {
             let tables = self.list_tables(namespace).await?;
             let children = self.list_namespaces(namespace).await?;
             if !tables.is_empty() || !children.is_empty() {
-                return Err(EngineError::invalid_input(format!(
-                    "namespace '{namespace}' is not empty ({} tables, {} namespaces); drop them first or use behavior CASCADE",
-                    tables.len(),
-                    children.len()
-                )));
+                return Err(EngineError::NamespaceNotEmpty {
+                    name: namespace.to_string(),
+                    tables: tables.len(),
+                    namespaces: children.len(),
+                });
             }
             return Ok(store.delete(&path.clone().join(MARKER)).await?);
         }
