@@ -338,6 +338,7 @@ mod tests {
             column: "vector".into(),
             index_type: "IVF_PQ".into(),
             is_vector: true,
+            distance_type: None,
             unindexed_rows,
             indexed_rows: rows.iter().sum(),
             segments: rows.len(),
@@ -504,6 +505,7 @@ mod tests {
             column: name.trim_end_matches("_idx").into(),
             index_type: index_type.into(),
             is_vector: false,
+            distance_type: None,
             ..sized_vector_index(unindexed_rows, rows)
         };
         let with = |indexes: Vec<IndexFacts>| TableFacts { indexes, ..table(&[1000]) };

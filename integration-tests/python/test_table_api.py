@@ -293,6 +293,7 @@ def test_vector_index_recall_at_least_oss(server, remote_db, table_name, kind):
     assert (stats.num_indexed_rows, stats.num_unindexed_rows) == (3000, 0)
 
     oss = lancedb.connect(str(server.data_dir)).open_table(table_name)
+    assert stats.distance_type == oss.index_stats("vector_idx").distance_type == "l2"
     vectors = data["vector"].combine_chunks().flatten().to_numpy().reshape(-1, DIM)
     for q in query_vectors(5, seed=21):
         distances = ((vectors - np.asarray(q, np.float32)) ** 2).sum(axis=1)

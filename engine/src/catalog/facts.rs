@@ -9,6 +9,7 @@ use lance::Dataset;
 use lance::index::DatasetIndexExt;
 use lance::table::format::IndexMetadata;
 use lance_index::IndexType;
+use lance_index::pb::VectorIndexDetails;
 
 use crate::error::{EngineError, Result};
 use crate::read::vector_column::vector_column_of;
@@ -24,6 +25,10 @@ pub struct IndexFacts {
     pub index_type: String,
     /// Whether it is a vector index.
     pub is_vector: bool,
+    /// The distance a vector index was built for (`l2`, `cosine`, `dot`, `hamming`), as
+    /// its segment's details record it; `None` for other indexes and vector indexes built
+    /// before lance recorded it.
+    pub distance_type: Option<String>,
     /// Rows of fragments it does not cover yet (the unindexed tail).
     pub unindexed_rows: u64,
     /// Rows of fragments it covers.
@@ -175,6 +180,7 @@ async fn indexes_over(dataset: &Dataset, fragments: &[FragmentRows]) -> Result<V
             name: description.name().to_string(),
             column,
             index_type: description.index_type().to_string(),
+            distance_type: if is_vector { distance_type(first) } else { None },
             is_vector,
             unindexed_rows,
             indexed_rows,
@@ -183,6 +189,12 @@ async fn indexes_over(dataset: &Dataset, fragments: &[FragmentRows]) -> Result<V
         });
     }
     Ok(facts)
+}
+
+/// The distance a vector index segment was built for, from its details.
+fn distance_type(segment: &IndexMetadata) -> Option<String> {
+    let details = segment.index_details.as_ref()?.to_msg::<VectorIndexDetails>().ok()?;
+    Some(details.metric_type().as_str_name().to_ascii_lowercase())
 }
 
 /// What `segment` covers among `fragments`.

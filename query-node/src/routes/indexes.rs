@@ -102,12 +102,15 @@ pub async fn index_stats(
         .iter()
         .find(|index| index.name == name)
         .ok_or_else(|| ApiError::IndexNotFound(format!("index '{name}' of table '{id}' was not found")))?;
-    let stats = serde_json::json!({
+    let mut stats = serde_json::json!({
         "index_type": client_index_type(index),
         "num_indexed_rows": index.indexed_rows,
         "num_unindexed_rows": index.unindexed_rows,
         "num_indices": index.segments,
     });
+    if let Some(distance) = &index.distance_type {
+        stats["distance_type"] = serde_json::Value::from(distance.as_str());
+    }
     Ok(with_table_version(version, Json(stats)))
 }
 
