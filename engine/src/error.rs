@@ -50,6 +50,12 @@ pub enum EngineError {
         /// The namespace id.
         name: String,
     },
+    /// Creating an index under a name an index of the table has, without replacing it.
+    #[error("Index '{name}' already exists; give another name or replace it")]
+    IndexAlreadyExists {
+        /// The index name.
+        name: String,
+    },
     /// Dropping a namespace that still holds tables or namespaces, without cascading.
     #[error(
         "namespace '{name}' is not empty ({tables} tables, {namespaces} namespaces); drop them first or use behavior CASCADE"
@@ -150,6 +156,7 @@ impl EngineError {
             Self::NamespaceNotFound { .. } => NamespaceCode::NamespaceNotFound,
             Self::NamespaceAlreadyExists { .. } => NamespaceCode::NamespaceAlreadyExists,
             Self::NamespaceNotEmpty { .. } => NamespaceCode::NamespaceNotEmpty,
+            Self::IndexAlreadyExists { .. } => NamespaceCode::TableIndexAlreadyExists,
             Self::Lance { source, .. } => match **source {
                 E::DatasetNotFound { .. } => NamespaceCode::TableNotFound,
                 E::DatasetAlreadyExists { .. } => NamespaceCode::TableAlreadyExists,
@@ -194,7 +201,9 @@ impl ServiceError for EngineError {
             Self::TableNotFound { .. } | Self::VersionNotFound { .. } | Self::NamespaceNotFound { .. } => {
                 ErrorCode::NotFound
             }
-            Self::TableAlreadyExists { .. } | Self::NamespaceAlreadyExists { .. } => ErrorCode::AlreadyExists,
+            Self::TableAlreadyExists { .. } | Self::NamespaceAlreadyExists { .. } | Self::IndexAlreadyExists { .. } => {
+                ErrorCode::AlreadyExists
+            }
             // 400, as before the namespace code said what it is (the clients read both).
             Self::NamespaceNotEmpty { .. } => ErrorCode::InvalidArgument,
             Self::VersionNotYetVisible { .. } => ErrorCode::Unavailable,

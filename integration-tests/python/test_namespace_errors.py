@@ -7,8 +7,8 @@
 - Differential: pylance's REST namespace client (`lance.namespace.RestNamespace`) runs the
   same failing calls against LanceFleet and against lance's reference server
   (`lance.namespace.RestAdapter` over a `DirectoryNamespace`) and must raise the same error
-  class from both: TableNotFound, NamespaceNotFound, NamespaceAlreadyExists,
-  TableAlreadyExists, NamespaceNotEmpty.
+  class from both: TableIndexAlreadyExists, TableNotFound, NamespaceNotFound,
+  NamespaceAlreadyExists, TableAlreadyExists, NamespaceNotEmpty.
 """
 
 import io
@@ -62,6 +62,14 @@ def test_every_error_class_answers_the_specs_json(server):
     post("/v1/table/docs/tags/create/", json={"tag": "v1", "version": 1}).raise_for_status()
     assert error_of(post("/v1/table/docs/tags/create/", json={"tag": "v1", "version": 1}))[:2] == (400, 9)
     assert error_of(post("/v1/table/docs/count_rows/", json={"predicate": "id >>> 3"}))[:2] == (400, 13)
+    # An index name in use: replaced by LanceDB's default; refused when the request says not
+    # to replace, LanceDB's `replace: false` or the spec's dialect (the table named in the body).
+    assert post("/v1/table/docs/create_index/", json={"column": "id", "index_type": "BTREE"}).status_code == 200
+    refused = {"column": "id", "index_type": "BTREE", "replace": False}
+    assert error_of(post("/v1/table/docs/create_index/", json=refused))[:2] == (400, 7)
+    spec_dialect = {"id": ["docs"], "column": "id", "index_type": "BTREE", "name": "id_idx"}
+    assert error_of(post("/v1/table/docs/create_index/?delimiter=%24", json=spec_dialect))[:2] == (400, 7)
+    assert [index.name for index in table.list_indices()] == ["id_idx"]
     assert error_of(post("/v1/namespace/nope/describe/", json={}))[:2] == (404, 1)
     post("/v1/namespace/ns1/create/", json={}).raise_for_status()
     assert error_of(post("/v1/namespace/ns1/create/", json={}))[:2][1] == 2
@@ -78,7 +86,10 @@ def failures(namespace: ln.LanceNamespace) -> dict[str, str]:
     class name of the error each raised."""
     namespace.create_namespace(lns.CreateNamespaceRequest(id=["diff"]))
     namespace.create_table(lns.CreateTableRequest(id=["diff", "t"]), ipc(make_data(5)))
+    index = lns.CreateTableIndexRequest(id=["diff", "t"], column="id", index_type="BTREE", name="id_idx")
+    namespace.create_table_index(index)
     calls = {
+        "create an index under a name in use": lambda: namespace.create_table_index(index),
         "describe a missing table": lambda: namespace.describe_table(lns.DescribeTableRequest(id=["diff", "missing"])),
         "describe a missing namespace": lambda: namespace.describe_namespace(lns.DescribeNamespaceRequest(id=["nope"])),
         "create an existing namespace": lambda: namespace.create_namespace(lns.CreateNamespaceRequest(id=["diff"])),
@@ -101,6 +112,7 @@ def test_the_namespace_client_raises_what_the_reference_server_makes_it_raise(se
         expected = failures(ln.RestNamespace(uri=f"http://{reference.host}:{reference.port}"))
     got = failures(ln.RestNamespace(uri=server.url))
     assert expected == {
+        "create an index under a name in use": "TableIndexAlreadyExistsError",
         "describe a missing table": "TableNotFoundError",
         "describe a missing namespace": "NamespaceNotFoundError",
         "create an existing namespace": "NamespaceAlreadyExistsError",

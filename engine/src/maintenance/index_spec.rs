@@ -142,7 +142,11 @@ impl IndexSpec {
         };
         check_column_type(field, kind)?;
         let name = text("name").filter(|name| !name.is_empty()).map_or_else(|| format!("{column}_idx"), str::to_string);
-        let replace = request.get("replace").and_then(serde_json::Value::as_bool).unwrap_or(true);
+        // LanceDB's clients send `replace` only when false: an index of the same name is
+        // replaced by default. The namespace spec has no `replace`, and an existing name is
+        // an error; its clients name the table in the body (`id`), LanceDB's never do.
+        let spec_dialect = request.get("id").is_some_and(serde_json::Value::is_array);
+        let replace = request.get("replace").and_then(serde_json::Value::as_bool).unwrap_or(!spec_dialect);
         let spec =
             Self { column: column.to_string(), kind, name, replace, field: field.clone(), request: request.clone() };
         // Parameters are parsed now, so a bad one is the client's 400, not a failed build.
@@ -158,6 +162,14 @@ impl IndexSpec {
         Ok(spec)
     }
 
+    /// Refuses a name an index of `dataset` has already, unless this spec replaces it.
+    pub async fn check_name(&self, dataset: &Dataset) -> Result<()> {
+        if self.replace || !dataset.load_indices().await?.iter().any(|index| index.name == self.name) {
+            return Ok(());
+        }
+        Err(EngineError::IndexAlreadyExists { name: self.name.clone() })
+    }
+
     /// The request as it was received (what the event bus keeps).
     pub fn request(&self) -> &serde_json::Value {
         &self.request
@@ -166,7 +178,7 @@ impl IndexSpec {
     fn fts_params(&self) -> Result<InvertedIndexParams> {
         let mut params = self.request.clone();
         if let Some(object) = params.as_object_mut() {
-            for key in ["column", "index_type", "name", "replace", "branch"] {
+            for key in ["column", "index_type", "name", "replace", "branch", "id", "identity", "context"] {
                 object.remove(key);
             }
         }
@@ -346,6 +358,11 @@ mod tests {
         let scalar =
             IndexSpec::resolve(&serde_json::json!({"column": "id", "replace": false}), &schema()).expect("valid");
         assert_eq!((scalar.kind, scalar.name.as_str(), scalar.replace), (IndexKind::BTree, "id_idx", false));
+        // The namespace spec's dialect (the table named in the body) does not replace.
+        let spec_dialect = serde_json::json!({"id": ["t"], "column": "text", "index_type": "FTS"});
+        assert!(!IndexSpec::resolve(&spec_dialect, &schema()).expect("valid").replace);
+        let told = serde_json::json!({"id": ["t"], "column": "id", "replace": true});
+        assert!(IndexSpec::resolve(&told, &schema()).expect("valid").replace);
         assert_eq!(suggested_sub_vectors(32), 2);
         assert_eq!(suggested_sub_vectors(24), 3);
         assert_eq!(suggested_sub_vectors(5), 1);

@@ -27,6 +27,7 @@ pub async fn create_index(
     let request: serde_json::Value = json_body(&body)?;
     let dataset = state.catalog.open_table(&id, Freshness::default().read(None)).await?;
     let spec = IndexSpec::resolve(&request, &arrow_schema::Schema::from(dataset.schema()))?;
+    spec.check_name(&dataset).await?;
     if state.inline_indexing {
         let build = state.catalog.build_index(&id, &spec);
         let built = state.commit(&id, ChangeKind::IndexBuilt, build, |built| (built.version().version, 0)).await?;
