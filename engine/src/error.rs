@@ -225,8 +225,36 @@ impl ServiceError for EngineError {
 /// Maps a lance error to a service code and a message fit for clients.
 ///
 /// Lance's `Display` appends source locations (`…, lance-core/src/error.rs:12:5`); the
-/// message here keeps only what describes the problem.
+/// message here keeps only what describes the problem (see [`client_text`]).
 pub fn classify_lance_error(error: &lance::Error) -> (ErrorCode, String) {
+    let (code, message) = classify(error);
+    (code, client_text(&message))
+}
+
+/// `message` without what only the server's operators should see: source locations of
+/// the code that raised a nested error (`…, /root/.cargo/registry/…/planner.rs:1100:20`)
+/// and lance's dumps of a whole schema (`…: Schema { fields: [Field { … }, …] }`).
+pub fn client_text(message: &str) -> String {
+    let message = message.find(": Schema {").map_or(message, |at| &message[..at]);
+    let mut text = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(at) = rest.find(".rs:") {
+        let start = rest[..at].rfind([' ', '(']).map_or(0, |space| space + 1);
+        let digits = rest[at + 4..].find(|c: char| !c.is_ascii_digit() && c != ':').unwrap_or(rest.len() - at - 4);
+        let end = at + 4 + digits;
+        if rest[start..at].contains('/') {
+            let before = &rest[..start];
+            text.push_str(before.strip_suffix(", ").unwrap_or(before));
+        } else {
+            text.push_str(&rest[..end]);
+        }
+        rest = &rest[end..];
+    }
+    text.push_str(rest);
+    text
+}
+
+fn classify(error: &lance::Error) -> (ErrorCode, String) {
     use lance::Error as E;
     match error {
         E::InvalidInput { source, .. } => (ErrorCode::InvalidArgument, source.to_string()),
@@ -321,6 +349,22 @@ mod tests {
         assert_eq!(code(lance::Error::RefConflict { message: "tag x".into() }.into()), 9);
         assert_eq!(code(EngineError::invalid_input("bad filter")), 13);
         assert_eq!(code(EngineError::internal("bug")), 18);
+    }
+
+    #[test]
+    fn client_messages_carry_no_source_paths_or_schema_dumps() {
+        let planner = "Error optimizing sql filter: text LIKE 3 (Invalid user input: no common type, \
+            /root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/lance-datafusion-14.0.2/src/planner.rs:1100:20)";
+        assert_eq!(
+            client_text(planner),
+            "Error optimizing sql filter: text LIKE 3 (Invalid user input: no common type)"
+        );
+        let dump = "Column 'nope' does not exist in dataset schema: Schema { fields: [Field { name: \"id\" }] }";
+        assert_eq!(client_text(dump), "Column 'nope' does not exist in dataset schema");
+        let plain = "file a.rs: not a location; k must be positive";
+        assert_eq!(client_text(plain), plain);
+        let error = EngineError::from(lance::Error::invalid_input(planner));
+        assert!(!error.client_message().contains(".cargo"), "{}", error.client_message());
     }
 
     #[test]
