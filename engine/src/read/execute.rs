@@ -13,7 +13,7 @@ use arrow_schema::{DataType, Field};
 use datafusion::physical_plan::ExecutionPlan;
 use futures::TryStreamExt;
 use lance::Dataset;
-use lance::dataset::scanner::{DatasetRecordBatchStream, Scanner};
+use lance::dataset::scanner::{ColumnOrdering, DatasetRecordBatchStream, Scanner};
 use lance::io::RecordBatchStream;
 use lance_datafusion::exec::{LanceExecutionOptions, analyze_plan, execute_plan};
 use lance_index::scalar::FullTextSearchQuery;
@@ -184,6 +184,14 @@ fn build_scanner(dataset: &Dataset, scope: Scope<'_>, query: &FragmentQuery) -> 
     }
     if let Some(filter) = &query.filter {
         scanner.filter(filter)?;
+    }
+    if !query.order_by.is_empty() {
+        let ordering = query.order_by.iter().map(|key| ColumnOrdering {
+            ascending: !key.descending,
+            nulls_first: key.nulls_first,
+            column_name: key.column.clone(),
+        });
+        scanner.order_by(Some(ordering.collect()))?;
     }
     Ok(scanner)
 }

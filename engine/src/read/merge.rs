@@ -9,7 +9,8 @@ use arrow_schema::{DataType, Field, Schema};
 
 use crate::error::{EngineError, Result};
 use crate::read::output::QueryOutput;
-use crate::read::plan::{Merge, MergeOrder, QUERY_INDEX_COLUMN};
+use crate::read::plan::{Merge, MergeOrder, QUERY_INDEX_COLUMN, sort_column};
+use crate::read::query::OrderBy;
 
 /// Lance's distance column.
 pub const DISTANCE_COLUMN: &str = "_distance";
@@ -34,6 +35,7 @@ pub fn merge(merge: &Merge, fragment_positions: &HashMap<u64, u64>, partials: Ve
         MergeOrder::Distance => Some(ranked_order(&all, DISTANCE_COLUMN, false)?),
         MergeOrder::Score => Some(ranked_order(&all, SCORE_COLUMN, true)?),
         MergeOrder::Manifest => Some(manifest_order(&all, fragment_positions)?),
+        MergeOrder::Sorted => Some(sorted_order(&all, &merge.sort, fragment_positions)?),
         MergeOrder::AsReturned => None,
     };
     let start = usize::try_from(merge.offset).unwrap_or(usize::MAX).min(all.num_rows());
@@ -65,6 +67,20 @@ fn ranked_order(batch: &RecordBatch, rank: &str, descending: bool) -> Result<UIn
     Ok(lexsort_to_indices(&keys, None)?)
 }
 
+/// Rows by the sort keys (their hidden columns), ties in manifest order.
+fn sorted_order(batch: &RecordBatch, sort: &[OrderBy], fragment_positions: &HashMap<u64, u64>) -> Result<UInt32Array> {
+    let mut keys = sort
+        .iter()
+        .enumerate()
+        .map(|(index, key)| {
+            let options = SortOptions { descending: !key.ascending, nulls_first: key.nulls_first };
+            Ok(SortColumn { values: column(batch, &sort_column(index))?.clone(), options: Some(options) })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    keys.push(SortColumn { values: Arc::new(manifest_keys(batch, fragment_positions)?), options: None });
+    Ok(lexsort_to_indices(&keys, None)?)
+}
+
 fn manifest_order(batch: &RecordBatch, fragment_positions: &HashMap<u64, u64>) -> Result<UInt32Array> {
     let keys: ArrayRef = Arc::new(manifest_keys(batch, fragment_positions)?);
     Ok(lexsort_to_indices(&[SortColumn { values: keys, options: None }], None)?)
@@ -93,8 +109,11 @@ pub fn manifest_keys(batch: &RecordBatch, fragment_positions: &HashMap<u64, u64>
 /// The indexes of the columns of `schema` the answer keeps: all but the merge keys
 /// `merge` drops.
 pub fn visible_columns(schema: &Schema, merge: &Merge) -> Vec<usize> {
+    let sort_columns = (0..merge.sort.len()).map(sort_column).collect::<Vec<_>>();
     let hidden = |name: &str| {
-        (merge.drop_row_id && name == ROW_ID_COLUMN) || (merge.drop_row_address && name == ROW_ADDRESS_COLUMN)
+        (merge.drop_row_id && name == ROW_ID_COLUMN)
+            || (merge.drop_row_address && name == ROW_ADDRESS_COLUMN)
+            || sort_columns.iter().any(|column| column == name)
     };
     (0..schema.fields().len()).filter(|index| !hidden(schema.field(*index).name())).collect()
 }
@@ -159,6 +178,7 @@ mod tests {
             limit: Some(3),
             drop_row_id: true,
             drop_row_address: false,
+            sort: Vec::new(),
         };
         let left = partial(&[1, 2, 3], &[Some(0.1), Some(0.5), None], &[10, 11, 12]);
         let right = partial(&[4, 5], &[Some(0.3), Some(0.5)], &[3, 4]);
@@ -185,8 +205,14 @@ mod tests {
         };
         let left = rename(partial(&[1, 2], &[Some(3.0), Some(1.0)], &[10, 11]));
         let right = rename(partial(&[3, 4], &[Some(2.0), Some(3.0)], &[2, 3]));
-        let merge =
-            Merge { order: MergeOrder::Score, offset: 0, limit: Some(3), drop_row_id: false, drop_row_address: false };
+        let merge = Merge {
+            order: MergeOrder::Score,
+            offset: 0,
+            limit: Some(3),
+            drop_row_id: false,
+            drop_row_address: false,
+            sort: Vec::new(),
+        };
         let merged = super::merge(&merge, &HashMap::new(), vec![left, right]).expect("merged");
         // 4 (3.0, rowid 3) before 1 (3.0, rowid 10), then 3 (2.0).
         assert_eq!(ids(&merged), vec![4, 1, 3]);
@@ -209,14 +235,62 @@ mod tests {
         let positions = HashMap::from([(7, 0), (2, 1), (5, 2)]);
         let first = part(vec![20, 21, 50], vec![2 << 32, (2 << 32) | 1, 5 << 32]);
         let second = part(vec![70, 71], vec![7 << 32, (7 << 32) | 3]);
-        let merge =
-            Merge { order: MergeOrder::Manifest, offset: 0, limit: None, drop_row_id: false, drop_row_address: true };
+        let merge = Merge {
+            order: MergeOrder::Manifest,
+            offset: 0,
+            limit: None,
+            drop_row_id: false,
+            drop_row_address: true,
+            sort: Vec::new(),
+        };
         let merged = super::merge(&merge, &positions, vec![first, second]).expect("merged");
         assert_eq!(ids(&merged), vec![70, 71, 20, 21, 50]);
         assert_eq!(merged.schema.fields().len(), 1);
 
         let unknown = part(vec![1], vec![9 << 32]);
         assert!(super::merge(&merge, &positions, vec![unknown]).is_err());
+    }
+
+    #[test]
+    fn sorted_merge_orders_by_the_keys_then_manifest_order_and_drops_them() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new(ROW_ADDRESS_COLUMN, DataType::UInt64, true),
+            Field::new(sort_column(0), DataType::Int64, true),
+            Field::new(sort_column(1), DataType::Int64, true),
+        ]));
+        let part = |ids: Vec<i64>, addresses: Vec<u64>, first: Vec<Option<i64>>, second: Vec<Option<i64>>| {
+            let columns: Vec<ArrayRef> = vec![
+                Arc::new(Int64Array::from(ids)),
+                Arc::new(UInt64Array::from(addresses)),
+                Arc::new(Int64Array::from(first)),
+                Arc::new(Int64Array::from(second)),
+            ];
+            QueryOutput {
+                schema: schema.clone(),
+                batches: vec![RecordBatch::try_new(schema.clone(), columns).expect("batch")],
+            }
+        };
+        let positions = HashMap::from([(0, 0), (1, 1)]);
+        let left = part(vec![1, 2, 3], vec![0, 1, 2], vec![Some(1), None, Some(2)], vec![Some(5), Some(0), Some(9)]);
+        let right = part(vec![4, 5], vec![1 << 32, (1 << 32) | 1], vec![Some(1), Some(2)], vec![Some(7), Some(9)]);
+        // First key descending with nulls first; second ascending; ties (3, 5) in manifest order.
+        let sort = vec![
+            OrderBy { column_name: "a".into(), ascending: false, nulls_first: true },
+            OrderBy { column_name: "b".into(), ascending: true, nulls_first: false },
+        ];
+        let merge = Merge {
+            order: MergeOrder::Sorted,
+            offset: 1,
+            limit: Some(3),
+            drop_row_id: false,
+            drop_row_address: true,
+            sort,
+        };
+        let merged = super::merge(&merge, &positions, vec![left, right]).expect("merged");
+        // Full order: 2 (null), 3 (2, 9), 5 (2, 9), 1 (1, 5), 4 (1, 7); offset 1, limit 3.
+        assert_eq!(ids(&merged), vec![3, 5, 1]);
+        assert_eq!(merged.schema.fields().len(), 1, "merge keys and sort columns dropped");
     }
 
     #[test]
@@ -227,6 +301,7 @@ mod tests {
             limit: Some(5),
             drop_row_id: false,
             drop_row_address: false,
+            sort: Vec::new(),
         };
         let merged = super::merge(&merge, &HashMap::new(), vec![partial(&[1], &[Some(0.0)], &[1])]).expect("merged");
         assert_eq!(merged.num_rows(), 0);

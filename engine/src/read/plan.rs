@@ -23,12 +23,12 @@
 use arrow_schema::Schema;
 use lance::Dataset;
 use lancefleet_proto::v1::{
-    DistanceType, FragmentQuery, NearestQuery, OutputColumn, Projection as WireProjection, VectorKind,
+    DistanceType, FragmentQuery, NearestQuery, OutputColumn, Projection as WireProjection, SortKey, VectorKind,
 };
 
 use crate::catalog::facts::{full_text_groups, scalar_segment_groups, vector_segment_groups};
 use crate::error::{EngineError, Result};
-use crate::read::query::{Projection, TableQuery};
+use crate::read::query::{OrderBy, Projection, TableQuery, quoted_path};
 use crate::read::vector_column::{VectorColumn, resolve_vector_column};
 use crate::read::wire::{distance_type, full_text_to_wire};
 
@@ -48,6 +48,8 @@ pub enum MergeOrder {
     Score,
     /// The table's manifest order, from `_rowaddr` (scans).
     Manifest,
+    /// By [`Merge::sort`], then manifest order (scans with `order_by`).
+    Sorted,
     /// As the single executor returned them (queries that do not split).
     AsReturned,
 }
@@ -65,6 +67,15 @@ pub struct Merge {
     pub drop_row_id: bool,
     /// Drop `_rowaddr` (added only as a merge key).
     pub drop_row_address: bool,
+    /// The sort of [`MergeOrder::Sorted`]: the `i`-th key orders by the hidden output
+    /// column [`sort_column`]`(i)`, dropped after the merge.
+    pub sort: Vec<OrderBy>,
+}
+
+/// The hidden output column holding the `index`-th sort key of a sorted scan: the value
+/// the merge compares, whatever the client's projection keeps or renames.
+pub fn sort_column(index: usize) -> String {
+    format!("_lancefleet_sort_{index}")
 }
 
 /// A compiled query: what executors run and how their answers combine.
@@ -113,6 +124,11 @@ pub async fn plan_query(dataset: &Dataset, query: &TableQuery) -> Result<QueryPl
     }
     let vectors = &query.vector.0;
     if vectors.is_empty() {
+        let sort = query.order_by.clone().unwrap_or_default();
+        let projection = match sort.is_empty() {
+            true => projection,
+            false => Some(sorted_projection(dataset, projection, &sort)),
+        };
         let scan = FragmentQuery {
             filter: query.filter.clone(),
             prefilter: true,
@@ -120,9 +136,18 @@ pub async fn plan_query(dataset: &Dataset, query: &TableQuery) -> Result<QueryPl
             limit: limit.map(|limit| limit.saturating_add(offset)),
             with_row_id: query.with_row_id,
             with_row_address: true,
+            order_by: sort
+                .iter()
+                .map(|key| SortKey {
+                    column: key.column_name.clone(),
+                    descending: !key.ascending,
+                    nulls_first: key.nulls_first,
+                })
+                .collect(),
             ..Default::default()
         };
-        let merge = Merge { order: MergeOrder::Manifest, offset, limit, drop_row_id: false, drop_row_address: true };
+        let order = if sort.is_empty() { MergeOrder::Manifest } else { MergeOrder::Sorted };
+        let merge = Merge { order, offset, limit, drop_row_id: false, drop_row_address: true, sort };
         // A filter may be answered by scalar index segments: each read by one executor.
         let colocate = if query.filter.is_some() { scalar_segment_groups(dataset).await? } else { Vec::new() };
         return Ok(QueryPlan {
@@ -200,7 +225,8 @@ fn split_or_whole(
     limit: Option<u64>,
 ) -> QueryPlan {
     let (part_limit, part_offset, with_row_id, merge) = if splits {
-        let merge = Merge { order, offset, limit, drop_row_id: !query.with_row_id, drop_row_address: false };
+        let merge =
+            Merge { order, offset, limit, drop_row_id: !query.with_row_id, drop_row_address: false, sort: Vec::new() };
         (limit.map(|limit| limit.saturating_add(offset)), 0, true, merge)
     } else {
         let merge = Merge {
@@ -209,6 +235,7 @@ fn split_or_whole(
             limit: None,
             drop_row_id: false,
             drop_row_address: false,
+            sort: Vec::new(),
         };
         (limit, offset, query.with_row_id, merge)
     };
@@ -250,6 +277,24 @@ fn nearest_query(
         use_index: !query.bypass_vector_index,
         fast_search: query.fast_search,
     }
+}
+
+/// The projection of a sorted scan: the client's (all columns when it gave none), then
+/// one hidden column per sort key holding the sorted value ([`sort_column`]).
+fn sorted_projection(dataset: &Dataset, projection: Option<WireProjection>, sort: &[OrderBy]) -> WireProjection {
+    let mut projection = projection.unwrap_or_else(|| WireProjection {
+        columns: dataset
+            .schema()
+            .fields
+            .iter()
+            .map(|field| OutputColumn { name: field.name.clone(), expression: None })
+            .collect(),
+    });
+    for (index, key) in sort.iter().enumerate() {
+        let expression = quoted_path(&key.column_name);
+        projection.columns.push(OutputColumn { name: sort_column(index), expression: Some(expression) });
+    }
+    projection
 }
 
 fn wire_projection(projection: &Projection) -> WireProjection {

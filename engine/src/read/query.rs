@@ -61,8 +61,22 @@ pub struct TableQuery {
     /// Full-text search: `{"query": <lance FtsQuery>}` (the structured form), or the
     /// legacy `{"columns": [...], "query": "text"}`.
     pub full_text_query: Option<FullTextSearch>,
-    /// Sort order; not implemented yet.
-    pub order_by: Option<Value>,
+    /// Sort a scan by these columns, in order (`[{"column_name", "ascending",
+    /// "nulls_first"}]`); the offset and limit apply after the sort.
+    pub order_by: Option<Vec<OrderBy>>,
+}
+
+/// One column of a scan's sort order, as the LanceDB clients send it.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct OrderBy {
+    /// The column (a top-level field, or a nested one as `a.b`).
+    pub column_name: String,
+    /// Smallest first (the default).
+    #[serde(default = "default_true")]
+    pub ascending: bool,
+    /// Nulls before the values (default: after them).
+    #[serde(default)]
+    pub nulls_first: bool,
 }
 
 fn default_true() -> bool {
@@ -75,17 +89,23 @@ pub struct QueryVectors(pub Vec<Vec<f32>>);
 
 impl<'de> Deserialize<'de> for QueryVectors {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        /// LanceDB's bare arrays, or the namespace spec's object naming its form.
         #[derive(Deserialize)]
         #[serde(untagged)]
         enum Wire {
             Many(Vec<Vec<f32>>),
             One(Vec<f32>),
+            Spec { single_vector: Option<Vec<f32>>, multi_vector: Option<Vec<Vec<f32>>> },
         }
         let vectors = match Option::<Wire>::deserialize(deserializer)? {
-            None => Vec::new(),
-            Some(Wire::One(vector)) if vector.is_empty() => Vec::new(),
-            Some(Wire::One(vector)) => vec![vector],
-            Some(Wire::Many(vectors)) => vectors,
+            None | Some(Wire::Spec { single_vector: None, multi_vector: None }) => Vec::new(),
+            Some(Wire::One(vector) | Wire::Spec { single_vector: Some(vector), multi_vector: None }) => {
+                if vector.is_empty() { Vec::new() } else { vec![vector] }
+            }
+            Some(Wire::Many(vectors) | Wire::Spec { single_vector: None, multi_vector: Some(vectors) }) => vectors,
+            Some(Wire::Spec { single_vector: Some(_), multi_vector: Some(_) }) => {
+                return Err(serde::de::Error::custom("vector: give single_vector or multi_vector, not both"));
+            }
         };
         Ok(Self(vectors))
     }
@@ -125,13 +145,96 @@ impl<'de> serde::de::Visitor<'de> for ProjectionVisitor {
         Ok(Projection::Columns(names))
     }
 
+    /// LanceDB's `{alias: sql expression}`, or the namespace spec's
+    /// `{"column_names": [...], "column_aliases": {alias: column}}`.
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> std::result::Result<Projection, A::Error> {
         let mut pairs = Vec::new();
-        while let Some(pair) = map.next_entry::<String, String>()? {
-            pairs.push(pair);
+        let mut spec = SpecColumns::default();
+        while let Some(key) = map.next_key::<String>()? {
+            match key.as_str() {
+                "column_names" => spec.names = map.next_value::<Option<Vec<String>>>()?,
+                "column_aliases" => spec.aliases = map.next_value::<Option<OrderedPairs>>()?.map(|pairs| pairs.0),
+                _ => pairs.push((key, map.next_value::<String>()?)),
+            }
         }
-        Ok(Projection::Expressions(pairs))
+        match (spec.names, spec.aliases) {
+            (None, None) => Ok(Projection::Expressions(pairs)),
+            _ if !pairs.is_empty() => Err(serde::de::Error::custom(
+                "columns: column_names and column_aliases cannot be mixed with {alias: expression} entries",
+            )),
+            (Some(names), None) => Ok(Projection::Columns(names)),
+            (names, Some(aliases)) => {
+                let named = names.unwrap_or_default().into_iter().map(|name| (name.clone(), quoted_path(&name)));
+                let aliased = aliases.into_iter().map(|(alias, path)| (alias, quoted_path(&path)));
+                Ok(Projection::Expressions(named.chain(aliased).collect()))
+            }
+        }
     }
+}
+
+/// The namespace spec's projection object.
+#[derive(Default)]
+struct SpecColumns {
+    names: Option<Vec<String>>,
+    aliases: Option<Vec<(String, String)>>,
+}
+
+/// A JSON object's entries in the order they were sent.
+struct OrderedPairs(Vec<(String, String)>);
+
+impl<'de> Deserialize<'de> for OrderedPairs {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = OrderedPairs;
+            fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+                formatter.write_str("an object of {alias: column}")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> std::result::Result<OrderedPairs, A::Error> {
+                let mut pairs = Vec::new();
+                while let Some(pair) = map.next_entry::<String, String>()? {
+                    pairs.push(pair);
+                }
+                Ok(OrderedPairs(pairs))
+            }
+        }
+        deserializer.deserialize_map(Visitor)
+    }
+}
+
+/// A field path as a SQL expression: each segment quoted with backticks, so a path the
+/// spec sends (`a.b`, or `` `a.b`.c `` for a segment with a dot) selects that field and
+/// nothing else. Segments already quoted are kept as they are.
+pub(crate) fn quoted_path(path: &str) -> String {
+    let mut segments = Vec::new();
+    let mut rest = path;
+    while !rest.is_empty() {
+        if let Some(quoted) = rest.strip_prefix('`') {
+            // A quoted segment ends at a backtick that is not doubled.
+            let mut end = 0;
+            let bytes = quoted.as_bytes();
+            while end < bytes.len() {
+                if bytes[end] == b'`' {
+                    if bytes.get(end + 1) == Some(&b'`') {
+                        end += 2;
+                        continue;
+                    }
+                    break;
+                }
+                end += 1;
+            }
+            segments.push(format!("`{}`", &quoted[..end.min(quoted.len())]));
+            rest = quoted.get(end + 1..).unwrap_or_default().trim_start_matches('.');
+        } else {
+            let (segment, tail) = rest.split_once('.').unwrap_or((rest, ""));
+            segments.push(format!("`{}`", segment.replace('`', "``")));
+            rest = tail;
+        }
+    }
+    segments.join(".")
 }
 
 /// A full-text search as lance's [`FtsQuery`], read from either form the LanceDB clients
@@ -156,7 +259,15 @@ impl FullTextSearch {
 impl<'de> Deserialize<'de> for FullTextSearch {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
         let invalid = |reason: String| serde::de::Error::custom(format!("invalid full_text_query: {reason}"));
-        let body = Value::deserialize(deserializer)?;
+        let mut body = Value::deserialize(deserializer)?;
+        // The namespace spec wraps the same two forms: `{"string_query": {"query": text,
+        // "columns": [...]}}` and `{"structured_query": {"query": <FtsQuery>}}`.
+        for form in ["string_query", "structured_query"] {
+            if let Some(inner) = body.get_mut(form).map(Value::take) {
+                body = inner;
+                break;
+            }
+        }
         match body.get("query") {
             Some(Value::String(text)) => {
                 let columns = match body.get("columns") {
@@ -212,8 +323,12 @@ impl TableQuery {
                 "a query is either a vector search or a full-text search; hybrid search sends one of each",
             ));
         }
-        if self.order_by.is_some() {
-            return Err(EngineError::NotSupported { message: "order_by is not supported yet".into() });
+        if self.order_by.as_ref().is_some_and(|order| !order.is_empty())
+            && (self.is_vector_search() || self.is_full_text_search())
+        {
+            return Err(EngineError::invalid_input(
+                "order_by sorts scans; a vector or full-text search is ordered by its distance or score",
+            ));
         }
         if let Some(offset) = self.offset
             && offset > i64::MAX as u64
@@ -310,6 +425,31 @@ mod tests {
         assert_eq!(structured.limit(), Some(DEFAULT_TOP_K));
         assert!(structured.validate().is_ok());
         assert_eq!(parse(r#"{"vector":[]}"#).full_text(), None);
+    }
+
+    #[test]
+    fn the_namespace_specs_dialect_reads_as_lancedbs() {
+        let spec = parse(
+            r#"{"id":["ns","t"],"vector":{"single_vector":[1,2]},"k":3,"columns":{"column_names":["id","a.b"]}}"#,
+        );
+        assert_eq!(spec.vector.0, vec![vec![1.0, 2.0]]);
+        assert_eq!(spec.columns, Some(Projection::Columns(vec!["id".into(), "a.b".into()])));
+        assert_eq!(parse(r#"{"vector":{"multi_vector":[[1],[2]]}}"#).vector.0, vec![vec![1.0], vec![2.0]]);
+        assert!(parse(r#"{"vector":{"single_vector":[]}}"#).vector.0.is_empty());
+        assert!(
+            serde_json::from_str::<TableQuery>(r#"{"vector":{"single_vector":[1],"multi_vector":[[1]]}}"#).is_err()
+        );
+        let aliased = parse(r#"{"columns":{"column_names":["id"],"column_aliases":{"z":"a.b","y":"`c.d`.e"}}}"#);
+        let expected = [("id", "`id`"), ("z", "`a`.`b`"), ("y", "`c.d`.`e`")];
+        let expected = expected.iter().map(|(alias, sql)| (alias.to_string(), sql.to_string())).collect();
+        assert_eq!(aliased.columns, Some(Projection::Expressions(expected)));
+        assert!(serde_json::from_str::<TableQuery>(r#"{"columns":{"column_names":["id"],"x":"id"}}"#).is_err());
+        let text = parse(r#"{"full_text_query":{"string_query":{"query":"hello","columns":["text"]}}}"#);
+        assert!(matches!(text.full_text(), Some(FtsQuery::Match(matched)) if matched.terms == "hello"));
+        let structured = parse(
+            r#"{"full_text_query":{"structured_query":{"query":{"phrase":{"column":"text","terms":"a b","slop":0}}}}}"#,
+        );
+        assert!(matches!(structured.full_text(), Some(FtsQuery::Phrase(_))));
     }
 
     #[test]

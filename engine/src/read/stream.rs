@@ -181,7 +181,14 @@ mod tests {
     }
 
     fn scan(offset: u64, limit: Option<u64>) -> Merge {
-        Merge { order: MergeOrder::Manifest, offset, limit, drop_row_id: false, drop_row_address: true }
+        Merge {
+            order: MergeOrder::Manifest,
+            offset,
+            limit,
+            drop_row_id: false,
+            drop_row_address: true,
+            sort: Vec::new(),
+        }
     }
 
     #[tokio::test]

@@ -73,6 +73,7 @@ fn header(dispatcher: &Dispatcher, pinned: Pinned<'_>, plan: &QueryPlan, fragmen
         MergeOrder::Distance => "by _distance ascending, then _rowid",
         MergeOrder::Score => "by _score descending, then _rowid",
         MergeOrder::Manifest => "in manifest order (fragment position, row offset)",
+        MergeOrder::Sorted => "by the order_by columns, then manifest order",
         MergeOrder::AsReturned => "as the one executor returned them",
     };
     let limit = merge.limit.map_or_else(|| "all".to_string(), |limit| limit.to_string());
