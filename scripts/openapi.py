@@ -25,14 +25,14 @@ OUT = REPO / "query-node" / "openapi" / "openapi.json"
 
 # (method, path) of every spec operation the router serves (query-node/src/routes.rs).
 SERVED = {("get", "/v1/table")} | {("get", f"/v1/namespace/{{id}}/{op}") for op in ("list", "table/list")} | {
-    ("post", f"/v1/namespace/{{id}}/{op}") for op in ("create", "describe", "drop")
-} | {
+    ("post", f"/v1/namespace/{{id}}/{op}") for op in ("create", "describe", "drop", "exists")
+} | {("post", f"/v1/transaction/{{id}}/{op}") for op in ("describe", "alter")} | {
     ("post", f"/v1/table/{{id}}/{op}")
     for op in (
-        "create", "describe", "drop", "stats", "insert", "merge_insert", "query", "explain_plan",
+        "create", "describe", "exists", "drop", "stats", "insert", "merge_insert", "query", "explain_plan",
         "analyze_plan", "count_rows", "delete", "update", "add_columns", "alter_columns",
-        "drop_columns", "update_field_metadata", "version/list", "restore", "tags/list",
-        "tags/version", "tags/create", "tags/update", "tags/delete", "create_index", "index/list",
+        "drop_columns", "update_field_metadata", "schema_metadata/update", "version/list", "version/describe", "restore", "tags/list",
+        "tags/version", "tags/create", "tags/update", "tags/delete", "create_index", "create_scalar_index", "index/list",
         "index/{index_name}/stats", "index/{index_name}/drop",
     )
 }

@@ -335,6 +335,7 @@ mod tests {
     fn sized_vector_index(unindexed_rows: u64, rows: &[u64]) -> IndexFacts {
         IndexFacts {
             name: "vector_idx".into(),
+            uuid: "00000000-0000-0000-0000-000000000000".into(),
             column: "vector".into(),
             index_type: "IVF_PQ".into(),
             is_vector: true,

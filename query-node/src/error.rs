@@ -78,6 +78,9 @@ pub enum ApiError {
     /// The requested index does not exist.
     #[error("{0}")]
     IndexNotFound(String),
+    /// The requested transaction is not among the table's commits.
+    #[error("{0}")]
+    TransactionNotFound(String),
     /// The node's configuration cannot work.
     #[error("invalid configuration: {0}")]
     Config(String),
@@ -108,6 +111,7 @@ impl ApiError {
         match self {
             Self::Engine(error) => error.namespace_code(),
             Self::IndexNotFound(_) => NamespaceCode::TableIndexNotFound,
+            Self::TransactionNotFound(_) => NamespaceCode::TransactionNotFound,
             Self::RouteNotFound(_) => NamespaceCode::Unsupported,
             other => namespace_code_of(other.error_code()),
         }
@@ -140,7 +144,7 @@ impl ServiceError for ApiError {
             Self::Unauthenticated(_) => ErrorCode::Unauthenticated,
             Self::Forbidden(_) => ErrorCode::PermissionDenied,
             Self::NotImplemented(_) => ErrorCode::NotSupported,
-            Self::RouteNotFound(_) | Self::IndexNotFound(_) => ErrorCode::NotFound,
+            Self::RouteNotFound(_) | Self::IndexNotFound(_) | Self::TransactionNotFound(_) => ErrorCode::NotFound,
             Self::Events(_) => ErrorCode::Unavailable,
             Self::Timeout(_) => ErrorCode::Timeout,
             Self::Executor { status, .. } => status.error_code(),

@@ -17,7 +17,7 @@ mod tests {
     use std::collections::BTreeSet;
 
     use super::*;
-    use crate::routes::{NAMESPACE_ROUTES, TABLE_ROUTES};
+    use crate::routes::{NAMESPACE_ROUTES, TABLE_ROUTES, TRANSACTION_ROUTES};
 
     /// The router's paths and the document's are the same set (methods are checked against
     /// a live server by `integration-tests/python/test_openapi.py`).
@@ -32,6 +32,7 @@ mod tests {
             .collect();
         routed.extend(TABLE_ROUTES.iter().map(|(operation, ..)| format!("/v1/table/{{id}}/{operation}")));
         routed.extend(NAMESPACE_ROUTES.iter().map(|(operation, ..)| format!("/v1/namespace/{{id}}/{operation}")));
+        routed.extend(TRANSACTION_ROUTES.iter().map(|(operation, ..)| format!("/v1/transaction/{{id}}/{operation}")));
         assert_eq!(documented, routed.iter().map(String::as_str).collect());
     }
 }

@@ -93,6 +93,43 @@ impl<S: Send + Sync> FromRequestParts<S> for TablePath {
     }
 }
 
+/// The namespace spec's query parameter naming the id delimiter; its clients send it
+/// on every call (`?delimiter=$`), LanceDB's never do.
+const DELIMITER_PARAM: &str = "delimiter";
+/// The one id delimiter this server (like LanceDB) speaks.
+const DELIMITER: &str = "$";
+
+/// The `delimiter` a request's query string names, if any.
+fn delimiter_of(query: Option<&str>) -> Option<String> {
+    url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .find(|(key, _)| key == DELIMITER_PARAM)
+        .map(|(_, value)| value.into_owned())
+}
+
+/// Refuses a `delimiter` other than `$`: ids would be split where the client did not mean.
+pub fn check_delimiter(query: Option<&str>) -> Result<(), ApiError> {
+    match delimiter_of(query) {
+        Some(delimiter) if delimiter != DELIMITER => Err(ApiError::bad_request(format!(
+            "unsupported id delimiter '{delimiter}': ids here are joined with '{DELIMITER}'"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Whether a request speaks the namespace spec's dialect where it and LanceDB's differ
+/// in shape (a response the two kinds of client parse differently): it does when it
+/// names the id delimiter, which the namespace clients always do and LanceDB's never.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpecDialect(pub bool);
+
+impl<S: Send + Sync> FromRequestParts<S> for SpecDialect {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+        Ok(Self(delimiter_of(parts.uri.query()).is_some()))
+    }
+}
+
 /// Parses a JSON body; an empty body stands for the type's default (LanceDB clients send
 /// no body, `{}` or a full object to the same route).
 pub fn json_body<T: DeserializeOwned + Default>(body: &Bytes) -> Result<T, ApiError> {
@@ -100,6 +137,19 @@ pub fn json_body<T: DeserializeOwned + Default>(body: &Bytes) -> Result<T, ApiEr
         return Ok(T::default());
     }
     serde_json::from_slice(body).map_err(|error| ApiError::bad_request(format!("invalid JSON body: {error}")))
+}
+
+/// The answer to a committed write: `body` with the namespace spec's `transaction_id` (the
+/// uuid of the lance transaction the commit wrote, which `transaction/{id}/describe`
+/// finds), and `x-lancedb-version`.
+pub async fn committed(dataset: &lance::Dataset, mut body: serde_json::Value) -> Response {
+    match dataset.read_transaction().await {
+        Ok(Some(transaction)) => body["transaction_id"] = serde_json::Value::from(transaction.uuid),
+        Ok(None) => {}
+        // The commit stands; only its id is missing from the answer.
+        Err(error) => tracing::warn!(%error, "the committed transaction could not be read back"),
+    }
+    with_table_version(dataset.version().version, axum::Json(body))
 }
 
 /// Adds `x-lancedb-version` to a table response.
@@ -147,6 +197,15 @@ mod tests {
         assert_eq!(json_body::<Body>(&Bytes::from_static(b"{}")).expect("object"), Body::default());
         assert_eq!(json_body::<Body>(&Bytes::from_static(b"{\"version\":4}")).expect("v").version, Some(4));
         assert!(json_body::<Body>(&Bytes::from_static(b"{\"version\":")).is_err());
+    }
+
+    #[test]
+    fn only_the_dollar_delimiter_is_spoken() {
+        assert!(check_delimiter(None).is_ok());
+        assert!(check_delimiter(Some("mode=append")).is_ok());
+        assert!(check_delimiter(Some("delimiter=%24&mode=append")).is_ok());
+        assert!(matches!(check_delimiter(Some("delimiter=.")), Err(ApiError::BadRequest(_))));
+        assert_eq!(delimiter_of(Some("a=1&delimiter=%24")).as_deref(), Some("$"));
     }
 
     #[test]

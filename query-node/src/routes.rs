@@ -6,6 +6,7 @@ mod namespaces;
 mod query;
 mod schema;
 mod tables;
+mod transactions;
 mod versions;
 
 use std::time::Instant;
@@ -42,6 +43,7 @@ type Handler = fn() -> MethodRouter<AppState>;
 pub(crate) const TABLE_ROUTES: &[(&str, Access, Handler)] = &[
     ("create", Access::Write, || post(tables::create_table)),
     ("describe", Access::Read, || post(tables::describe_table)),
+    ("exists", Access::Read, || post(tables::table_exists)),
     // Dropping a table removes its history too, which no later write can undo.
     ("drop", Access::Admin, || post(tables::drop_table)),
     ("stats", Access::Read, || post(tables::table_stats)),
@@ -57,7 +59,9 @@ pub(crate) const TABLE_ROUTES: &[(&str, Access, Handler)] = &[
     ("alter_columns", Access::Write, || post(schema::alter_columns)),
     ("drop_columns", Access::Write, || post(schema::drop_columns)),
     ("update_field_metadata", Access::Write, || post(schema::update_field_metadata)),
+    ("schema_metadata/update", Access::Write, || post(schema::update_schema_metadata)),
     ("version/list", Access::Read, || post(versions::list_versions)),
+    ("version/describe", Access::Read, || post(versions::describe_version)),
     ("restore", Access::Write, || post(versions::restore)),
     ("tags/list", Access::Read, || post(versions::list_tags)),
     ("tags/version", Access::Read, || post(versions::tag_version)),
@@ -65,6 +69,7 @@ pub(crate) const TABLE_ROUTES: &[(&str, Access, Handler)] = &[
     ("tags/update", Access::Write, || post(versions::update_tag)),
     ("tags/delete", Access::Write, || post(versions::delete_tag)),
     ("create_index", Access::Write, || post(indexes::create_index)),
+    ("create_scalar_index", Access::Write, || post(indexes::create_scalar_index)),
     ("index/list", Access::Read, || post(indexes::list_indices)),
     ("index/{index_name}/stats", Access::Read, || post(indexes::index_stats)),
     ("index/{index_name}/drop", Access::Write, || post(indexes::drop_index)),
@@ -75,8 +80,16 @@ pub(crate) const NAMESPACE_ROUTES: &[(&str, Access, Handler)] = &[
     ("list", Access::Read, || get(namespaces::list_namespaces)),
     ("create", Access::Admin, || post(namespaces::create_namespace)),
     ("describe", Access::Read, || post(namespaces::describe_namespace)),
+    ("exists", Access::Read, || post(namespaces::namespace_exists)),
     ("drop", Access::Admin, || post(namespaces::drop_namespace)),
     ("table/list", Access::Read, || get(tables::list_namespace_tables)),
+];
+
+/// Transaction operations, `/v1/transaction/{id}/{operation}` with `{id}` the table's id
+/// and the transaction's uuid (see [`transactions`]); the access is to that table.
+pub(crate) const TRANSACTION_ROUTES: &[(&str, Access, Handler)] = &[
+    ("describe", Access::Read, || post(transactions::describe_transaction)),
+    ("alter", Access::Write, || post(transactions::alter_transaction)),
 ];
 
 /// Builds the router for `state`, accepting bodies up to `max_body_bytes`. Every `/v1`
@@ -106,6 +119,12 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
             .route(&format!("/v1/namespace/{{id}}/{operation}"), handler.clone())
             .route(&format!("/v1/namespace/{{id}}/{operation}/"), handler);
     }
+    for (operation, access, handler) in TRANSACTION_ROUTES {
+        let handler = guard(operation, *access, RouteTarget::Transaction, handler());
+        router = router
+            .route(&format!("/v1/transaction/{{id}}/{operation}"), handler.clone())
+            .route(&format!("/v1/transaction/{{id}}/{operation}/"), handler);
+    }
     router
         .route_layer(middleware::from_fn(record_request))
         .fallback(unknown_route)
@@ -131,6 +150,8 @@ enum RouteTarget {
     Namespace,
     /// The table `{id}`.
     Table,
+    /// The table of the transaction `{id}`.
+    Transaction,
 }
 
 /// The check in front of one route: authenticates the caller, checks its access to the
@@ -149,16 +170,17 @@ impl Guard {
         let target = guard.target_of(&mut request).await;
         let audited = target.as_ref().map(auth::target_id).unwrap_or_default();
         let (response, context) = match guard.state.auth.authenticate(request.headers()) {
-            Err(error) => (error.into_response(), None),
+            Err(error) => (unread(error.into_response()), None),
             Ok(caller) => {
                 let context = CallContext::new(caller);
                 let answer = auth::serve_as(context.clone(), async {
                     // A malformed id: the 400 the handler would give, before anything runs.
                     let target = target?;
+                    crate::protocol::check_delimiter(request.uri().query())?;
                     auth::require(guard.access, &target)?;
                     Ok::<_, ApiError>(next.run(request).await)
                 });
-                (answer.await.unwrap_or_else(IntoResponse::into_response), Some(context))
+                (answer.await.unwrap_or_else(|error| unread(error.into_response())), Some(context))
             }
         };
         if guard.access > Access::Read {
@@ -172,7 +194,7 @@ impl Guard {
         match self.target {
             RouteTarget::Server => return Ok(Target::Server),
             RouteTarget::RootNamespace => return Ok(Target::Namespace(Namespace::root())),
-            RouteTarget::Namespace | RouteTarget::Table => {}
+            RouteTarget::Namespace | RouteTarget::Table | RouteTarget::Transaction => {}
         }
         let params = request
             .extract_parts::<RawPathParams>()
@@ -184,6 +206,7 @@ impl Guard {
             .ok_or_else(|| ApiError::Internal("a routed id without an {id}".into()))?;
         Ok(match self.target {
             RouteTarget::Table => Target::Table(TableId::parse(id)?),
+            RouteTarget::Transaction => Target::Table(transactions::parse_id(id)?.0),
             _ => Target::Namespace(Namespace::parse(id)?),
         })
     }
@@ -199,6 +222,7 @@ impl Guard {
         let caller = context.map(|context| &context.caller);
         let operation = match self.target {
             RouteTarget::Namespace => format!("namespace/{}", self.operation),
+            RouteTarget::Transaction => format!("transaction/{}", self.operation),
             _ => self.operation.to_string(),
         };
         self.state.audit.record(&AuditEntry {
@@ -214,6 +238,14 @@ impl Guard {
             error_code: code,
         });
     }
+}
+
+/// Marks an answer given before the request's body was read: `Connection: close`, so the
+/// client does not send its next request down a connection the server closes once it
+/// has answered (it cannot find where the unread body ends without reading it).
+fn unread(mut response: Response) -> Response {
+    response.headers_mut().insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+    response
 }
 
 /// Counts and times every routed request by its route template (never the raw path,
@@ -260,7 +292,8 @@ async fn label_rejection(response: Response) -> Response {
     let text = axum::body::to_bytes(response.into_body(), MESSAGE_LIMIT).await.unwrap_or_default();
     let message = String::from_utf8_lossy(&text).trim().to_string();
     let message = if message.is_empty() { status.canonical_reason().unwrap_or("error").to_string() } else { message };
-    error::error_response(status, code, namespace_code_of(code), &message)
+    // Rejected before (or while) the body was read.
+    unread(error::error_response(status, code, namespace_code_of(code), &message))
 }
 
 /// Gives every request its id and the client's deadline, if any (see [`crate::request`]):
@@ -317,15 +350,16 @@ fn request_span(request: &Request<Body>) -> Span {
 
 /// Unmatched requests. A table route whose id spans several path segments carries a
 /// table name with a `/` in it: that is a bad name (400), not a missing route.
-async fn unknown_route(method: Method, uri: Uri) -> ApiError {
+async fn unknown_route(method: Method, uri: Uri) -> Response {
     let path = uri.path();
-    if let Some(id) = table_id_with_slash(path) {
-        return ApiError::bad_request(format!("invalid table name '{id}': table names cannot contain '/'"));
-    }
-    if path.starts_with("/v1/") {
-        return ApiError::NotImplemented(format!("{method} {path} is not supported by this server"));
-    }
-    ApiError::RouteNotFound(format!("no route for {method} {path}"))
+    let error = if let Some(id) = table_id_with_slash(path) {
+        ApiError::bad_request(format!("invalid table name '{id}': table names cannot contain '/'"))
+    } else if path.starts_with("/v1/") {
+        ApiError::NotImplemented(format!("{method} {path} is not supported by this server"))
+    } else {
+        ApiError::RouteNotFound(format!("no route for {method} {path}"))
+    };
+    unread(error.into_response())
 }
 
 /// The table id of `/v1/table/{id}/{operation}/` when `{id}` contains `/`.

@@ -19,6 +19,8 @@ use crate::read::vector_column::vector_column_of;
 pub struct IndexFacts {
     /// Its name.
     pub name: String,
+    /// The uuid of its first segment (what lance's reference server reports).
+    pub uuid: String,
     /// The column it indexes.
     pub column: String,
     /// Its type as lance names it (`IVF_PQ`, `BTree`, `Inverted`, …).
@@ -178,6 +180,7 @@ async fn indexes_over(dataset: &Dataset, fragments: &[FragmentRows]) -> Result<V
             schema.field(&column).is_some_and(|field| vector_column_of(&arrow_schema::Field::from(field)).is_some());
         facts.push(IndexFacts {
             name: description.name().to_string(),
+            uuid: first.uuid.to_string(),
             column,
             index_type: description.index_type().to_string(),
             distance_type: if is_vector { distance_type(first) } else { None },

@@ -64,6 +64,25 @@ impl Alteration {
     }
 }
 
+/// The alterations of one `alter_columns` request as lance can commit them at once: when
+/// some cast (rewrite) their columns, the others are made rewrites too, as casts to
+/// their current type. Lance 14 refuses a commit that rewrites some columns and changes
+/// the name or nullability of others without rewriting them.
+fn committable(dataset: &Dataset, alterations: &[Alteration]) -> Result<Vec<ColumnAlteration>> {
+    let casts = alterations.iter().any(|alteration| alteration.data_type.is_some());
+    alterations
+        .iter()
+        .map(|alteration| {
+            let lance = alteration.to_lance()?;
+            let field = dataset.schema().field(&alteration.path);
+            Ok(match field {
+                Some(field) if casts && alteration.data_type.is_none() => lance.cast_to(field.data_type()),
+                _ => lance,
+            })
+        })
+        .collect()
+}
+
 /// An Arrow type from lance's JSON form.
 fn data_type_from_json(value: &serde_json::Value) -> Result<DataType> {
     let invalid = |reason: String| EngineError::invalid_input(format!("invalid data_type {value}: {reason}"));
@@ -107,16 +126,17 @@ impl Catalog {
         .await
     }
 
-    /// Renames, changes nullability of, or casts columns; returns the new version.
+    /// Renames, changes nullability of, or casts columns in one commit; returns the new
+    /// version. Alongside casts, renamed columns and columns whose nullability changes are
+    /// rewritten too (see [`committable`]), as LanceDB OSS's older lance did in one commit.
     pub async fn alter_columns(&self, id: &TableId, alterations: &[Alteration]) -> Result<Dataset> {
         let paths = alterations.iter().map(|alteration| alteration.path.as_str()).collect::<Vec<_>>();
-        let alterations = alterations.iter().map(Alteration::to_lance).collect::<Result<Vec<_>>>()?;
-        self.change_schema(id, "alter_columns", &paths, |mut dataset| {
-            let alterations = &alterations;
-            async move {
-                dataset.alter_columns(alterations).await?;
-                Ok(dataset)
-            }
+        // Malformed types are refused before the table is opened.
+        alterations.iter().map(Alteration::to_lance).collect::<Result<Vec<_>>>()?;
+        self.change_schema(id, "alter_columns", &paths, |mut dataset| async move {
+            let alterations = committable(&dataset, alterations)?;
+            dataset.alter_columns(&alterations).await?;
+            Ok(dataset)
         })
         .await
     }
@@ -130,6 +150,25 @@ impl Catalog {
                 dataset.drop_columns(columns).await?;
                 Ok(dataset)
             }
+        })
+        .await
+    }
+
+    /// Sets (or, with a `None` value, removes) keys of the table's schema metadata; returns
+    /// the new version. An empty change is refused.
+    pub async fn update_schema_metadata(
+        &self,
+        id: &TableId,
+        entries: &HashMap<String, Option<String>>,
+    ) -> Result<Dataset> {
+        if entries.is_empty() {
+            return Err(EngineError::invalid_input("schema_metadata/update needs at least one key"));
+        }
+        let keys = entries.keys().map(String::as_str).collect::<Vec<_>>();
+        self.change_schema(id, "schema_metadata/update", &keys, |mut dataset| async move {
+            let entries = entries.iter().map(|(key, value)| (key.clone(), value.clone()));
+            dataset.update_schema_metadata(entries).await?;
+            Ok(dataset)
         })
         .await
     }

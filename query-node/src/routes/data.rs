@@ -14,7 +14,7 @@ use serde::Deserialize;
 use crate::arrow_body::decode_stream;
 use crate::dispatch::Pinned;
 use crate::error::ApiError;
-use crate::protocol::{Freshness, TablePath, json_body, with_table_version};
+use crate::protocol::{Freshness, TablePath, committed, json_body, with_table_version};
 use crate::state::AppState;
 
 /// Query string of `insert`.
@@ -42,9 +42,9 @@ pub async fn insert(
     let upload = decode_stream(body, state.limits.max_upload_bytes()).await?;
     let rows = futures::stream::iter(upload.batches.into_iter().map(Ok));
     let stream = Box::pin(RecordBatchStreamAdapter::new(upload.schema, rows));
-    let (dataset, _rows) = state.write_stream(&id, stream, mode).await?;
+    let (dataset, rows) = state.write_stream(&id, stream, mode).await?;
     let version = dataset.version().version;
-    Ok(with_table_version(version, Json(serde_json::json!({ "version": version }))))
+    Ok(committed(&dataset, serde_json::json!({ "version": version, "num_inserted_rows": rows })).await)
 }
 
 /// Parses the query string of `merge_insert`: `on` repeated once per key column, the
@@ -73,6 +73,9 @@ fn merge_insert_spec(query: &str) -> Result<MergeInsertSpec, ApiError> {
                 spec.when_not_matched_by_source_delete_filter = Some(value.to_string());
             }
             "use_index" => spec.use_index = flag()?,
+            // The namespace clients' id delimiter (checked for every route by the guard)
+            // and their retry budget (every write here retries conflicts by itself).
+            "delimiter" | "timeout" => {}
             // Real-time-write hints of newer clients; every write here is a plain commit.
             "use_lsm" | "use_rte" => {}
             "branch" => return Err(ApiError::NotImplemented("branches are not supported yet".into())),
@@ -99,14 +102,16 @@ pub async fn merge_insert(
         .await?;
     let version = dataset.version().version;
     tracing::info!(table = %id, version, ?outcome, "rows merged");
+    // `num_rows` as LanceDB's own merge result counts it: the rows written.
     let body = serde_json::json!({
         "version": version,
+        "num_rows": outcome.inserted + outcome.updated,
         "num_inserted_rows": outcome.inserted,
         "num_updated_rows": outcome.updated,
         "num_deleted_rows": outcome.deleted,
         "num_attempts": outcome.attempts,
     });
-    Ok(with_table_version(version, Json(body)))
+    Ok(committed(&dataset, body).await)
 }
 
 /// Body of `count_rows`.
@@ -156,7 +161,7 @@ pub async fn delete_rows(
         .await?;
     let version = dataset.version().version;
     tracing::info!(table = %id, version, deleted, "rows deleted");
-    Ok(with_table_version(version, Json(serde_json::json!({ "num_deleted_rows": deleted, "version": version }))))
+    Ok(committed(&dataset, serde_json::json!({ "num_deleted_rows": deleted, "version": version })).await)
 }
 
 /// Body of `update`: `updates` as `[column, SQL expression]` pairs.
@@ -185,7 +190,9 @@ pub async fn update_rows(
         .await?;
     let version = dataset.version().version;
     tracing::info!(table = %id, version, updated, "rows updated");
-    Ok(with_table_version(version, Json(serde_json::json!({ "rows_updated": updated, "version": version }))))
+    // `rows_updated` is LanceDB's name, `updated_rows` the namespace spec's.
+    let body = serde_json::json!({ "rows_updated": updated, "updated_rows": updated, "version": version });
+    Ok(committed(&dataset, body).await)
 }
 
 #[cfg(test)]
@@ -205,5 +212,6 @@ mod tests {
         assert_eq!(spec.when_matched_update_all_filter.as_deref(), Some("target.`x` > 0"));
         assert!(merge_insert_spec("on=a&when_matched_update_all=yes").is_err());
         assert!(merge_insert_spec("on=a&surprise=1").is_err());
+        assert_eq!(merge_insert_spec("delimiter=%24&on=a&timeout=30s").expect("spec dialect").on, vec!["a"]);
     }
 }

@@ -14,7 +14,7 @@ use lancefleet_engine::{IndexKind, IndexSpec, TableId};
 use serde::Deserialize;
 
 use crate::error::ApiError;
-use crate::protocol::{Freshness, TablePath, json_body, with_table_version};
+use crate::protocol::{Freshness, SpecDialect, TablePath, committed, json_body, with_table_version};
 use crate::state::AppState;
 
 /// `POST /v1/table/{id}/create_index/`: checks the request against the table (column,
@@ -24,16 +24,38 @@ pub async fn create_index(
     TablePath(id): TablePath,
     body: Bytes,
 ) -> Result<Response, ApiError> {
+    index(state, id, body, false).await
+}
+
+/// `POST /v1/table/{id}/create_scalar_index/` (the namespace spec's): `create_index`
+/// for the scalar and full-text index types; a vector type is refused.
+pub async fn create_scalar_index(
+    State(state): State<AppState>,
+    TablePath(id): TablePath,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    index(state, id, body, true).await
+}
+
+/// Checks an index request against the table and builds it, or hands it to the indexer
+/// fleet; `scalar_only` refuses vector index types.
+async fn index(state: AppState, id: TableId, body: Bytes, scalar_only: bool) -> Result<Response, ApiError> {
     let request: serde_json::Value = json_body(&body)?;
     let dataset = state.catalog.open_table(&id, Freshness::default().read(None)).await?;
     let spec = IndexSpec::resolve(&request, &arrow_schema::Schema::from(dataset.schema()))?;
+    if scalar_only && spec.kind.is_vector() {
+        return Err(ApiError::bad_request(format!(
+            "create_scalar_index builds scalar and full-text indexes; {} is a vector index type (use create_index)",
+            spec.kind.as_str()
+        )));
+    }
     spec.check_name(&dataset).await?;
     if state.inline_indexing {
         let build = state.catalog.build_index(&id, &spec);
         let built = state.commit(&id, ChangeKind::IndexBuilt, build, |built| (built.version().version, 0)).await?;
         let version = built.version().version;
         tracing::info!(table = %id, index = %spec.name, kind = spec.kind.as_str(), version, "index built");
-        return Ok(with_table_version(version, Json(serde_json::json!({}))));
+        return Ok(committed(&built, serde_json::json!({})).await);
     }
     let version = dataset.version().version;
     let event = TableEvent::now(id.to_string(), version, ChangeKind::IndexRequested, 0);
@@ -49,8 +71,13 @@ pub struct IndexReadRequest {
     version: Option<u64>,
 }
 
-/// The LanceDB spelling of a lance index type (`BTree` → `BTREE`, `Inverted` → `FTS`).
-fn client_index_type(index: &IndexFacts) -> String {
+/// An index's type as the client spells it: LanceDB's clients read LanceDB's names
+/// (`BTree` → `BTREE`, `Inverted` → `FTS`), the namespace spec's clients lance's own, as
+/// lance's reference server reports them.
+fn client_index_type(index: &IndexFacts, SpecDialect(spec): SpecDialect) -> String {
+    if spec {
+        return index.index_type.clone();
+    }
     IndexKind::parse(&index.index_type).map_or_else(|_| index.index_type.clone(), |kind| kind.as_str().to_string())
 }
 
@@ -70,16 +97,21 @@ pub async fn list_indices(
     State(state): State<AppState>,
     TablePath(id): TablePath,
     freshness: Freshness,
+    dialect: SpecDialect,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let (version, indexes) = indexes_at(&state, &id, freshness, &body).await?;
     let indexes = indexes
         .iter()
         .map(|index| {
+            // LanceDB's fields, and the namespace spec's required `index_uuid` and
+            // `status` (a listed index is built: requested ones are not listed yet).
             serde_json::json!({
                 "index_name": index.name,
+                "index_uuid": index.uuid,
+                "status": "SUCCEEDED",
                 "columns": [index.column],
-                "index_type": client_index_type(index),
+                "index_type": client_index_type(index, dialect),
                 "num_indexed_rows": index.indexed_rows,
                 "num_unindexed_rows": index.unindexed_rows,
                 "num_segments": index.segments,
@@ -95,6 +127,7 @@ pub async fn index_stats(
     TablePath(id): TablePath,
     Path(params): Path<HashMap<String, String>>,
     freshness: Freshness,
+    dialect: SpecDialect,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let name = params.get("index_name").map(String::as_str).unwrap_or_default();
@@ -104,7 +137,7 @@ pub async fn index_stats(
         .find(|index| index.name == name)
         .ok_or_else(|| ApiError::IndexNotFound(format!("index '{name}' of table '{id}' was not found")))?;
     let mut stats = serde_json::json!({
-        "index_type": client_index_type(index),
+        "index_type": client_index_type(index, dialect),
         "num_indexed_rows": index.indexed_rows,
         "num_unindexed_rows": index.unindexed_rows,
         "num_indices": index.segments,
@@ -126,5 +159,5 @@ pub async fn drop_index(
     let dataset = state.commit(&id, ChangeKind::IndexDropped, drop, |dataset| (dataset.version().version, 0)).await?;
     let version = dataset.version().version;
     tracing::info!(table = %id, index = name, version, "index dropped");
-    Ok(with_table_version(version, Json(serde_json::json!({}))))
+    Ok(committed(&dataset, serde_json::json!({})).await)
 }

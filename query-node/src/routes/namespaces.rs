@@ -76,6 +76,12 @@ pub async fn describe_namespace(
     Ok(Json(serde_json::json!({ "properties": properties })))
 }
 
+/// `POST /v1/namespace/{id}/exists`: an empty 200, or the 404 of a missing namespace.
+pub async fn namespace_exists(State(state): State<AppState>, Path(id): Path<String>) -> Result<(), ApiError> {
+    state.catalog.describe_namespace(&Namespace::parse(&id)?).await?;
+    Ok(())
+}
+
 /// Body of `drop`.
 #[derive(Debug, Default, Deserialize)]
 pub struct DropNamespaceRequest {

@@ -17,7 +17,7 @@ use serde::Deserialize;
 use crate::arrow_body::{ARROW_FILE_CONTENT_TYPE, encode_file};
 use crate::dispatch::{Answer, RowStream};
 use crate::error::ApiError;
-use crate::protocol::{Freshness, TablePath, json_body, with_table_version};
+use crate::protocol::{Freshness, SpecDialect, TablePath, json_body, with_table_version};
 use crate::request::{self, REQUEST_TIMEOUT_HEADER};
 use crate::state::AppState;
 
@@ -27,9 +27,10 @@ pub async fn query(
     State(state): State<AppState>,
     TablePath(id): TablePath,
     freshness: Freshness,
+    dialect: SpecDialect,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let query: TableQuery = json_body(&body)?;
+    let query = table_query(&body, dialect)?;
     let span = tracing::Span::current();
     if let Some(k) = query.limit() {
         span.record("k", lancefleet_common::telemetry::int(k));
@@ -50,6 +51,22 @@ pub async fn query(
     let mut response = body.into_response();
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(ARROW_FILE_CONTENT_TYPE));
     Ok(with_table_version(version, response))
+}
+
+/// Parses a query body. A filter without `prefilter` filters the search's results in the
+/// namespace spec's dialect (lance's reference server does so) and before the search in
+/// LanceDB's, whose clients always say which they want.
+fn table_query(body: &Bytes, SpecDialect(spec): SpecDialect) -> Result<TableQuery, ApiError> {
+    /// Whether the body says how to filter.
+    #[derive(Default, Deserialize)]
+    struct Prefilter {
+        prefilter: Option<bool>,
+    }
+    let mut query: TableQuery = json_body(body)?;
+    if spec && json_body::<Prefilter>(body)?.prefilter.is_none() {
+        query.prefilter = false;
+    }
+    Ok(query)
 }
 
 /// `rows`, recording how many there were on the request's `span` once they have all

@@ -1,6 +1,7 @@
 //! Schema evolution routes: add, alter and drop columns, update field metadata. Each
 //! answers with the version it committed and announces it.
 
+use std::collections::HashMap;
 use std::future::Future;
 
 use axum::Json;
@@ -16,7 +17,7 @@ use serde::Deserialize;
 
 use crate::arrow_body::{ARROW_STREAM_CONTENT_TYPE, decode_stream};
 use crate::error::ApiError;
-use crate::protocol::{TablePath, json_body, with_table_version};
+use crate::protocol::{TablePath, committed, json_body, with_table_version};
 use crate::state::AppState;
 
 /// One column of `add_columns` in its SQL form.
@@ -43,7 +44,7 @@ async fn changed(
     let dataset = state.commit(id, ChangeKind::SchemaChange, change, |dataset| (dataset.version().version, 0)).await?;
     let version = dataset.version().version;
     tracing::info!(table = %id, version, what, "schema changed");
-    Ok(with_table_version(version, Json(serde_json::json!({ "version": version }))))
+    Ok(committed(&dataset, serde_json::json!({ "version": version })).await)
 }
 
 /// `POST /v1/table/{id}/add_columns/`: SQL expressions (JSON), or all-null columns (an
@@ -121,4 +122,19 @@ pub async fn update_field_metadata(
 ) -> Result<Response, ApiError> {
     let request: UpdateFieldMetadataRequest = json_body(&body)?;
     changed(&state, &id, "update_field_metadata", state.catalog.update_field_metadata(&id, &request.updates)).await
+}
+
+/// `POST /v1/table/{id}/schema_metadata/update`: the body is the keys to set (a `null`
+/// value removes one); answers with the table's whole schema metadata after the change.
+pub async fn update_schema_metadata(
+    State(state): State<AppState>,
+    TablePath(id): TablePath,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let entries: HashMap<String, Option<String>> = json_body(&body)?;
+    let change = state.catalog.update_schema_metadata(&id, &entries);
+    let dataset = state.commit(&id, ChangeKind::SchemaChange, change, |dataset| (dataset.version().version, 0)).await?;
+    let version = dataset.version().version;
+    tracing::info!(table = %id, version, "schema metadata updated");
+    Ok(with_table_version(version, Json(dataset.schema().metadata.clone())))
 }

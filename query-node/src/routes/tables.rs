@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::arrow_body::decode_stream;
 use crate::error::ApiError;
-use crate::protocol::{Freshness, TablePath, json_body, with_table_version};
+use crate::protocol::{Freshness, TablePath, committed, json_body, with_table_version};
 use crate::state::AppState;
 
 /// Query string of the table listings.
@@ -104,7 +104,7 @@ pub async fn create_table(
     let dataset = state.commit(&id, ChangeKind::Create, create, |dataset| (dataset.version().version, rows)).await?;
     let version = dataset.version().version;
     tracing::info!(table = %id, version, ?mode, "table created");
-    Ok(with_table_version(dataset.version().version, Json(serde_json::json!({}))))
+    Ok(committed(&dataset, serde_json::json!({ "version": version, "location": dataset.uri() })).await)
 }
 
 /// Body of `describe` (absent, `{}`, or a version to check out).
@@ -126,12 +126,35 @@ pub async fn describe_table(
     let schema = arrow_schema::Schema::from(dataset.schema());
     let json_schema = JsonSchema::try_from(&schema).map_err(EngineError::from)?;
     let version = dataset.version().version;
+    // LanceDB's fields (`schema` in lance's JSON form), and the namespace spec's names.
     let description = serde_json::json!({
+        "table": id.name(),
+        "namespace": id.namespace().components(),
         "version": version,
         "schema": json_schema,
         "location": dataset.uri(),
+        "table_uri": dataset.uri(),
     });
     Ok(with_table_version(version, Json(description)))
+}
+
+/// Body of `exists` (absent, `{}`, or a version that must exist too).
+#[derive(Debug, Default, Deserialize)]
+pub struct ExistsRequest {
+    version: Option<u64>,
+}
+
+/// `POST /v1/table/{id}/exists/`: an empty 200 when the table (and the version asked
+/// for) exists, the 404 of a missing one otherwise.
+pub async fn table_exists(
+    State(state): State<AppState>,
+    TablePath(id): TablePath,
+    freshness: Freshness,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let request: ExistsRequest = json_body(&body)?;
+    let dataset = state.catalog.open_table(&id, freshness.read(request.version)).await?;
+    Ok(with_table_version(dataset.version().version, ()))
 }
 
 /// `POST /v1/table/{id}/stats/`: size, rows and fragment layout of the latest version.
@@ -152,7 +175,10 @@ pub async fn drop_table(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     state.commit(&id, ChangeKind::Dropped, state.catalog.drop_table(&id), |()| (0, 0)).await?;
     tracing::info!(table = %id, "table dropped");
-    Ok(Json(serde_json::json!({})))
+    // The namespace spec's answer: which table, and where it was.
+    let mut components = id.namespace().components().to_vec();
+    components.push(id.name().to_string());
+    Ok(Json(serde_json::json!({ "id": components, "location": state.catalog.table_uri(&id) })))
 }
 
 #[cfg(test)]
