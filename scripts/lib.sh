@@ -62,6 +62,36 @@ ensure_azurite() {
   (cd "$AZURITE_DIR" && npm install --no-save --no-audit --no-fund --silent azurite@3.35.0)
 }
 
+# The official LanceDB TypeScript client (@lancedb/lancedb, with the apache-arrow it peers on),
+# for integration-tests/python/test_typescript_client.py, which runs
+# integration-tests/node/differential.mjs with NODE_PATH=$LANCEFLEET_NODE_MODULES.
+# Installed from integration-tests/node/package-lock.json; reinstalled when package.json or
+# the lock changes. 0.39.0 declares node >= 22 (npm warns EBADENGINE) but runs the whole
+# scenario on Node 20; 0.37.1 is the newest release that declares Node 18/20.
+# --ignore-scripts: the client's native module ships inside its npm package; install scripts
+# only belong to optional embedding dependencies (onnxruntime-node downloads a binary).
+NODE_CLIENT_DIR="${LANCEFLEET_NODE_DIR:-$HOME/.cache/lancefleet-node}"
+export LANCEFLEET_NODE_MODULES="$NODE_CLIENT_DIR/node_modules"
+ensure_node_client() {
+  local source="$REPO_ROOT/integration-tests/node"
+  local stamp="$NODE_CLIENT_DIR/.package.sha256"
+  local wanted
+  wanted="$(cat "$source/package.json" "$source/package-lock.json" | sha256sum | cut -d' ' -f1)"
+  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$wanted" ] && [ -d "$LANCEFLEET_NODE_MODULES/@lancedb/lancedb" ]; then
+    return
+  fi
+  command -v npm >/dev/null || apt_install nodejs npm
+  log "installing the LanceDB TypeScript client into $NODE_CLIENT_DIR"
+  mkdir -p "$NODE_CLIENT_DIR"
+  rm -f "$stamp"
+  cp "$source/package.json" "$source/package-lock.json" "$NODE_CLIENT_DIR/"
+  # `npm install` (which follows the lock) rather than `npm ci`: the registry reached here
+  # serves only the linux-x64 native packages of the client, so the lock lacks the other
+  # platforms' optional packages, and `npm ci` refuses a lock without them.
+  (cd "$NODE_CLIENT_DIR" && npm install --no-save --no-audit --no-fund --ignore-scripts --loglevel=error)
+  echo "$wanted" >"$stamp"
+}
+
 # etcd, the control plane's store, for the control-plane tests (Debian's etcd-server 3.4;
 # the tests start their own instances on free ports).
 ensure_etcd() {

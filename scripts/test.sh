@@ -7,6 +7,7 @@ cd "$REPO_ROOT"
 ensure_build_packages
 ensure_python_env
 ensure_azurite
+ensure_node_client
 ensure_etcd
 ensure_prometheus
 
