@@ -21,11 +21,30 @@ pub struct StorageConfig {
     /// Booleans and numbers are accepted and passed on as text (`allow_http = true`).
     #[serde(deserialize_with = "scalars_as_strings")]
     pub options: BTreeMap<String, String>,
+    /// What `describe_table` hands a reader so that it can open the table in the object
+    /// store itself (Lance engines through the namespace spec). Default: `none`.
+    pub vend_credentials: CredentialVending,
+}
+
+/// The credential-vending policy of `describe_table` (see docs/security.md).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CredentialVending {
+    /// The table's location only: readers bring their own store credentials.
+    #[default]
+    None,
+    /// The location and this node's `storage.options` (endpoint, region and any keys in
+    /// them): every caller allowed to read the table can use those credentials.
+    Static,
 }
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        Self { root: "./lancefleet-data".to_string(), options: BTreeMap::new() }
+        Self {
+            root: "./lancefleet-data".to_string(),
+            options: BTreeMap::new(),
+            vend_credentials: CredentialVending::None,
+        }
     }
 }
 

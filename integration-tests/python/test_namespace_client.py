@@ -64,7 +64,7 @@ from lance_namespace_urllib3_client.models import (
     UpdateTableTagRequest,
 )
 
-from conftest import LanceFleetServer
+from conftest import BUCKET, LanceFleetServer, s3_env
 
 TABLE = ["ns", "t"]
 QUERY_VECTOR = [0.1, 0.2, 0.3, 0.4]
@@ -305,6 +305,23 @@ def test_lance_reads_a_table_through_the_namespace(server):
     assert dataset.to_table(columns=["id"])["id"].to_pylist() == list(range(30))
 
 
+def test_lance_reads_an_s3_table_with_the_vended_storage_options(moto, tmp_path_factory):
+    env = {**s3_env(moto), "LANCEFLEET_STORAGE__VEND_CREDENTIALS": "static"}
+    srv = LanceFleetServer(tmp_path_factory.mktemp("vended"), data_dir=f"s3://{BUCKET}/vended", env=env)
+    srv.start()
+    try:
+        namespace = ln.RestNamespace(uri=srv.url)
+        namespace.create_table(CreateTableRequest(id=["on_s3"]), ipc(rows(40)))
+        described = namespace.describe_table(DescribeTableRequest(id=["on_s3"]))
+        assert described.location == f"s3://{BUCKET}/vended/on_s3.lance"
+        assert described.storage_options["aws_endpoint"] == moto
+        # pylance opens the table in the bucket itself, with nothing but what was vended.
+        dataset = lance.dataset(namespace_client=namespace, table_id=["on_s3"])
+        assert dataset.count_rows() == 40 and dataset.uri == described.location
+    finally:
+        assert srv.stop() == 0
+
+
 def post(server, path: str, body=None, **params):
     return requests.post(f"{server.url}{path}", json=body if body is not None else {}, params=params, timeout=60)
 
@@ -312,6 +329,8 @@ def post(server, path: str, body=None, **params):
 def test_spec_dialect_routes_and_their_bad_input(server):
     namespace = ln.RestNamespace(uri=server.url)
     namespace.create_table(CreateTableRequest(id=["dialect"]), ipc(rows(20)))
+    # Without a vending policy (the default), describe hands out no storage options.
+    assert "storage_options" not in post(server, "/v1/table/dialect/describe", delimiter="$").json()
     # The id delimiter: `$` only.
     refused = post(server, "/v1/table/dialect/count_rows", delimiter=".")
     assert refused.status_code == 400 and refused.json()["code"] == 13, refused.text

@@ -126,8 +126,9 @@ pub async fn describe_table(
     let schema = arrow_schema::Schema::from(dataset.schema());
     let json_schema = JsonSchema::try_from(&schema).map_err(EngineError::from)?;
     let version = dataset.version().version;
-    // LanceDB's fields (`schema` in lance's JSON form), and the namespace spec's names.
-    let description = serde_json::json!({
+    // LanceDB's fields (`schema` in lance's JSON form), and the namespace spec's names;
+    // with a vending policy, what a reader needs to open the table itself.
+    let mut description = serde_json::json!({
         "table": id.name(),
         "namespace": id.namespace().components(),
         "version": version,
@@ -135,6 +136,9 @@ pub async fn describe_table(
         "location": dataset.uri(),
         "table_uri": dataset.uri(),
     });
+    if let Some(options) = &state.vended_storage_options {
+        description["storage_options"] = serde_json::json!(options);
+    }
     Ok(with_table_version(version, Json(description)))
 }
 
