@@ -347,6 +347,10 @@ mod tests {
                 .iter()
                 .map(|&rows| SegmentSize { rows, fragments: rows.div_ceil(1000) as usize })
                 .collect(),
+            created_at: None,
+            index_version: 0,
+            type_url: None,
+            size_bytes: None,
         }
     }
 

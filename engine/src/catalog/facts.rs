@@ -39,6 +39,14 @@ pub struct IndexFacts {
     pub segments: usize,
     /// Each segment's size, in index order.
     pub segment_sizes: Vec<SegmentSize>,
+    /// When its first segment was built, when lance recorded it.
+    pub created_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// The version of lance's format of its first segment.
+    pub index_version: i32,
+    /// The protobuf type of its details (`/lance.table.BTreeIndexDetails`, …).
+    pub type_url: Option<String>,
+    /// Bytes of all its segments' files; `None` when lance did not record a size.
+    pub size_bytes: Option<u64>,
 }
 
 /// What one segment of an index covers, among the table's live fragments.
@@ -189,6 +197,15 @@ async fn indexes_over(dataset: &Dataset, fragments: &[FragmentRows]) -> Result<V
             indexed_rows,
             segments: segments.len(),
             segment_sizes: segments.iter().map(|segment| segment_size(segment, fragments)).collect(),
+            created_at: first.created_at,
+            index_version: first.index_version,
+            type_url: first.index_details.as_ref().map(|details| details.type_url.clone()),
+            size_bytes: segments
+                .iter()
+                .map(|segment| {
+                    segment.files.as_ref().map(|files| files.iter().map(|file| file.size_bytes).sum::<u64>())
+                })
+                .sum(),
         });
     }
     Ok(facts)

@@ -115,6 +115,10 @@ pub async fn list_indices(
                 "num_indexed_rows": index.indexed_rows,
                 "num_unindexed_rows": index.unindexed_rows,
                 "num_segments": index.segments,
+                "index_version": index.index_version,
+                "created_at": index.created_at.map(|at| at.to_rfc3339()),
+                "type_url": index.type_url,
+                "size_bytes": index.size_bytes,
             })
         })
         .collect::<Vec<_>>();
