@@ -335,6 +335,14 @@ def test_spec_dialect_routes_and_their_bad_input(server):
     refused = post(server, "/v1/table/dialect/count_rows", delimiter=".")
     assert refused.status_code == 400 and refused.json()["code"] == 13, refused.text
     assert post(server, "/v1/table/dialect/count_rows", delimiter="$").json() == 20
+    # A filter without `prefilter`: after the search in the spec's dialect (one executor
+    # over the whole version, as the merge line says), before it in LanceDB's; explain
+    # plans what the query runs.
+    searched = {"query": {"vector": QUERY_VECTOR, "k": 5, "filter": "id > 10"}}
+    spec_plan = post(server, "/v1/table/dialect/explain_plan", searched, delimiter="$").json()
+    lancedb_plan = post(server, "/v1/table/dialect/explain_plan/", searched).json()
+    assert "as the one executor returned them" in spec_plan, spec_plan
+    assert "by _distance ascending" in lancedb_plan, lancedb_plan
     # Tags: LanceDB's flat map without the delimiter, the spec's `{"tags": ...}` with it.
     assert post(server, "/v1/table/dialect/tags/create/", {"tag": "tags", "version": 1}).ok
     assert post(server, "/v1/table/dialect/tags/list/").json()["tags"]["version"] == 1

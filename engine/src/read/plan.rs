@@ -107,7 +107,7 @@ pub async fn plan_query(dataset: &Dataset, query: &TableQuery) -> Result<QueryPl
     let limit = query.limit();
     let projection = query.columns.as_ref().map(wire_projection);
     // Without a filter, pre- and post-filtering are the same search.
-    let splits = query.prefilter || query.filter.is_none();
+    let splits = query.prefilter() || query.filter.is_none();
     if let Some(full_text) = query.full_text() {
         let part = FragmentQuery {
             full_text: Some(full_text_to_wire(full_text)),

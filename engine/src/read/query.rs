@@ -27,9 +27,9 @@ pub struct TableQuery {
     pub offset: Option<u64>,
     /// SQL predicate in lance's dialect.
     pub filter: Option<String>,
-    /// Filter before (true, the default) or after (false) the vector search.
-    #[serde(default = "default_true")]
-    pub prefilter: bool,
+    /// Filter before (true) or after (false) the vector search; see [`Self::prefilter`]
+    /// for a query that does not say.
+    pub prefilter: Option<bool>,
     /// Projection: column names, or `{alias: sql expression}` in order.
     pub columns: Option<Projection>,
     /// Return `_rowid`.
@@ -291,6 +291,12 @@ impl<'de> Deserialize<'de> for FullTextSearch {
 }
 
 impl TableQuery {
+    /// Whether a filter applies before the search: what the query says, before when it
+    /// does not (LanceDB's default).
+    pub fn prefilter(&self) -> bool {
+        self.prefilter.unwrap_or(true)
+    }
+
     /// Whether this is a vector search (as opposed to a plain or filtered scan).
     pub fn is_vector_search(&self) -> bool {
         !self.vector.0.is_empty()
@@ -379,7 +385,9 @@ mod tests {
         );
         assert_eq!(query.vector.0, vec![vec![0.1_f32, 0.2]]);
         assert_eq!(query.limit(), Some(10));
-        assert!(query.prefilter);
+        assert!(query.prefilter());
+        assert!(parse(r#"{"vector":[0.1],"filter":"a > 1"}"#).prefilter(), "prefiltered unless told otherwise");
+        assert!(!parse(r#"{"vector":[0.1],"prefilter":false}"#).prefilter());
         assert!(query.validate().is_ok());
     }
 

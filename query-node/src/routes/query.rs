@@ -30,7 +30,7 @@ pub async fn query(
     dialect: SpecDialect,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let query = table_query(&body, dialect)?;
+    let query = in_dialect(json_body(&body)?, dialect);
     let span = tracing::Span::current();
     if let Some(k) = query.limit() {
         span.record("k", lancefleet_common::telemetry::int(k));
@@ -53,20 +53,14 @@ pub async fn query(
     Ok(with_table_version(version, response))
 }
 
-/// Parses a query body. A filter without `prefilter` filters the search's results in the
-/// namespace spec's dialect (lance's reference server does so) and before the search in
-/// LanceDB's, whose clients always say which they want.
-fn table_query(body: &Bytes, SpecDialect(spec): SpecDialect) -> Result<TableQuery, ApiError> {
-    /// Whether the body says how to filter.
-    #[derive(Default, Deserialize)]
-    struct Prefilter {
-        prefilter: Option<bool>,
+/// `query` as its dialect means it: a filter without `prefilter` filters the search's
+/// results in the namespace spec's dialect (lance's reference server does so) and before
+/// the search in LanceDB's, whose clients always say which they want.
+fn in_dialect(mut query: TableQuery, SpecDialect(spec): SpecDialect) -> TableQuery {
+    if spec {
+        query.prefilter.get_or_insert(false);
     }
-    let mut query: TableQuery = json_body(body)?;
-    if spec && json_body::<Prefilter>(body)?.prefilter.is_none() {
-        query.prefilter = false;
-    }
-    Ok(query)
+    query
 }
 
 /// `rows`, recording how many there were on the request's `span` once they have all
@@ -97,10 +91,12 @@ pub async fn explain_plan(
     State(state): State<AppState>,
     TablePath(id): TablePath,
     freshness: Freshness,
+    dialect: SpecDialect,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let request: ExplainRequest = json_body(&body)?;
-    let pinned = state.pinned_plan(&id, freshness.read(request.query.version), &request.query).await?;
+    let query = in_dialect(request.query, dialect);
+    let pinned = state.pinned_plan(&id, freshness.read(query.version), &query).await?;
     let text = state.dispatcher.explain(pinned.pinned(), &pinned.plan, request.verbose).await?;
     Ok(with_table_version(pinned.dataset.version().version, Json(text)))
 }
@@ -111,9 +107,10 @@ pub async fn analyze_plan(
     State(state): State<AppState>,
     TablePath(id): TablePath,
     freshness: Freshness,
+    dialect: SpecDialect,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let query: TableQuery = json_body(&body)?;
+    let query = in_dialect(json_body(&body)?, dialect);
     let pinned = state.pinned_plan(&id, freshness.read(query.version), &query).await?;
     let text = state.dispatcher.analyze(pinned.pinned(), &pinned.plan, &state.catalog).await?;
     Ok(with_table_version(pinned.dataset.version().version, Json(text)))

@@ -128,7 +128,7 @@ impl SearchFunction {
         }
         if values.len() == 4 {
             query.filter = Some(text(3, "the filter")?);
-            query.prefilter = true;
+            query.prefilter = Some(true);
         }
         Ok((id, query))
     }
