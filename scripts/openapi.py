@@ -29,7 +29,7 @@ SERVED = {("get", "/v1/table")} | {("get", f"/v1/namespace/{{id}}/{op}") for op 
 } | {("post", f"/v1/transaction/{{id}}/{op}") for op in ("describe", "alter")} | {
     ("post", f"/v1/table/{{id}}/{op}")
     for op in (
-        "create", "describe", "exists", "drop", "stats", "insert", "merge_insert", "query", "explain_plan",
+        "create", "declare", "register", "deregister", "rename", "describe", "exists", "drop", "stats", "insert", "merge_insert", "query", "explain_plan",
         "analyze_plan", "count_rows", "delete", "update", "add_columns", "alter_columns",
         "drop_columns", "update_field_metadata", "schema_metadata/update", "version/list", "version/describe", "restore", "tags/list",
         "tags/version", "tags/create", "tags/update", "tags/delete", "create_index", "create_scalar_index", "index/list",
@@ -142,6 +142,11 @@ def build() -> dict:
         "BearerAuth": spec["components"]["securitySchemes"]["BearerAuth"],
     }
     paths.update(EXTRA_PATHS)
+    # LanceDB's older name of declare (the spec dropped createEmptyTable for declareTable).
+    create_empty = copy.deepcopy(paths["/v1/table/{id}/declare"])
+    create_empty["post"].update(operationId="CreateEmptyTable",
+                                summary="LanceDB's older name of DeclareTable, served the same way")
+    paths["/v1/table/{id}/create-empty"] = create_empty
     return {
         "openapi": spec["openapi"],
         "info": {

@@ -1,12 +1,11 @@
 //! Table and namespace identifiers, validated before they ever become paths.
 //!
 //! The REST API names a table by its namespace components and name joined with `$`
-//! (`ns1$ns2$table`); the root namespace is the single character `$`. On storage a table
-//! lives at `{root}/{ns1}/{ns2}/{table}.lance`: a root-namespace table where LanceDB OSS
-//! keeps it (`{root}/{table}.lance`); namespaced tables in directories of their own (LanceDB
-//! OSS's directory namespace keeps those elsewhere, see `docs/table-api.md`). Every
-//! component is checked against LanceDB's own rules: `[A-Za-z0-9._-]`, not empty, not `.`
-//! or `..`. That leaves no room for path separators or traversal.
+//! (`ns1$ns2$table`); the root namespace is the single character `$`. A root-namespace
+//! table lives where LanceDB OSS keeps it, `{root}/{table}.lance`; a namespaced table
+//! where lance's directory namespace records it (see [`crate::catalog::namespaces`]).
+//! Every component is checked against LanceDB's own rules: `[A-Za-z0-9._-]`, not empty,
+//! not `.` or `..`. That leaves no room for path separators or traversal.
 
 use std::fmt;
 
@@ -122,11 +121,16 @@ impl TableId {
         &self.name
     }
 
-    /// Path components below the storage root: the namespaces, then `{name}.lance`.
-    pub fn storage_components(&self) -> Vec<String> {
+    /// The namespace components, then the name (the id as the namespace spec lists it).
+    pub fn components(&self) -> Vec<String> {
         let mut components = self.namespace.components.clone();
-        components.push(format!("{}{TABLE_SUFFIX}", self.name));
+        components.push(self.name.clone());
         components
+    }
+
+    /// The directory of a root-namespace table under the storage root: `{name}.lance`.
+    pub fn directory_name(&self) -> String {
+        format!("{}{TABLE_SUFFIX}", self.name)
     }
 }
 
@@ -176,12 +180,12 @@ mod tests {
     fn plain_and_namespaced_ids_parse() {
         let plain = TableId::parse("my_table-1.v2").expect("valid");
         assert!(plain.namespace().components().is_empty());
-        assert_eq!(plain.storage_components(), vec!["my_table-1.v2.lance"]);
+        assert_eq!(plain.directory_name(), "my_table-1.v2.lance");
 
         let nested = TableId::parse("ns1$ns2$docs").expect("valid");
         assert_eq!(nested.namespace().components(), ["ns1", "ns2"]);
         assert_eq!(nested.name(), "docs");
-        assert_eq!(nested.storage_components(), vec!["ns1", "ns2", "docs.lance"]);
+        assert_eq!(nested.components(), ["ns1", "ns2", "docs"]);
         assert_eq!(nested.to_string(), "ns1$ns2$docs");
     }
 

@@ -100,3 +100,47 @@ def test_drop_removes_table_for_oss(remote_db, data_dir, table_name):
     assert table_name not in local.list_tables(limit=100_000).tables
     with pytest.raises(ValueError):
         local.open_table(table_name)
+
+
+def test_namespaces_are_shared_with_oss(remote_db, data_dir, table_name):
+    """LanceDB OSS keeps namespaced tables in lance's directory namespace (a `__manifest`
+    table under the root); each side sees, reads and appends to the other's namespace and
+    table, and a drop on either side is seen by the other."""
+    ours, theirs = f"{table_name}_fleet", f"{table_name}_oss"
+    local = lancedb.connect(str(data_dir))
+
+    remote_db.create_namespace([ours])
+    r = remote_db.create_table("a", make_data(100), namespace_path=[ours])
+    assert ours in local.list_namespaces().namespaces
+    assert local.table_names(namespace_path=[ours]) == ["a"]
+    o = local.open_table("a", namespace_path=[ours])
+    assert o.version == r.version and o.count_rows() == 100
+    o.add(make_data(50, seed=6, id_offset=100))
+    ra = remote_db.open_table("a", namespace_path=[ours])
+    assert ra.version == o.version and ra.count_rows() == 150
+    assert_tables_equal(read_all(ra), o.to_arrow().sort_by("id"))
+
+    local.create_namespace([theirs])
+    o = local.create_table("b", make_data(80, seed=7), namespace_path=[theirs])
+    assert theirs in remote_db.list_namespaces().namespaces
+    assert remote_db.table_names(namespace_path=[theirs]) == ["b"]
+    r = remote_db.open_table("b", namespace_path=[theirs])
+    assert r.count_rows() == 80
+    for q in QS:
+        assert_search_equal(r.search(q).limit(10).to_arrow(), o.search(q).limit(10).to_arrow())
+    r.add(make_data(20, seed=8, id_offset=80))
+    assert local.open_table("b", namespace_path=[theirs]).count_rows() == 100
+
+    # Neither side's tables are root tables of the other, and drops are seen both ways.
+    assert "a" not in local.table_names() and "b" not in remote_db.table_names()
+    remote_db.drop_table("b", namespace_path=[theirs])
+    assert local.table_names(namespace_path=[theirs]) == []
+    local.drop_table("a", namespace_path=[ours])
+    assert remote_db.table_names(namespace_path=[ours]) == []
+    # (The client keeps the tables it opened: ask the server through the handle.)
+    with pytest.raises(ValueError, match="not found"):
+        ra.count_rows()
+    remote_db.drop_namespace([theirs])
+    local.drop_namespace([ours])
+    remaining = set(remote_db.list_namespaces().namespaces)
+    assert not {ours, theirs} & remaining and not {ours, theirs} & set(local.list_namespaces().namespaces)

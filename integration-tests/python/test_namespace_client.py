@@ -33,6 +33,7 @@ from lance_namespace_urllib3_client.models import (
     DeleteFromTableRequest,
     DeclareTableRequest,
     DeleteTableTagRequest,
+    DeregisterTableRequest,
     DescribeNamespaceRequest,
     DescribeTableIndexStatsRequest,
     DescribeTableRequest,
@@ -55,6 +56,7 @@ from lance_namespace_urllib3_client.models import (
     QueryTableRequestColumns,
     QueryTableRequestFullTextQuery,
     QueryTableRequestVector,
+    RegisterTableRequest,
     RenameTableRequest,
     RestoreTableRequest,
     StringFtsQuery,
@@ -95,11 +97,17 @@ DIFFERENCES = {
     # The reference answers 500 (lance's "not found" while checking the version out);
     # a missing version is the spec's TableVersionNotFound.
     "restore a missing version": ("!TableVersionNotFoundError", "the reference answers an internal error"),
-    # Not built yet (issue 20, item 6): they need the table catalog of lance's directory
-    # namespace (manifest mode); the reference's rename is not implemented either.
-    "rename": ("!UnsupportedOperationError", "no table catalog to rename in yet"),
-    "declare": ("!UnsupportedOperationError", "no table catalog to declare in yet"),
-    "list tables after declare": ({"tables": ["t"]}, "nothing was declared"),
+    # lance's directory namespace does not implement rename; LanceFleet renames a
+    # namespaced table by its manifest row (the data stays where it is).
+    "rename": ({}, "the reference does not rename"),
+    "count rows of the renamed table": ({"count": 60}, "the reference did not rename it"),
+    "rename it back": ({}, "the reference does not rename"),
+    # The spec answers NamespaceNotFound for a table declared in a missing namespace;
+    # lance's manifest checks only that the id is free and declares it anyway.
+    "declare in a missing namespace": (
+        "!NamespaceNotFoundError",
+        "the reference does not check the namespace",
+    ),
 }
 
 
@@ -139,9 +147,11 @@ def answer(value):
     return value
 
 
-def scenario(ns: ln.LanceNamespace) -> dict:
-    """Every call of the scenario, in order: step name -> answer, or `!ErrorClass`."""
+def scenario(ns: ln.LanceNamespace, root) -> dict:
+    """Every call of the scenario, in order: step name -> answer, or `!ErrorClass`. `root`
+    is the server's storage root, where a dataset to register is written."""
     results = {}
+    lance.write_dataset(rows(3, 500), str(root / "ext" / "e.lance"))
 
     def step(name, call):
         assert name not in results, f"step names are unique: {name}"
@@ -228,8 +238,24 @@ def scenario(ns: ln.LanceNamespace) -> dict:
     step("update schema metadata", lambda: ns.update_table_schema_metadata(
         UpdateTableSchemaMetadataRequest(id=TABLE, metadata={"owner": "search"})))
     step("rename", lambda: ns.rename_table(RenameTableRequest(id=TABLE, new_table_name="t2")))
+    step("count rows of the renamed table", lambda: ns.count_table_rows(CountTableRowsRequest(id=["ns", "t2"])))
+    step("rename it back", lambda: ns.rename_table(RenameTableRequest(id=["ns", "t2"], new_table_name="t")))
     step("declare", lambda: ns.declare_table(DeclareTableRequest(id=["ns", "d"])))
+    step("declare it again", lambda: ns.declare_table(DeclareTableRequest(id=["ns", "d"])))
     step("list tables after declare", lambda: ns.list_tables(ListTablesRequest(id=["ns"])))
+    step("declare in a missing namespace", lambda: ns.declare_table(DeclareTableRequest(id=["nope", "d"])))
+    step("deregister the declared table", lambda: ns.deregister_table(DeregisterTableRequest(id=["ns", "d"])))
+    step("register", lambda: ns.register_table(RegisterTableRequest(id=["ns", "e"], location="ext/e.lance")))
+    step("register the name again", lambda: ns.register_table(
+        RegisterTableRequest(id=["ns", "e"], location="ext/e.lance")))
+    step("count rows of the registered table", lambda: ns.count_table_rows(CountTableRowsRequest(id=["ns", "e"])))
+    step("register outside the root", lambda: ns.register_table(
+        RegisterTableRequest(id=["ns", "x"], location="../x.lance")))
+    step("register an absolute location", lambda: ns.register_table(
+        RegisterTableRequest(id=["ns", "x"], location="/tmp/x.lance")))
+    step("deregister the registered table", lambda: ns.deregister_table(DeregisterTableRequest(id=["ns", "e"])))
+    step("deregister a missing table", lambda: ns.deregister_table(DeregisterTableRequest(id=["ns", "e"])))
+    step("list tables after deregister", lambda: ns.list_tables(ListTablesRequest(id=["ns"])))
     step("drop a namespace with a table", lambda: ns.drop_namespace(DropNamespaceRequest(id=["ns"])))
     step("drop table", lambda: ns.drop_table(DropTableRequest(id=TABLE)))
     step("describe the dropped table", lambda: ns.describe_table(DescribeTableRequest(id=TABLE)))
@@ -271,8 +297,8 @@ def server(tmp_path_factory):
 
 def test_the_namespace_client_gets_the_reference_servers_answers(server, tmp_path):
     with ln.RestAdapter("dir", {"root": str(tmp_path / "reference")}, host="127.0.0.1", port=0) as reference:
-        expected = scenario(ln.RestNamespace(uri=f"http://{reference.host}:{reference.port}"))
-    got = scenario(ln.RestNamespace(uri=server.url))
+        expected = scenario(ln.RestNamespace(uri=f"http://{reference.host}:{reference.port}"), tmp_path / "reference")
+    got = scenario(ln.RestNamespace(uri=server.url), server.data_dir)
     assert list(got) == list(expected)
     problems = []
     for name, reference in expected.items():
@@ -295,6 +321,9 @@ def test_the_namespace_client_gets_the_reference_servers_answers(server, tmp_pat
     assert got["describe transaction"]["properties"]["operation"] == "Restore"
     assert [row["id"] for row in got["scan with a filter"]["data"]["rows"]] == [60, 61, 62]
     assert got["list tags"]["tags"]["v1"]["version"] == 1
+    assert got["list tables after declare"]["tables"] == ["d", "t"]
+    assert got["count rows of the registered table"] == {"count": 3}
+    assert (server.data_dir / "ext" / "e.lance").is_dir(), "deregistering keeps the data"
 
 
 def test_lance_reads_a_table_through_the_namespace(server):

@@ -571,8 +571,8 @@ def test_namespaces(server, unique_name):
     reopened = db.open_table("docs", namespace_path=[outer, inner])
     assert reopened.count_rows() == 100 == table.count_rows("id >= 0")
     assert reopened.search(query_vectors(1)[0]).limit(3).to_arrow().num_rows == 3
-    # The table is a plain Lance dataset at {root}/{outer}/{inner}/docs.lance.
-    oss = lancedb.connect(str(server.data_dir / outer / inner)).open_table("docs")
+    # LanceDB OSS finds it in the same catalog (lance's directory namespace).
+    oss = lancedb.connect(str(server.data_dir)).open_table("docs", namespace_path=[outer, inner])
     assert oss.count_rows() == 100
 
     with pytest.raises(Exception, match="not empty"):

@@ -1,7 +1,8 @@
 //! The LanceFleet query node: the LanceDB REST API, Arrow Flight and Flight SQL over the
 //! engine.
 //!
-//! [`run`] is the `query-node` role: it opens the catalog (weak reads as configured) and
+//! [`run`] is the `query-node` role: it opens the catalog (moving namespaces of the earlier
+//! layout into the directory namespace; weak reads as configured) and
 //! the object cache, follows the plan executors (etcd, or the configured list), binds,
 //! registers in etcd, and answers requests until the shutdown signal. Then it stops
 //! accepting, lets in-flight requests finish within the grace period, deregisters, and
@@ -89,6 +90,14 @@ pub async fn start(config: NodeConfig, context: &NodeContext, service: Service) 
         None => Dispatcher::Local,
     };
     let (catalog, cache) = Catalog::open(&config.storage, &config.cache).await?;
+    let migrated = catalog.migrate_legacy_namespaces().await?;
+    if migrated != Default::default() {
+        tracing::info!(
+            namespaces = migrated.namespaces,
+            tables = migrated.tables,
+            "namespaces of the earlier layout moved into the directory namespace"
+        );
+    }
     let catalog = catalog.with_weak_reads(config.rest.weak_read_consistency_interval);
     let external_check = config.rest.external_writer_check;
     let recorded_versions = context.etcd().is_some() && !external_check.is_zero();

@@ -139,6 +139,17 @@ pub fn json_body<T: DeserializeOwned + Default>(body: &Bytes) -> Result<T, ApiEr
     serde_json::from_slice(body).map_err(|error| ApiError::bad_request(format!("invalid JSON body: {error}")))
 }
 
+/// The `mode` of a `what` request (case and `_` ignored, as clients spell modes both
+/// `exist_ok` and `ExistOk`): the default when absent, a 400 naming the choices when unknown.
+pub fn parse_mode<T: Copy>(what: &str, given: Option<&str>, default: T, choices: &[(&str, T)]) -> Result<T, ApiError> {
+    let Some(given) = given else { return Ok(default) };
+    let normalized = given.to_ascii_lowercase().replace('_', "");
+    choices.iter().find(|(name, _)| name.replace('_', "") == normalized).map(|&(_, mode)| mode).ok_or_else(|| {
+        let names = choices.iter().map(|(name, _)| *name).collect::<Vec<_>>().join(", ");
+        ApiError::bad_request(format!("unknown {what} mode '{given}'; use one of {names}"))
+    })
+}
+
 /// The answer to a committed write: `body` with the namespace spec's `transaction_id` (the
 /// uuid of the lance transaction the commit wrote, which `transaction/{id}/describe`
 /// finds), and `x-lancedb-version`.

@@ -1,5 +1,6 @@
 //! The REST router: every LanceDB route, with and without its trailing slash.
 
+mod catalog;
 mod data;
 mod indexes;
 mod namespaces;
@@ -47,6 +48,13 @@ pub(crate) const TABLE_ROUTES: &[(&str, Access, Handler)] = &[
     // Dropping a table removes its history too, which no later write can undo.
     ("drop", Access::Admin, || post(tables::drop_table)),
     ("stats", Access::Read, || post(tables::table_stats)),
+    ("declare", Access::Write, || post(catalog::declare_table)),
+    // LanceDB's older name of `declare`.
+    ("create-empty", Access::Write, || post(catalog::declare_table)),
+    // Registering exposes any dataset under the storage root; both change the catalog only.
+    ("register", Access::Admin, || post(catalog::register_table)),
+    ("deregister", Access::Admin, || post(catalog::deregister_table)),
+    ("rename", Access::Admin, || post(catalog::rename_table)),
     ("insert", Access::Write, || post(data::insert)),
     ("merge_insert", Access::Write, || post(data::merge_insert)),
     ("query", Access::Read, || post(query::query)),

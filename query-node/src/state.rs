@@ -125,17 +125,12 @@ impl AppState {
         query.validate()?;
         self.limits.check_query(query)?;
         let dataset = self.catalog.open_table(id, read).await?;
-        self.plan_pinned(id, dataset, query).await
+        self.plan_pinned(dataset, query).await
     }
 
-    /// Compiles `query` against `dataset`, the version of table `id` already pinned.
-    pub async fn plan_pinned(
-        &self,
-        id: &TableId,
-        dataset: Dataset,
-        query: &TableQuery,
-    ) -> Result<PinnedPlan, ApiError> {
-        let uri = self.catalog.table_uri(id);
+    /// Compiles `query` against `dataset`, the version of a table already pinned.
+    pub async fn plan_pinned(&self, dataset: Dataset, query: &TableQuery) -> Result<PinnedPlan, ApiError> {
+        let uri = dataset.uri().to_string();
         let plan = plan_query(&dataset, query).await?;
         Ok(PinnedPlan { dataset, uri, plan })
     }

@@ -13,6 +13,7 @@
 //! Writes always start from the latest version and refresh the snapshot they produce.
 
 pub mod facts;
+pub mod legacy_namespaces;
 pub mod namespaces;
 pub mod recorded;
 pub mod stats;
@@ -26,17 +27,19 @@ use lance::dataset::builder::DatasetBuilder;
 use lance::dataset::{ReadParams, WriteMode, WriteParams};
 use lance::io::{ObjectStore, ObjectStoreParams, StorageOptionsAccessor, WrappingObjectStore};
 use lance::session::Session;
+use lance_namespace_impls::DirectoryNamespace;
 use lance_table::io::commit::CommitHandler;
 use lancefleet_common::config::CacheConfig;
 use lancefleet_common::storage::{StorageConfig, StorageRoot};
 use moka::future::Cache;
 use object_store::path::Path;
+use tokio::sync::OnceCell;
 
 use self::recorded::{Lookup, RecordedVersions};
 use crate::cache::{CacheReads, ObjectCache};
 use crate::error::{EngineError, Result};
 use crate::store_metrics::StoreLayers;
-use crate::table_id::{Namespace, TableId, table_name_of_entry};
+use crate::table_id::{TableId, table_name_of_entry};
 use crate::write::commit::retry_transient;
 use crate::write::commit_handler::RetryingCommitHandler;
 
@@ -72,15 +75,25 @@ impl Snapshot {
 
 /// Tables whose snapshots are cached at most, under weak read consistency.
 const MAX_SNAPSHOTS: u64 = 10_000;
+/// Namespaced tables whose locations are cached at most.
+const MAX_LOCATIONS: u64 = 100_000;
 
 /// The tables under one storage root.
 #[derive(Debug, Clone)]
 pub struct Catalog {
     root: StorageRoot,
     store_params: ObjectStoreParams,
+    /// The storage options, as lance's directory namespace takes them.
+    storage_options: HashMap<String, String>,
     session: Arc<Session>,
-    /// Latest-version snapshots by table uri; `None` under strong consistency.
-    snapshots: Option<Cache<String, Snapshot>>,
+    /// lance's directory namespace over the root (see [`namespaces`]), opened on first use.
+    directory: Arc<OnceCell<DirectoryNamespace>>,
+    /// Namespaced tables' locations as the directory namespace last gave them, kept as
+    /// long as weak reads keep snapshots; `None` under strong consistency (every read of a
+    /// namespaced table asks the manifest: one check for a newer manifest version).
+    locations: Option<Cache<TableId, String>>,
+    /// Latest-version snapshots by table; `None` under strong consistency.
+    snapshots: Option<Cache<TableId, Snapshot>>,
     /// Where the cluster records tables' latest versions, when it does.
     recorded: Option<RecordedVersions>,
     /// The cache immutable objects are read through, if any.
@@ -111,7 +124,7 @@ impl Catalog {
             storage_options.iter().map(|(key, value)| (key.clone(), value.clone())).collect::<HashMap<_, _>>();
         let store_params = ObjectStoreParams {
             storage_options_accessor: (!options.is_empty())
-                .then(|| Arc::new(StorageOptionsAccessor::with_static_options(options))),
+                .then(|| Arc::new(StorageOptionsAccessor::with_static_options(options.clone()))),
             object_store_wrapper: Some(Arc::new(StoreLayers { cache: cache.clone() }) as Arc<dyn WrappingObjectStore>),
             ..Default::default()
         };
@@ -119,7 +132,10 @@ impl Catalog {
         Self {
             root,
             store_params,
+            storage_options: options,
             session: Arc::new(Session::default()),
+            directory: Arc::new(OnceCell::new()),
+            locations: None,
             snapshots: None,
             recorded: None,
             cache,
@@ -133,6 +149,8 @@ impl Catalog {
     pub fn with_weak_reads(mut self, interval: Duration) -> Self {
         self.snapshots =
             (!interval.is_zero()).then(|| Cache::builder().max_capacity(MAX_SNAPSHOTS).time_to_live(interval).build());
+        self.locations =
+            (!interval.is_zero()).then(|| Cache::builder().max_capacity(MAX_LOCATIONS).time_to_live(interval).build());
         self
     }
 
@@ -153,15 +171,14 @@ impl Catalog {
         &self.root
     }
 
-    /// Where a table lives: `{root}/{namespaces…}/{name}.lance`.
-    pub fn table_uri(&self, id: &TableId) -> String {
-        let components = id.storage_components();
-        self.root.child_uri(components.iter().map(String::as_str))
+    /// Where a root-namespace table lives: `{root}/{name}.lance`.
+    fn root_table_uri(&self, id: &TableId) -> String {
+        self.root.child_uri([id.directory_name().as_str()])
     }
 
-    /// Names of the tables directly in `namespace`, sorted.
-    pub async fn list_tables(&self, namespace: &Namespace) -> Result<Vec<String>> {
-        let (store, path) = self.namespace_store(namespace).await?;
+    /// Names of the tables of the root namespace (its `{name}.lance` directories), sorted.
+    async fn list_root_tables(&self) -> Result<Vec<String>> {
+        let (store, path) = self.store_at(self.root.uri()).await?;
         let entries = read_dir_or_empty(&store, path).await?;
         let mut names =
             entries.iter().filter_map(|entry| table_name_of_entry(entry)).map(str::to_string).collect::<Vec<_>>();
@@ -170,10 +187,9 @@ impl Catalog {
         Ok(names)
     }
 
-    /// The object store and path of a namespace's directory.
-    pub(crate) async fn namespace_store(&self, namespace: &Namespace) -> Result<(Arc<ObjectStore>, Path)> {
-        let uri = self.root.child_uri(namespace.components().iter().map(String::as_str));
-        Ok(ObjectStore::from_uri_and_params(self.session.store_registry(), &uri, &self.store_params).await?)
+    /// The object store and path of `uri`.
+    pub(crate) async fn store_at(&self, uri: &str) -> Result<(Arc<ObjectStore>, Path)> {
+        Ok(ObjectStore::from_uri_and_params(self.session.store_registry(), uri, &self.store_params).await?)
     }
 
     /// Opens a table at the version `read` asks for.
@@ -203,14 +219,13 @@ impl Catalog {
         let Some(snapshots) = &self.snapshots else {
             return self.load_latest(id).await;
         };
-        let uri = self.table_uri(id);
-        if let Some(snapshot) = snapshots.get(&uri).await
+        if let Some(snapshot) = snapshots.get(id).await
             && snapshot.serves(read)
         {
             return Ok(snapshot.dataset);
         }
         let dataset = self.load_latest(id).await?;
-        snapshots.insert(uri, Snapshot::now(dataset.clone())).await;
+        snapshots.insert(id.clone(), Snapshot::now(dataset.clone())).await;
         Ok(dataset)
     }
 
@@ -243,14 +258,23 @@ impl Catalog {
     /// reads its own writes under weak consistency too.
     pub(crate) async fn committed(&self, id: &TableId, dataset: Dataset) -> Dataset {
         if let Some(snapshots) = &self.snapshots {
-            snapshots.insert(self.table_uri(id), Snapshot::now(dataset.clone())).await;
+            snapshots.insert(id.clone(), Snapshot::now(dataset.clone())).await;
         }
         dataset
     }
 
     /// Reads a table's manifest at `version`, or at the latest version from the store.
+    /// A namespaced table whose cached location no longer opens is looked up again
+    /// (another process may have dropped and re-created it elsewhere).
     pub(crate) async fn load(&self, id: &TableId, version: Option<u64>) -> Result<Dataset> {
-        self.open_dataset(&self.table_uri(id), &id.to_string(), version).await
+        let uri = self.table_uri(id).await?;
+        match self.open_dataset(&uri, &id.to_string(), version).await {
+            Err(EngineError::TableNotFound { .. }) if !id.namespace().is_root() && self.forget_location(id).await => {
+                let current = self.table_uri(id).await?;
+                self.open_dataset(&current, &id.to_string(), version).await
+            }
+            opened => opened,
+        }
     }
 
     /// Opens the dataset at `uri` (named `name` in errors) at `version` or its latest.
@@ -302,19 +326,23 @@ impl Catalog {
         self.open_dataset(uri, uri, Some(version)).await
     }
 
-    /// Removes a table and every version of it.
-    pub async fn drop_table(&self, id: &TableId) -> Result<()> {
-        // Opening first turns a missing table into a 404 and refuses to delete a
-        // directory that is not a Lance table.
-        self.load(id, None).await?;
-        let uri = self.table_uri(id);
-        let (store, path) =
-            ObjectStore::from_uri_and_params(self.session.store_registry(), &uri, &self.store_params).await?;
+    /// Removes a table and every version of it; returns where it was.
+    pub async fn drop_table(&self, id: &TableId) -> Result<String> {
+        if !id.namespace().is_root() {
+            return self.drop_namespaced_table(id).await;
+        }
+        let uri = self.root_table_uri(id);
+        // A declared table has only its marker; anything else must open, which turns a
+        // missing table into a 404 and refuses to delete a directory that is not a table.
+        let (store, path) = self.store_at(&uri).await?;
+        if !store.exists(&path.clone().join(namespaces::RESERVED_MARKER)).await? {
+            self.load(id, None).await?;
+        }
         store.remove_dir_all(path).await?;
         if let Some(snapshots) = &self.snapshots {
-            snapshots.invalidate(&uri).await;
+            snapshots.invalidate(id).await;
         }
-        Ok(())
+        Ok(uri)
     }
 
     /// How every dataset of this catalog is read: one session, one store configuration.

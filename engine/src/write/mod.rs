@@ -68,7 +68,7 @@ impl Catalog {
             CreateMode::Overwrite => WriteMode::Overwrite,
             CreateMode::Create | CreateMode::ExistOk => WriteMode::Create,
         };
-        let uri = self.table_uri(id);
+        let (uri, declared) = self.new_table_uri(id).await?;
         let reader = RecordBatchIterator::new(batches.into_iter().map(Ok), schema.clone());
         match Dataset::write(reader, uri.as_str(), Some(self.write_params(write_mode))).await {
             Ok(dataset) => Ok(self.committed(id, dataset).await),
@@ -77,7 +77,12 @@ impl Catalog {
                 let existing = self.load(id, None).await?;
                 existing_table_for_create(id, existing, &schema, mode)
             }
-            Err(error) => Err(error.into()),
+            Err(error) => {
+                if declared {
+                    self.undeclare(id).await;
+                }
+                Err(error.into())
+            }
         }
     }
 
@@ -105,16 +110,20 @@ impl Catalog {
     ) -> Result<Dataset> {
         let written = match mode {
             InsertMode::Create => {
-                let uri = self.table_uri(id);
+                let (uri, declared) = self.new_table_uri(id).await?;
                 let params = self.write_params(WriteMode::Create);
-                InsertBuilder::new(uri.as_str()).with_params(&params).execute_stream(stream).await.map_err(|error| {
-                    match error {
-                        lance::Error::DatasetAlreadyExists { .. } => {
-                            EngineError::TableAlreadyExists { name: id.to_string() }
-                        }
-                        error => error.into(),
+                match InsertBuilder::new(uri.as_str()).with_params(&params).execute_stream(stream).await {
+                    Ok(dataset) => dataset,
+                    Err(lance::Error::DatasetAlreadyExists { .. }) => {
+                        return Err(EngineError::TableAlreadyExists { name: id.to_string() });
                     }
-                })?
+                    Err(error) => {
+                        if declared {
+                            self.undeclare(id).await;
+                        }
+                        return Err(error.into());
+                    }
+                }
             }
             InsertMode::Append | InsertMode::Overwrite => {
                 let dataset = Arc::new(self.load(id, None).await?);

@@ -215,7 +215,11 @@ async fn an_executor_refuses_a_fragment_of_another_wire_version_for_another_exec
     let mut client = PlanExecutorClient::connect(address).await.expect("connects");
     let fragment = PlanFragment {
         wire_version: WIRE_VERSION - 1,
-        table_uri: sandbox.catalog().table_uri(&lancefleet_engine::TableId::parse("t").expect("a name")),
+        table_uri: sandbox
+            .catalog()
+            .table_uri(&lancefleet_engine::TableId::parse("t").expect("a name"))
+            .await
+            .expect("a root table"),
         version: dataset.version().version,
         fragment_ids: vec![0],
         query: Some(FragmentQuery { prefilter: true, ..Default::default() }),

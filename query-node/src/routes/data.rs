@@ -14,7 +14,7 @@ use serde::Deserialize;
 use crate::arrow_body::decode_stream;
 use crate::dispatch::Pinned;
 use crate::error::ApiError;
-use crate::protocol::{Freshness, TablePath, committed, json_body, with_table_version};
+use crate::protocol::{Freshness, TablePath, committed, json_body, parse_mode, with_table_version};
 use crate::state::AppState;
 
 /// Query string of `insert`.
@@ -34,11 +34,12 @@ pub async fn insert(
     if params.upload_id.is_some() {
         return Err(ApiError::NotImplemented("multipart writes are not supported yet".into()));
     }
-    let mode = match params.mode.as_deref().unwrap_or("append") {
-        "append" => InsertMode::Append,
-        "overwrite" => InsertMode::Overwrite,
-        other => return Err(ApiError::bad_request(format!("unknown insert mode '{other}'; use append or overwrite"))),
-    };
+    let mode = parse_mode(
+        "insert",
+        params.mode.as_deref(),
+        InsertMode::Append,
+        &[("append", InsertMode::Append), ("overwrite", InsertMode::Overwrite)],
+    )?;
     let upload = decode_stream(body, state.limits.max_upload_bytes()).await?;
     let rows = futures::stream::iter(upload.batches.into_iter().map(Ok));
     let stream = Box::pin(RecordBatchStreamAdapter::new(upload.schema, rows));
@@ -132,7 +133,7 @@ pub async fn count_rows(
     state.limits.check_filter(request.predicate.as_deref())?;
     let read = freshness.read(request.version);
     let dataset = state.catalog.open_table(&id, read).await?;
-    let uri = state.catalog.table_uri(&id);
+    let uri = dataset.uri().to_string();
     let pinned = Pinned { dataset: &dataset, uri: &uri };
     let count = state.dispatcher.count_rows(pinned, request.predicate.as_deref()).await?;
     Ok(with_table_version(dataset.version().version, Json(count)))

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::tables::{ListParams, page};
 use crate::auth::{self, Target};
 use crate::error::ApiError;
-use crate::protocol::json_body;
+use crate::protocol::{json_body, parse_mode};
 use crate::state::AppState;
 
 /// Response of the namespace listing.
@@ -51,16 +51,16 @@ pub async fn create_namespace(
     body: Bytes,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let request: CreateNamespaceRequest = json_body(&body)?;
-    let mode = match request.mode.as_deref().map(str::to_ascii_lowercase).as_deref() {
-        None | Some("create") => CreateNamespaceMode::Create,
-        Some("exist_ok" | "existok") => CreateNamespaceMode::ExistOk,
-        Some("overwrite") => CreateNamespaceMode::Overwrite,
-        Some(other) => {
-            return Err(ApiError::bad_request(format!(
-                "unknown namespace create mode '{other}'; use create, exist_ok or overwrite"
-            )));
-        }
-    };
+    let mode = parse_mode(
+        "namespace create",
+        request.mode.as_deref(),
+        CreateNamespaceMode::Create,
+        &[
+            ("create", CreateNamespaceMode::Create),
+            ("exist_ok", CreateNamespaceMode::ExistOk),
+            ("overwrite", CreateNamespaceMode::Overwrite),
+        ],
+    )?;
     let namespace = Namespace::parse(&id)?;
     let properties = state.catalog.create_namespace(&namespace, mode, request.properties.unwrap_or_default()).await?;
     tracing::info!(%namespace, "namespace created");

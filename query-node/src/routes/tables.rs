@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::arrow_body::decode_stream;
 use crate::error::ApiError;
-use crate::protocol::{Freshness, TablePath, committed, json_body, with_table_version};
+use crate::protocol::{Freshness, TablePath, committed, json_body, parse_mode, with_table_version};
 use crate::state::AppState;
 
 /// Query string of the table listings.
@@ -88,16 +88,12 @@ pub async fn create_table(
     Query(params): Query<CreateParams>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let mode = match params.mode.as_deref().unwrap_or("create") {
-        "create" => CreateMode::Create,
-        "overwrite" => CreateMode::Overwrite,
-        "exist_ok" => CreateMode::ExistOk,
-        other => {
-            return Err(ApiError::bad_request(format!(
-                "unknown create mode '{other}'; use create, overwrite or exist_ok"
-            )));
-        }
-    };
+    let mode = parse_mode(
+        "create",
+        params.mode.as_deref(),
+        CreateMode::Create,
+        &[("create", CreateMode::Create), ("overwrite", CreateMode::Overwrite), ("exist_ok", CreateMode::ExistOk)],
+    )?;
     let upload = decode_stream(body, state.limits.max_upload_bytes()).await?;
     let rows = upload.batches.iter().map(|batch| batch.num_rows() as u64).sum();
     let create = state.catalog.create_table(&id, upload.schema, upload.batches, mode);
@@ -177,12 +173,10 @@ pub async fn drop_table(
     State(state): State<AppState>,
     TablePath(id): TablePath,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    state.commit(&id, ChangeKind::Dropped, state.catalog.drop_table(&id), |()| (0, 0)).await?;
+    let location = state.commit(&id, ChangeKind::Dropped, state.catalog.drop_table(&id), |_| (0, 0)).await?;
     tracing::info!(table = %id, "table dropped");
     // The namespace spec's answer: which table, and where it was.
-    let mut components = id.namespace().components().to_vec();
-    components.push(id.name().to_string());
-    Ok(Json(serde_json::json!({ "id": components, "location": state.catalog.table_uri(&id) })))
+    Ok(Json(serde_json::json!({ "id": id.components(), "location": location })))
 }
 
 #[cfg(test)]

@@ -112,7 +112,7 @@ impl SchemaProvider for NamespaceSchema {
                 Arc::new(self.state.catalog.open_table(&id, ReadVersion::default()).await.map_err(ApiError::from)?)
             }
         };
-        let uri = self.state.catalog.table_uri(&id);
+        let uri = dataset.uri().to_string();
         Ok(Some(Arc::new(FleetTable::new(self.state.clone(), dataset, uri))))
     }
 

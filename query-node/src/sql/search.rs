@@ -248,7 +248,7 @@ impl ExecutionPlan for SearchExec {
         let search = self.search.clone();
         let schema = search.schema.clone();
         let answer = futures::stream::once(async move {
-            let pinned = search.state.plan_pinned(&search.id, (*search.dataset).clone(), &search.query).await?;
+            let pinned = search.state.plan_pinned((*search.dataset).clone(), &search.query).await?;
             let output = search.state.dispatcher.query(pinned.pinned(), &pinned.plan).await?;
             let batches = output.batches.iter().map(|batch| conform(&search.schema, batch)).collect::<Vec<_>>();
             Ok::<_, DataFusionError>(futures::stream::iter(batches))
