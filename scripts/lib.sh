@@ -4,6 +4,8 @@
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # Builds live outside the work tree so clones, sessions and CI share one cache.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/lancefleet-target}"
+# test.sh writes the build's messages there before cargo has made it (fresh machine).
+mkdir -p "$CARGO_TARGET_DIR"
 VENV="${LANCEFLEET_VENV:-$REPO_ROOT/.venv}"
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
