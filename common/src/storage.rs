@@ -5,6 +5,8 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::config::{ConfigError, ensure};
+
 /// URL schemes accepted for a storage root besides plain local paths.
 const OBJECT_STORE_SCHEMES: &[&str] = &["s3", "s3+ddb", "gs", "az", "abfss", "memory", "file"];
 
@@ -24,6 +26,12 @@ pub struct StorageConfig {
     /// What `describe_table` hands a reader so that it can open the table in the object
     /// store itself (Lance engines through the namespace spec). Default: `none`.
     pub vend_credentials: CredentialVending,
+    /// The credential vendor of `vend_credentials = "short_lived"`: lance's vendor
+    /// properties without their `credential_vendor.` prefix, e.g. `aws_role_arn`,
+    /// `aws_duration_millis`, `permission` (`read` by default), `gcp_service_account`,
+    /// `azure_account_name`. Default: empty.
+    #[serde(deserialize_with = "scalars_as_strings")]
+    pub credential_vendor: BTreeMap<String, String>,
 }
 
 /// The credential-vending policy of `describe_table` (see docs/security.md).
@@ -36,6 +44,24 @@ pub enum CredentialVending {
     /// The location and this node's `storage.options` (endpoint, region and any keys in
     /// them): every caller allowed to read the table can use those credentials.
     Static,
+    /// The location, the connection settings of `storage.options` (never its keys), and
+    /// credentials scoped to the table's prefix that expire, from lance's vendors: STS
+    /// `AssumeRole` (S3), downscoped tokens (GCS), SAS tokens (Azure).
+    ShortLived,
+}
+
+impl StorageConfig {
+    /// Checks the root, and that a short-lived vending policy has an object store to vend for.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        StorageRoot::check(&self.root)
+            .map_err(|error| ConfigError::Value { key: "storage.root".into(), reason: error.to_string() })?;
+        ensure(
+            self.vend_credentials != CredentialVending::ShortLived
+                || ["s3://", "gs://", "az://", "abfss://"].iter().any(|scheme| self.root.trim().starts_with(scheme)),
+            "storage.vend_credentials",
+            || "short_lived vends object-store credentials: it needs an s3://, gs:// or az:// storage root".into(),
+        )
+    }
 }
 
 impl Default for StorageConfig {
@@ -44,6 +70,7 @@ impl Default for StorageConfig {
             root: "./lancefleet-data".to_string(),
             options: BTreeMap::new(),
             vend_credentials: CredentialVending::None,
+            credential_vendor: BTreeMap::new(),
         }
     }
 }

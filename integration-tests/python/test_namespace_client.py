@@ -12,6 +12,7 @@ What legitimately differs is listed in `VOLATILE` and `DIFFERENCES`, each with i
 
 import io
 import json
+import time
 
 import lance
 import lance.namespace as ln
@@ -347,6 +348,40 @@ def test_lance_reads_an_s3_table_with_the_vended_storage_options(moto, tmp_path_
         # pylance opens the table in the bucket itself, with nothing but what was vended.
         dataset = lance.dataset(namespace_client=namespace, table_id=["on_s3"])
         assert dataset.count_rows() == 40 and dataset.uri == described.location
+    finally:
+        assert srv.stop() == 0
+
+
+def test_lance_reads_an_s3_table_with_short_lived_credentials(moto, tmp_path_factory):
+    """`short_lived`: describe vends credentials from STS (moto's AssumeRole) that expire,
+    scoped to the table by lance's vendor, with the node's endpoint but never its keys."""
+    role = "arn:aws:iam::123456789012:role/lance-reader"
+    env = {
+        **s3_env(moto),
+        "LANCEFLEET_STORAGE__VEND_CREDENTIALS": "short_lived",
+        "LANCEFLEET_STORAGE__CREDENTIAL_VENDOR__AWS_ROLE_ARN": role,
+        "LANCEFLEET_STORAGE__CREDENTIAL_VENDOR__AWS_REGION": "us-east-1",
+        "LANCEFLEET_STORAGE__CREDENTIAL_VENDOR__AWS_DURATION_MILLIS": "900000",
+        # The vendor's own STS client: moto's, signed with the node's keys.
+        "AWS_ENDPOINT_URL_STS": moto,
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+    }
+    srv = LanceFleetServer(tmp_path_factory.mktemp("short_lived"), data_dir=f"s3://{BUCKET}/short", env=env)
+    srv.start()
+    try:
+        namespace = ln.RestNamespace(uri=srv.url)
+        namespace.create_table(CreateTableRequest(id=["on_s3"]), ipc(rows(40)))
+        before = time.time() * 1000
+        options = namespace.describe_table(DescribeTableRequest(id=["on_s3"])).storage_options
+        assert options["aws_endpoint"] == moto and options["allow_http"] == "true", options
+        assert options["aws_session_token"], options
+        assert "test" not in (options["aws_access_key_id"], options["aws_secret_access_key"]), options
+        assert before < int(options["expires_at_millis"]) <= before + 900_000 + 60_000, options
+        # pylance opens the table in the bucket itself, with nothing but what was vended.
+        dataset = lance.dataset(namespace_client=namespace, table_id=["on_s3"])
+        assert dataset.count_rows() == 40
+        assert dataset.to_table(columns=["id"])["id"].to_pylist() == list(range(40))
     finally:
         assert srv.stop() == 0
 

@@ -24,6 +24,7 @@ mod request;
 mod routes;
 mod sql;
 mod state;
+mod vending;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -32,7 +33,6 @@ use std::time::Duration;
 use lancefleet_common::cluster_state::{NodeRecord, Role};
 use lancefleet_common::config::{NodeConfig, Service};
 use lancefleet_common::events::EventBus;
-use lancefleet_common::storage::CredentialVending;
 use lancefleet_common::tls::Accepting;
 use lancefleet_common::{NodeContext, Shutdown, StartError};
 use lancefleet_engine::Catalog;
@@ -189,10 +189,7 @@ impl QueryNode {
             auth: Arc::new(auth::Authenticator::new(&config.auth)?),
             audit: Arc::new(audit::AuditLog::open(config.auth.audit_log.as_deref().unwrap_or_default())?),
             limits: limits::RequestLimits::new(rest),
-            vended_storage_options: match config.storage.vend_credentials {
-                CredentialVending::None => None,
-                CredentialVending::Static => Some(Arc::new(config.storage.options.clone())),
-            },
+            vending: vending::Vending::new(&config.storage).await.map_err(StartError::from)?,
         };
         let flight = if config.flight.enabled {
             Some(FlightEndpoint::bind(&config.flight, &config.tls, state.clone()).await?)

@@ -1,7 +1,6 @@
 //! What every request handler shares, and the operations the REST API and Arrow Flight
 //! both offer: a query against a pinned version, and a streamed write.
 
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,6 +18,7 @@ use crate::dispatch::{Answer, Dispatcher, Pinned};
 use crate::error::ApiError;
 use crate::limits::RequestLimits;
 use crate::metrics::METRICS;
+use crate::vending::Vending;
 
 /// Shared handler state; cheap to clone.
 #[derive(Debug, Clone)]
@@ -37,9 +37,8 @@ pub struct AppState {
     pub audit: Arc<AuditLog>,
     /// What one request may ask for.
     pub limits: RequestLimits,
-    /// The storage options `describe_table` hands readers (`storage.vend_credentials`);
-    /// `None` hands none.
-    pub vended_storage_options: Option<Arc<BTreeMap<String, String>>>,
+    /// What `describe_table` and `declare` hand callers to reach the store themselves.
+    pub vending: Vending,
     /// Writes announce themselves on the bus before they commit and record their version
     /// after (strong reads learn versions from the bus; see `rest.external_writer_check`).
     pub recorded_versions: bool,

@@ -32,7 +32,7 @@ pub use sections::{
 };
 pub use units::ByteSize;
 
-use crate::storage::{StorageConfig, StorageRoot};
+use crate::storage::StorageConfig;
 use crate::telemetry::{LogConfig, TraceConfig};
 use crate::tls::TlsConfig;
 use renamed::Renamed;
@@ -190,8 +190,7 @@ impl NodeConfig {
     /// Checks every section, the rules between sections, and what `service` cannot run
     /// without; the first problem found is the error.
     pub fn validate_for(&self, service: Service) -> Result<(), ConfigError> {
-        StorageRoot::check(&self.storage.root)
-            .map_err(|error| ConfigError::Value { key: "storage.root".into(), reason: error.to_string() })?;
+        self.storage.validate()?;
         self.log.validate()?;
         self.trace.validate()?;
         self.rest.validate()?;

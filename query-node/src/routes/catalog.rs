@@ -38,7 +38,7 @@ pub async fn declare_table(
     let location = state.catalog.declare_table(&id, properties.clone(), request.location.as_deref()).await?;
     tracing::info!(table = %id, %location, "table declared");
     let mut answer = serde_json::json!({ "location": location, "properties": properties });
-    if let Some(options) = &state.vended_storage_options {
+    if let Some(options) = state.vending.storage_options(&location).await? {
         answer["storage_options"] = serde_json::json!(options);
     }
     Ok(Json(answer))

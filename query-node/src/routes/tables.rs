@@ -132,7 +132,7 @@ pub async fn describe_table(
         "location": dataset.uri(),
         "table_uri": dataset.uri(),
     });
-    if let Some(options) = &state.vended_storage_options {
+    if let Some(options) = state.vending.storage_options(dataset.uri()).await? {
         description["storage_options"] = serde_json::json!(options);
     }
     Ok(with_table_version(version, Json(description)))
