@@ -37,9 +37,10 @@ pub struct ExecutorService {
     catalog: Arc<Catalog>,
     /// Room in the memory budget.
     admission: Arc<Admission>,
-    /// Open datasets by (uri, version): a pinned version never changes, so entries are
-    /// only evicted for room.
-    datasets: Cache<(String, u64), Arc<Dataset>>,
+    /// Open datasets by (uri, version, manifest timestamp): a pinned manifest never
+    /// changes, so entries are only evicted for room. The timestamp tells a table dropped
+    /// and created again, whose versions count from 1 again, from the one it replaced.
+    datasets: Cache<(String, u64, u64), Arc<Dataset>>,
 }
 
 impl ExecutorService {
@@ -66,11 +67,20 @@ impl ExecutorService {
         if plan.wire_version != WIRE_VERSION {
             return Err(ExecutorError::WireVersion(plan.wire_version));
         }
-        let key = (plan.table_uri.clone(), plan.version);
+        let key = (plan.table_uri.clone(), plan.version, plan.manifest_timestamp_nanos);
         let catalog = self.catalog.clone();
-        let (uri, version) = key.clone();
+        let (uri, version, timestamp) = key.clone();
         self.datasets
-            .try_get_with(key, async move { catalog.open_pinned(&uri, version).await.map(Arc::new) })
+            .try_get_with(key, async move {
+                let dataset = catalog.open_pinned(&uri, version).await?;
+                // The query node pinned another table of this name, dropped since: that
+                // version is gone, whatever now has its number.
+                let committed = u64::try_from(dataset.manifest().timestamp_nanos).unwrap_or(u64::MAX);
+                if timestamp != 0 && committed != timestamp {
+                    return Err(EngineError::VersionNotFound { name: uri, version });
+                }
+                Ok(Arc::new(dataset))
+            })
             .await
             .map_err(ExecutorError::Open)
     }

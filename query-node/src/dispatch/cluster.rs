@@ -153,6 +153,7 @@ impl Cluster {
         PlanFragment {
             table_uri: pinned.uri.to_string(),
             version: pinned.dataset.version().version,
+            manifest_timestamp_nanos: u64::try_from(pinned.dataset.manifest().timestamp_nanos).unwrap_or(u64::MAX),
             whole_table,
             query: Some(query.clone()),
             timeout_ms: millis_until(self.call_deadline()),
