@@ -215,8 +215,11 @@ impl EventBus for EtcdBus {
             _ => None,
         });
         let (Some(version), Some(writing)) = (gets.next(), gets.next()) else { return Ok(None) };
-        let version = version.kvs().first().and_then(|kv| kv.value_str().ok()?.parse::<u64>().ok());
-        Ok(version.map(|version| RecordedVersion { version, writing: writing.count() > 0 }))
+        let recorded = version.kvs().first().and_then(|kv| {
+            let version = kv.value_str().ok()?.parse::<u64>().ok()?;
+            Some(RecordedVersion { version, writing: writing.count() > 0, generation: kv.create_revision() })
+        });
+        Ok(recorded)
     }
 
     async fn request_index(&self, event: TableEvent, request: IndexRequest) -> Result<(), BusError> {
@@ -338,33 +341,31 @@ mod tests {
         let under_way = bus.recorded_version("t").await.expect("read");
         assert_eq!(under_way, None, "no version yet, even with a write under way");
         bus.publish_write(TableEvent::now("t", 9, ChangeKind::Append, 1), &intent).await.expect("recorded");
-        assert_eq!(
-            bus.recorded_version("t").await.expect("read"),
-            Some(RecordedVersion { version: 9, writing: false })
-        );
+        let first = bus.recorded_version("t").await.expect("read").expect("recorded");
+        assert_eq!((first.version, first.writing), (9, false));
 
         // A slower writer of an older version does not move it back; its intent ends.
         let late = bus.begin_write("t").await.expect("announced");
-        assert_eq!(bus.recorded_version("t").await.expect("read"), Some(RecordedVersion { version: 9, writing: true }));
-        bus.publish_write(TableEvent::now("t", 8, ChangeKind::Append, 1), &late).await.expect("published");
         assert_eq!(
             bus.recorded_version("t").await.expect("read"),
-            Some(RecordedVersion { version: 9, writing: false })
+            Some(RecordedVersion { writing: true, ..first }),
+            "the same record, a write under way"
         );
+        bus.publish_write(TableEvent::now("t", 8, ChangeKind::Append, 1), &late).await.expect("published");
+        assert_eq!(bus.recorded_version("t").await.expect("read"), Some(first));
         // 10 after 9 compares as a number, not as text ("10" < "9").
         bus.publish(TableEvent::now("t", 10, ChangeKind::Append, 1)).await.expect("published");
         assert_eq!(bus.recorded_version("t").await.expect("read").map(|recorded| recorded.version), Some(10));
 
         let abandoned = bus.begin_write("t").await.expect("announced");
         bus.abandon_write(&abandoned).await.expect("ended");
-        assert_eq!(
-            bus.recorded_version("t").await.expect("read"),
-            Some(RecordedVersion { version: 10, writing: false })
-        );
+        assert_eq!(bus.recorded_version("t").await.expect("read"), Some(RecordedVersion { version: 10, ..first }));
         bus.publish(TableEvent::now("t", 0, ChangeKind::Dropped, 0)).await.expect("dropped");
         assert_eq!(bus.recorded_version("t").await.expect("read"), None, "a drop forgets the version");
         bus.publish(TableEvent::now("t", 1, ChangeKind::Create, 1)).await.expect("created again");
-        assert_eq!(bus.recorded_version("t").await.expect("read").map(|recorded| recorded.version), Some(1));
+        let again = bus.recorded_version("t").await.expect("read").expect("recorded");
+        assert_eq!(again.version, 1);
+        assert_ne!(again.generation, first.generation, "a table created again is another record");
     }
 
     #[tokio::test]

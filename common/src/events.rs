@@ -150,6 +150,9 @@ pub struct RecordedVersion {
     pub version: u64,
     /// Whether a write to the table is under way (announced, not recorded yet).
     pub writing: bool,
+    /// Which record of the table this is: it changes when the table is dropped and its
+    /// version recorded again (a table created again counts its versions from 1 again).
+    pub generation: i64,
 }
 
 /// Where committed changes go and where the indexer fleet reads them.

@@ -236,16 +236,18 @@ impl Catalog {
             return self.load(id, None).await;
         };
         let known = match recorded.lookup(id).await {
-            Lookup::Open(version) => match self.load(id, Some(version)).await {
-                Ok(dataset) => {
-                    recorded::count_lookup("recorded");
-                    return Ok(dataset);
+            Lookup::Open { version, generation } => {
+                match recorded.open(id, version, generation, || self.load(id, Some(version))).await {
+                    Ok(dataset) => {
+                        recorded::count_lookup("recorded");
+                        return Ok(dataset);
+                    }
+                    Err(error) => {
+                        tracing::debug!(table = %id, version, %error, "the recorded version does not open; listing");
+                        None
+                    }
                 }
-                Err(error) => {
-                    tracing::debug!(table = %id, version, %error, "the recorded version does not open; listing");
-                    None
-                }
-            },
+            }
             Lookup::List(known) => known,
         };
         recorded::count_lookup("store");

@@ -10,14 +10,26 @@
 //! check interval (`rest.external_writer_check`: how late a write from outside the cluster,
 //! such as LanceDB OSS on the same bucket, may be seen). A newer version found by listing
 //! is recorded, so later reads on every node see it too.
+//!
+//! A version opened this way is kept for the check interval, keyed by the record it came
+//! from, so that the next strong read of an unchanged table costs the etcd read alone, not
+//! the object-store round trips of opening a manifest. A table dropped and created again
+//! through the cluster is another record, so its version 1 is never the old table's.
 
+use std::future::Future;
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
+
+use lance::Dataset;
 
 use lancefleet_common::events::{ChangeKind, EventBus, RecordedVersion, TableEvent};
 use prometheus::{IntCounterVec, Opts, register_int_counter_vec};
 
+use crate::error::Result;
 use crate::table_id::TableId;
+
+/// Versions kept open for strong reads, over all tables.
+const OPENED_VERSIONS: u64 = 1024;
 
 /// `lancefleet_catalog_latest_version_lookups_total{source}`: how strong reads found a
 /// table's latest version: `recorded` (the bus) or `store` (a listing).
@@ -43,6 +55,8 @@ pub struct RecordedVersions {
     bus: Arc<dyn EventBus>,
     /// Tables listed within the external-writer check interval.
     listed: moka::sync::Cache<String, ()>,
+    /// Recorded versions opened within that interval, by (table, record generation, version).
+    opened: moka::future::Cache<(String, i64, u64), Dataset>,
 }
 
 impl std::fmt::Debug for RecordedVersions {
@@ -54,8 +68,13 @@ impl std::fmt::Debug for RecordedVersions {
 /// What a strong read should do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lookup {
-    /// Open this version: the recorded latest.
-    Open(u64),
+    /// Open this version: the recorded latest, of record `generation`.
+    Open {
+        /// The version.
+        version: u64,
+        /// Its record ([`RecordedVersion::generation`]).
+        generation: i64,
+    },
     /// List the store; the recorded version, when the bus answered.
     List(Option<RecordedVersion>),
 }
@@ -68,7 +87,8 @@ impl RecordedVersions {
             LOOKUPS.with_label_values(&[source]);
         }
         let listed = moka::sync::Cache::builder().max_capacity(100_000).time_to_live(external_check).build();
-        Self { bus, listed }
+        let opened = moka::future::Cache::builder().max_capacity(OPENED_VERSIONS).time_to_live(external_check).build();
+        Self { bus, listed, opened }
     }
 
     /// How a strong read of `id` finds the latest version.
@@ -82,9 +102,27 @@ impl RecordedVersions {
             }
         };
         match recorded {
-            Some(recorded) if !recorded.writing && self.listed.contains_key(&table) => Lookup::Open(recorded.version),
+            Some(recorded) if !recorded.writing && self.listed.contains_key(&table) => {
+                Lookup::Open { version: recorded.version, generation: recorded.generation }
+            }
             other => Lookup::List(other),
         }
+    }
+
+    /// The dataset of `id` at the recorded `version` of record `generation`: the one opened
+    /// within the check interval, or what `load` opens.
+    pub async fn open<F, Fut>(&self, id: &TableId, version: u64, generation: i64, load: F) -> Result<Dataset>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Dataset>>,
+    {
+        let key = (id.to_string(), generation, version);
+        if let Some(dataset) = self.opened.get(&key).await {
+            return Ok(dataset);
+        }
+        let dataset = load().await?;
+        self.opened.insert(key, dataset.clone()).await;
+        Ok(dataset)
     }
 
     /// After a listing of `id` found `latest`: remembers the check, and records `latest`
