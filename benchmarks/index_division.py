@@ -7,8 +7,8 @@ with their fragments (as the indexer keeps it).
 
 Local directory storage. One table of --rows random vectors in 24 fragments gets an IVF_PQ
 index from pylance; a copy of it is given to `lancefleet indexer --once` with
-`indexer.vector_segment_rows` at an eighth of the table, which rebuilds its index as 8
-segments. Each table is queried (k=10, nprobes a third of the partitions, refine 1) through
+`indexer.vector_segment_rows` at a --segments'th of the table (default 8), which rebuilds
+its index as that many segments. Each table is queried (k=10, nprobes a third of the partitions, refine 1) through
 a query node with 3 plan executors and with 1, after a warm-up; the executors' CPU time
 comes from /proc. Index work is divided when the 3 executors together spend about what one
 spends (ratio near 1, where searching the whole index on every executor for its own
@@ -54,12 +54,12 @@ def build(data: Path, rows: int, dim: int, partitions: int) -> None:
     dataset.create_index("vector", index_type="IVF_PQ", num_partitions=partitions, num_sub_vectors=dim // 16)
 
 
-def segment(binary: str, data: Path, rows: int, log) -> int:
+def segment(binary: str, data: Path, rows: int, segments: int, log) -> int:
     """Copies `whole` to `segmented` and has `indexer --once` (over a directory of that copy
-    alone) rebuild its index as segments of an eighth of the table; the segments made."""
+    alone) rebuild its index as `segments` segments; the segments made."""
     alone = data.parent / "to-segment"
     shutil.copytree(data / "whole.lance", alone / "segmented.lance")
-    env = {**os.environ, "LANCEFLEET_INDEXER__VECTOR_SEGMENT_ROWS": str(rows // 8),
+    env = {**os.environ, "LANCEFLEET_INDEXER__VECTOR_SEGMENT_ROWS": str(-(-rows // segments)),
            "LANCEFLEET_INDEXER__TARGET_ROWS_PER_FRAGMENT": str(rows // FRAGMENTS),
            "LANCEFLEET_INDEXER__AUTO_INDEX_MIN_ROWS": "0", "NO_COLOR": "1"}
     subprocess.run([binary, "indexer", "--data-dir", str(alone), "--once"], env=env, check=True, stdout=log,
@@ -103,13 +103,14 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=128)
     parser.add_argument("--partitions", type=int, default=64)
     parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--segments", type=int, default=8, help="index segments of the segmented copy")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         data, log_path = Path(tmp) / "data", Path(tmp) / "servers.log"
         data.mkdir()
         build(data, args.rows, args.dim, args.partitions)
         with open(log_path, "ab") as log:
-            segments = segment(args.bin, data, args.rows, log)
+            segments = segment(args.bin, data, args.rows, args.segments, log)
         print(f"{args.rows} x {args.dim}, {FRAGMENTS} fragments; the segmented copy has {segments} segments")
         queries = np.random.default_rng(1).random((args.queries, args.dim), dtype=np.float32)
         nprobes = max(1, args.partitions // 3)
