@@ -125,16 +125,18 @@ pub struct ClusterConfig {
     pub slow_call: Duration,
     /// When an executor call that has not answered is also sent to the next replica of its
     /// fragments (the first answer wins, the other call is cancelled): `auto` (after the
-    /// executor's recent 95th-percentile answer time for calls of the same class), `off`, or
-    /// a duration. Default: `auto`.
+    /// lower median of the executors' recent 95th-percentile answer times for calls of the
+    /// same class), `off`, or a duration. Default: `auto`.
     pub hedge_after: HedgeAfter,
 }
 
 /// When a slow executor call is hedged (`cluster.hedge_after`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum HedgeAfter {
-    /// After the executor's recent 95th-percentile answer time for calls of the same class:
-    /// search kind and fragment count within a power of two (once it has answered a few).
+    /// After the lower median of the executors' recent 95th-percentile answer times for
+    /// calls of the same class: search kind and fragment count within a power of two (an
+    /// executor counts once it has answered a few). The median, not the called executor's
+    /// own, so a stalled executor cannot raise the delay that hedges it.
     #[default]
     Auto,
     /// Never.

@@ -144,6 +144,7 @@ impl Cluster {
         let mut view = self.view.lock().map_err(|_| ApiError::Internal("placement lock poisoned".into()))?;
         if !Arc::ptr_eq(&view.members, &members) {
             *view = Arc::new(View::build(members, self.replicas, self.virtual_nodes, &self.tls, Some(&view)));
+            self.hedging.retain(|node| view.clients.contains_key(node));
             tracing::info!(executors = view.placement.nodes().len(), "plan executor membership changed");
         }
         Ok(view.clone())
@@ -462,7 +463,7 @@ impl Cluster {
         let started = Instant::now();
         let deadline = self.call_deadline();
         let class = CallClass::of(&fragment);
-        let delay = hedge.as_ref().and_then(|_| self.hedging.delay(node, class));
+        let delay = hedge.as_ref().and_then(|_| self.hedging.delay(class));
         let primary = self.send(round, node, fragment.clone(), call, deadline, false);
         let (winner, outcome) = match (hedge, delay) {
             (Some(other), Some(delay)) => {

@@ -1,9 +1,14 @@
 //! When to hedge an executor call: after the configured delay, or (`auto`) after the
-//! executor's recent 95th-percentile answer time for calls of the same class, the call's
+//! fleet's recent 95th-percentile answer time for calls of the same class, the call's
 //! fragments are sent to their next replica too and the first answer wins ("The Tail at
 //! Scale", Dean and Barroso). Classes keep heavy calls (a vector search of a whole index
 //! segment group) from being judged by light ones (a scan of one fragment), which would
 //! hedge every heavy call to a replica that reads it cold.
+//!
+//! The delay is the lower median of the executors' own 95th percentiles, not the called
+//! executor's: a stalled executor's late answers would otherwise raise its own threshold
+//! until its calls were no longer hedged at all, exactly when hedging is needed. A median
+//! holds while fewer than half the executors are slow.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -14,7 +19,7 @@ use lancefleet_proto::v1::PlanFragment;
 
 /// Answer times kept per executor.
 const WINDOW: usize = 64;
-/// Answers an executor must have given before `auto` hedges its calls.
+/// Answers an executor must have given before its 95th percentile counts.
 const MIN_SAMPLES: usize = 16;
 /// The shortest `auto` hedge delay (a loopback call under a millisecond is not slow).
 const MIN_DELAY: Duration = Duration::from_millis(5);
@@ -43,14 +48,33 @@ impl CallClass {
     }
 }
 
-/// The recent answer times of one executor's calls of one class.
-type Window = VecDeque<Duration>;
+/// The recent answer times of one executor's calls of one class, and their 95th
+/// percentile once there are enough of them.
+#[derive(Debug, Default)]
+struct Window {
+    answers: VecDeque<Duration>,
+    p95: Option<Duration>,
+}
 
-/// Recent answer times by executor and call class, and the hedging policy.
+impl Window {
+    fn push(&mut self, elapsed: Duration) {
+        if self.answers.len() == WINDOW {
+            self.answers.pop_front();
+        }
+        self.answers.push_back(elapsed);
+        self.p95 = (self.answers.len() >= MIN_SAMPLES).then(|| {
+            let mut sorted = self.answers.iter().copied().collect::<Vec<_>>();
+            let rank = (sorted.len() * 95 / 100).min(sorted.len() - 1);
+            *sorted.select_nth_unstable(rank).1
+        });
+    }
+}
+
+/// Recent answer times by call class and executor, and the hedging policy.
 #[derive(Debug)]
 pub struct Hedging {
     policy: HedgeAfter,
-    latencies: Mutex<HashMap<(Arc<str>, CallClass), Window>>,
+    latencies: Mutex<HashMap<CallClass, HashMap<Arc<str>, Window>>>,
 }
 
 impl Hedging {
@@ -65,27 +89,33 @@ impl Hedging {
             return;
         }
         if let Ok(mut latencies) = self.latencies.lock() {
-            let window = latencies.entry((node.clone(), class)).or_default();
-            if window.len() == WINDOW {
-                window.pop_front();
-            }
-            window.push_back(elapsed);
+            latencies.entry(class).or_default().entry(node.clone()).or_default().push(elapsed);
         }
     }
 
-    /// How long a call of `class` to `node` may go unanswered before it is hedged;
-    /// `None`: never (or not before `node` has answered enough calls of the class).
-    pub fn delay(&self, node: &Arc<str>, class: CallClass) -> Option<Duration> {
+    /// Keeps the answer times of the executors `member` says are still in the cluster, so
+    /// those of one that left no longer count in its peers' hedge delays.
+    pub fn retain(&self, member: impl Fn(&str) -> bool) {
+        if let Ok(mut latencies) = self.latencies.lock() {
+            latencies.values_mut().for_each(|by_node| by_node.retain(|node, _| member(node)));
+        }
+    }
+
+    /// How long a call of `class` may go unanswered before it is hedged: the lower
+    /// median of the executors' 95th percentiles for the class; `None`: never (or not
+    /// before some executor has answered enough calls of the class).
+    pub fn delay(&self, class: CallClass) -> Option<Duration> {
         match self.policy {
             HedgeAfter::Off => None,
             HedgeAfter::After(delay) => Some(delay),
             HedgeAfter::Auto => {
                 let latencies = self.latencies.lock().ok()?;
-                let window = latencies.get(&(node.clone(), class)).filter(|window| window.len() >= MIN_SAMPLES)?;
-                let mut sorted = window.iter().copied().collect::<Vec<_>>();
-                sorted.sort_unstable();
-                let p95 = sorted[(sorted.len() * 95 / 100).min(sorted.len() - 1)];
-                Some(p95.max(MIN_DELAY))
+                let mut p95s = latencies.get(&class)?.values().filter_map(|window| window.p95).collect::<Vec<_>>();
+                if p95s.is_empty() {
+                    return None;
+                }
+                let lower_median = (p95s.len() - 1) / 2;
+                Some((*p95s.select_nth_unstable(lower_median).1).max(MIN_DELAY))
             }
         }
     }
@@ -97,47 +127,65 @@ mod tests {
 
     use super::*;
 
+    fn scan() -> CallClass {
+        CallClass::of(&PlanFragment { fragment_ids: vec![1], ..PlanFragment::default() })
+    }
+
     #[test]
-    fn auto_hedges_after_the_executors_95th_percentile_once_it_has_answered_enough() {
+    fn auto_hedges_after_the_95th_percentile_once_enough_answers_are_known() {
         let hedging = Hedging::new(HedgeAfter::Auto);
         let node: Arc<str> = Arc::from("pe-0");
-        let scan = CallClass::of(&PlanFragment { fragment_ids: vec![1], ..PlanFragment::default() });
         for _ in 0..MIN_SAMPLES - 1 {
-            hedging.observe(&node, scan, Duration::from_millis(10));
+            hedging.observe(&node, scan(), Duration::from_millis(10));
         }
-        assert_eq!(hedging.delay(&node, scan), None, "too few answers to know what slow is");
+        assert_eq!(hedging.delay(scan()), None, "too few answers to know what slow is");
         for millis in 0..100 {
-            hedging.observe(&node, scan, Duration::from_millis(10 + millis % 20));
+            hedging.observe(&node, scan(), Duration::from_millis(10 + millis % 20));
         }
-        let delay = hedging.delay(&node, scan).expect("hedged");
+        let delay = hedging.delay(scan()).expect("hedged");
         assert!(delay >= Duration::from_millis(25) && delay <= Duration::from_millis(29), "{delay:?}");
-        hedging.observe(&Arc::from("fast"), scan, Duration::from_micros(50));
-        assert_eq!(Hedging::new(HedgeAfter::Off).delay(&node, scan), None);
+        assert_eq!(Hedging::new(HedgeAfter::Off).delay(scan()), None);
         let fixed = Hedging::new(HedgeAfter::After(Duration::from_millis(40)));
-        assert_eq!(fixed.delay(&node, scan), Some(Duration::from_millis(40)));
+        assert_eq!(fixed.delay(scan()), Some(Duration::from_millis(40)));
+    }
+
+    #[test]
+    fn a_stalled_executor_does_not_raise_the_delay_that_hedges_it() {
+        let hedging = Hedging::new(HedgeAfter::Auto);
+        let (fast, also_fast, stalled) = (Arc::from("pe-0"), Arc::from("pe-1"), Arc::from("pe-2"));
+        for i in 0..WINDOW as u64 {
+            hedging.observe(&fast, scan(), Duration::from_millis(10));
+            hedging.observe(&also_fast, scan(), Duration::from_millis(12));
+            // A third of its answers come after a 300 ms stall.
+            hedging.observe(&stalled, scan(), Duration::from_millis(if i % 3 == 0 { 310 } else { 10 }));
+        }
+        assert_eq!(hedging.delay(scan()), Some(Duration::from_millis(12)), "the slower healthy executor's p95");
+        hedging.retain(|node| node != "pe-1");
+        assert_eq!(hedging.delay(scan()), Some(Duration::from_millis(10)), "two left: the lower of their p95s");
+        hedging.retain(|node| node == "pe-2");
+        assert_eq!(hedging.delay(scan()), Some(Duration::from_millis(310)), "only the stalled one is known");
     }
 
     #[test]
     fn heavy_calls_are_judged_by_their_own_class() {
         let hedging = Hedging::new(HedgeAfter::Auto);
         let node: Arc<str> = Arc::from("pe-0");
-        let scan = CallClass::of(&PlanFragment { fragment_ids: vec![1], ..PlanFragment::default() });
         let search = PlanFragment {
             fragment_ids: (0..24).collect(),
             query: Some(FragmentQuery { nearest: Some(NearestQuery::default()), ..FragmentQuery::default() }),
             ..PlanFragment::default()
         };
         let search = CallClass::of(&search);
-        assert_ne!(scan, search);
+        assert_ne!(scan(), search);
         for _ in 0..100 {
-            hedging.observe(&node, scan, Duration::from_millis(2));
+            hedging.observe(&node, scan(), Duration::from_millis(2));
         }
-        assert_eq!(hedging.delay(&node, search), None, "no answers of its class yet");
+        assert_eq!(hedging.delay(search), None, "no answers of its class yet");
         for _ in 0..MIN_SAMPLES {
             hedging.observe(&node, search, Duration::from_millis(80));
         }
-        assert_eq!(hedging.delay(&node, search), Some(Duration::from_millis(80)));
-        assert_eq!(hedging.delay(&node, scan), Some(MIN_DELAY));
+        assert_eq!(hedging.delay(search), Some(Duration::from_millis(80)));
+        assert_eq!(hedging.delay(scan()), Some(MIN_DELAY));
         let sized = |fragments: u64| {
             CallClass::of(&PlanFragment { fragment_ids: (0..fragments).collect(), ..PlanFragment::default() })
         };
