@@ -67,7 +67,7 @@ impl Prewarmer {
 
     async fn prewarm(&self, event: &TableEvent) -> Result<(), EngineError> {
         let uri = self.catalog.table_uri(&TableId::parse(&event.table)?).await?;
-        let dataset = self.catalog.open_pinned(&uri, event.version).await?;
+        let dataset = self.catalog.open_pinned(&uri, event.version, 0).await?;
         let owned = self.owned(&uri, &event.new_fragments);
         if !owned.is_empty() {
             let fragments =

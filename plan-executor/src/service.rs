@@ -71,16 +71,7 @@ impl ExecutorService {
         let catalog = self.catalog.clone();
         let (uri, version, timestamp) = key.clone();
         self.datasets
-            .try_get_with(key, async move {
-                let dataset = catalog.open_pinned(&uri, version).await?;
-                // The query node pinned another table of this name, dropped since: that
-                // version is gone, whatever now has its number.
-                let committed = u64::try_from(dataset.manifest().timestamp_nanos).unwrap_or(u64::MAX);
-                if timestamp != 0 && committed != timestamp {
-                    return Err(EngineError::VersionNotFound { name: uri, version });
-                }
-                Ok(Arc::new(dataset))
-            })
+            .try_get_with(key, async move { catalog.open_pinned(&uri, version, timestamp).await.map(Arc::new) })
             .await
             .map_err(ExecutorError::Open)
     }

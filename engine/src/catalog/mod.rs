@@ -311,10 +311,12 @@ impl Catalog {
         DatasetBuilder::from_uri(uri).with_read_params(self.read_params()).load().await.is_ok()
     }
 
-    /// Opens the dataset at `uri` at exactly `version`: how plan executors open the version
-    /// a query node pinned. `uri` must lie under this catalog's root (a plan never makes
-    /// an executor read anything else).
-    pub async fn open_pinned(&self, uri: &str, version: u64) -> Result<Dataset> {
+    /// Opens the dataset at `uri` at exactly `version`, committed at `committed_at` (its
+    /// [`commit_time`]; 0: whenever): how plan executors open the version a query node
+    /// pinned. A table dropped and created again numbers its versions from 1 again, so a
+    /// version of another commit time is another table's and not found. `uri` must lie
+    /// under this catalog's root (a plan never makes an executor read anything else).
+    pub async fn open_pinned(&self, uri: &str, version: u64, committed_at: u64) -> Result<Dataset> {
         let inside_root =
             uri.strip_prefix(self.root.uri()).and_then(|rest| rest.strip_prefix('/')).is_some_and(|rest| {
                 !rest.is_empty() && rest.split('/').all(|part| !part.is_empty() && part != ".." && part != ".")
@@ -325,7 +327,11 @@ impl Catalog {
                 self.root.uri()
             )));
         }
-        self.open_dataset(uri, uri, Some(version)).await
+        let dataset = self.open_dataset(uri, uri, Some(version)).await?;
+        if committed_at != 0 && commit_time(&dataset) != committed_at {
+            return Err(EngineError::VersionNotFound { name: uri.to_string(), version });
+        }
+        Ok(dataset)
     }
 
     /// Removes a table and every version of it; returns where it was.
@@ -369,6 +375,12 @@ impl Catalog {
             ..Default::default()
         }
     }
+}
+
+/// When `dataset`'s version was committed, in nanoseconds since the Unix epoch: with the
+/// version number, what names a version across a drop and re-create of its table.
+pub fn commit_time(dataset: &Dataset) -> u64 {
+    u64::try_from(dataset.manifest().timestamp_nanos).unwrap_or(u64::MAX)
 }
 
 /// The entries of a directory; a directory that does not exist is empty.

@@ -21,6 +21,7 @@ use lancefleet_common::config::{ClusterConfig, ExecutorEndpoint};
 use lancefleet_common::membership::Membership;
 use lancefleet_common::placement::{Placement, first_choice_shares};
 use lancefleet_common::{telemetry, tls};
+use lancefleet_engine::catalog::commit_time;
 use lancefleet_engine::read::corpus::add_statistics;
 use lancefleet_engine::{QueryOutput, QueryPlan};
 use lancefleet_proto::v1::plan_executor_client::PlanExecutorClient;
@@ -154,7 +155,7 @@ impl Cluster {
         PlanFragment {
             table_uri: pinned.uri.to_string(),
             version: pinned.dataset.version().version,
-            manifest_timestamp_nanos: u64::try_from(pinned.dataset.manifest().timestamp_nanos).unwrap_or(u64::MAX),
+            manifest_timestamp_nanos: commit_time(&pinned.dataset),
             whole_table,
             query: Some(query.clone()),
             timeout_ms: millis_until(self.call_deadline()),
