@@ -416,6 +416,11 @@ def test_spec_dialect_routes_and_their_bad_input(server):
     vector_index = post(server, "/v1/table/dialect/create_scalar_index", {"column": "vector", "index_type": "IVF_PQ"})
     assert vector_index.status_code == 400 and vector_index.json()["code"] == 13, vector_index.text
     assert post(server, "/v1/table/dialect/version/list/").json()["versions"] == before
+    # Updating a column the table lacks: the spec's column-not-found code, nothing written.
+    unknown = post(server, "/v1/table/dialect/update", {"updates": [["nope", "1"]]}, delimiter="$")
+    assert unknown.status_code == 400 and unknown.json()["code"] == 12, unknown.text
+    assert "nope" in unknown.json()["error"], unknown.text
+    assert post(server, "/v1/table/dialect/version/list/").json()["versions"] == before
     # Exists of a missing table and namespace: the spec's not-found codes.
     assert post(server, "/v1/table/nope/exists").json()["code"] == 4
     assert post(server, "/v1/namespace/nope/exists").json()["code"] == 1

@@ -163,6 +163,12 @@ impl Catalog {
         }
         let (updated, dataset) = self
             .write_latest(id, "an update", |dataset| async move {
+                // lance calls an unknown column invalid input; the spec has a code for it.
+                let schema = dataset.schema();
+                if let Some(unknown) = updates.iter().find(|(column, _)| schema.field(column).is_none()) {
+                    let names = schema.fields.iter().map(|field| field.name.clone()).collect();
+                    return Err(lance::Error::field_not_found(&unknown.0, names).into());
+                }
                 let mut builder = UpdateBuilder::new(Arc::new(dataset));
                 if let Some(predicate) = predicate {
                     builder = builder.update_where(predicate)?;
