@@ -21,8 +21,9 @@ plan executors and `lancefleet indexer` processes, driven by the real `lancedb` 
   search (also with an executor SIGKILLed, and after appends), filtered scans lance's rows;
 - a table written as one fragment is split into fragments sized to the fleet, so that all
   3 executors serve it (before: one), with the same rows in the same order;
-- one of 3 executors stopped (SIGSTOP) for 4 s under query load: calls are hedged to the
-  next replica, no query fails or waits for the stalled executor.
+- one of 3 executors stopped (SIGSTOP) for 1.5 s of every 2 s under query load: calls are
+  hedged to the next replica after the automatic delay, no query fails or waits for the
+  stalled executor.
 """
 
 from __future__ import annotations
@@ -602,11 +603,13 @@ def test_a_one_fragment_table_is_split_for_every_executor_to_serve_part(tmp_path
 
 
 def test_queries_answer_through_a_stalled_executor_by_hedging(tmp_path, moto):
-    """One of 3 executors stopped (SIGSTOP) for 4 s while 2 threads search: each call it
-    does not answer within `cluster.hedge_after` (300 ms) goes to the next replica of its
-    fragments too, so no query fails, every answer is exact, and none waits for the
-    executor to resume."""
-    stack = Stack(tmp_path, moto, "stalled-executor", executors=3, env={"LANCEFLEET_CLUSTER__HEDGE_AFTER": "300ms"})
+    """`cluster.hedge_after = auto` (the default), one of 3 executors stopped (SIGSTOP) for
+    1.5 s of every 2 s while 2 threads search: a call it does not answer within the
+    executors' recent p95 goes to the next replica of its fragments too, so no query fails,
+    every answer is exact, and none, in the first stall or the later ones, waits for the
+    executor to resume. (That a stalled executor cannot raise its own hedge delay is a unit
+    test of `dispatch::hedge`: here the hedges win, so its late answers are never seen.)"""
+    stack = Stack(tmp_path, moto, "stalled-executor", executors=3)
     try:
         table = stack.db.create_table("docs", rows(np.arange(1000), seed=0))
         for batch in range(1, 6):
@@ -620,7 +623,7 @@ def test_queries_answer_through_a_stalled_executor_by_hedging(tmp_path, moto):
         def timed_search():
             started = time.monotonic()
             answer = search()
-            latencies.append(time.monotonic() - started)
+            latencies.append((started, time.monotonic() - started))
             if answer != exact:
                 wrong.append(answer)
 
@@ -631,18 +634,22 @@ def test_queries_answer_through_a_stalled_executor_by_hedging(tmp_path, moto):
         hedged_before = hedged()
         stalled = stack.executors[0].proc
         with QueryLoad(timed_search) as load:
-            time.sleep(1)
-            stalled.send_signal(signal.SIGSTOP)
-            try:
-                time.sleep(4)
-            finally:
-                stalled.send_signal(signal.SIGCONT)
-            time.sleep(1)
-        print(f"stall: {load.answered} queries, 0 failed, slowest {max(latencies):.2f} s, "
+            # `auto` hedges once executors have answered 16 calls of a kind.
+            wait_until(lambda: load.answered >= 40, timeout=120, what="40 queries before the stalls")
+            first_stall = time.monotonic()
+            for _ in range(4):
+                stalled.send_signal(signal.SIGSTOP)
+                try:
+                    time.sleep(1.5)
+                finally:
+                    stalled.send_signal(signal.SIGCONT)
+                time.sleep(0.5)
+        during = [latency for started, latency in latencies if started >= first_stall]
+        print(f"stalls: {len(during)} queries, 0 failed, slowest {max(during):.2f} s, "
               f"{hedged() - hedged_before:.0f} calls answered by the hedge")
         assert load.failures == [] and wrong == []
-        assert load.answered >= 10
-        assert max(latencies) < 3, "no query waited out the stall"
+        assert len(during) >= 10
+        assert max(during) < 0.75, "a query waited for half a stall or more"
         assert hedged() > hedged_before
     finally:
         stack.stop()
