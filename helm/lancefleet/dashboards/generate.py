@@ -313,7 +313,7 @@ def query_nodes() -> dict:
                    "(the first one failed, timed out or is stopping). Bursts follow executor deaths and restarts.",
                    [target(f"sum(rate(lancefleet_query_fragment_retries_total[{RI}]))", "retries")], "ops"),
         timeseries("Hedged executor calls", "Executor calls that had not answered after cluster.hedge_after (auto: "
-                   "the executor's recent p95) and went to the next replica too, per second, by which answered first: "
+                   "the lower median of the executors' recent p95s) and went to the next replica too, per second, by which answered first: "
                    "the primary or the hedge. Hedges winning often point at a slow executor.",
                    [target(f"sum by (winner) (rate(lancefleet_query_hedged_calls_total[{RI}]))", "{{winner}}")],
                    "ops"),
