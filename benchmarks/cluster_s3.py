@@ -163,7 +163,9 @@ class Data:
 
 
 def build_table(data: Data, uri: str, port: int, partitions: int) -> None:
-    storage = options(port)
+    # lance writes a 1M x 768 fragment as one 3 GB object: s3s-fs takes longer than
+    # object_store's default 30 s to complete its multipart upload on a busy machine.
+    storage = {**options(port), "timeout": "600s"}
     try:
         if lance.dataset(uri, storage_options=storage).list_indices():
             return
