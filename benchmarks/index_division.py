@@ -116,13 +116,15 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--segments", type=int, default=8, help="index segments of the segmented copy")
     parser.add_argument("--perf", help="record the 3 executors' segmented pass with `perf record -g` into this file")
+    parser.add_argument("--indexer-bin", help="the binary that segments the index (default --bin): a release "
+                        "build's, when --bin is a debug build profiled for its symbols")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         data, log_path = Path(tmp) / "data", Path(tmp) / "servers.log"
         data.mkdir()
         build(data, args.rows, args.dim, args.partitions)
         with open(log_path, "ab") as log:
-            segments = segment(args.bin, data, args.rows, args.segments, log)
+            segments = segment(args.indexer_bin or args.bin, data, args.rows, args.segments, log)
         print(f"{args.rows} x {args.dim}, {FRAGMENTS} fragments; the segmented copy has {segments} segments")
         queries = np.random.default_rng(1).random((args.queries, args.dim), dtype=np.float32)
         nprobes = max(1, args.partitions // 3)
