@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import os
 import shutil
 import signal
@@ -180,6 +181,20 @@ def build_table(data: Data, uri: str, port: int, partitions: int) -> None:
     print(f"table written and indexed by pylance in {time.monotonic() - started:.0f} s", flush=True)
 
 
+def copy_etags(work: Path, table: str) -> None:
+    """Gives the fleet bucket's copy of `table` the ETags s3s-fs saved for the original's
+    objects (in `.bucket-<b64>.object-<b64>.internal.json` beside the buckets): without
+    them s3s-fs computes an object's MD5 on every GET, which for a 3 GB data file makes
+    each range read take seconds."""
+    encode = lambda text: base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")  # noqa: E731
+    for path in (work / BENCH_BUCKET / table).rglob("*"):
+        if path.is_file():
+            key = str(path.relative_to(work / BENCH_BUCKET))
+            saved = work / f".bucket-{encode(BENCH_BUCKET)}.object-{encode(key)}.internal.json"
+            if saved.exists():
+                shutil.copyfile(saved, work / f".bucket-{encode(FLEET_BUCKET)}.object-{encode(key)}.internal.json")
+
+
 def prepare_fleet_copy(args, work: Path, name: str, etcd_url: str, s3_port: int, log) -> None:
     """The cluster's copy: the lance table copied file by file, then maintained once by
     the indexer for a fleet of --executors (fragments split, index kept as segments)."""
@@ -188,6 +203,7 @@ def prepare_fleet_copy(args, work: Path, name: str, etcd_url: str, s3_port: int,
         return
     shutil.rmtree(target, ignore_errors=True)
     shutil.copytree(work / BENCH_BUCKET / f"{name}.lance", target)
+    copy_etags(work, f"{name}.lance")
     env = {**os.environ, **storage_env(s3_port), "NO_COLOR": "1",
            "LANCEFLEET_INDEXER__VECTOR_SEGMENT_ROWS": str(-(-args.rows // args.executors)),
            "LANCEFLEET_INDEXER__MIN_FRAGMENT_ROWS": "1000"}
