@@ -115,7 +115,8 @@ def main() -> None:
     parser.add_argument("--partitions", type=int, default=64)
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--segments", type=int, default=8, help="index segments of the segmented copy")
-    parser.add_argument("--perf", help="record the 3 executors' segmented pass with `perf record -g` into this file")
+    parser.add_argument("--perf", help="record the 3 executors' segmented pass with `perf record -g` into this "
+                        "file (that pass's CPU numbers then include perf's sampling: measure without it)")
     parser.add_argument("--indexer-bin", help="the binary that segments the index (default --bin): a release "
                         "build's, when --bin is a debug build profiled for its symbols")
     args = parser.parse_args()
