@@ -16,6 +16,9 @@ plan executors and `lancefleet indexer` processes, driven by the real `lancedb` 
   with its fragments: every one of 3 executors opens about a third of the index, flat
   results equal exact search, ANN recall is lance's (also with one executor SIGKILLed and
   its segments searched by their replicas), and appends keep the layout;
+- executors restarted with empty caches read their share (the segments and fragments
+  placed on them, as first choice or replica) before any query: afterwards queries fetch
+  nothing from the object store, also with an executor SIGKILLed;
 - full-text and BTREE indexes are kept as segments of `indexer.index_segment_rows` rows:
   every one of 3 executors opens about a third of each, scores equal lance's in-process
   search (also with an executor SIGKILLed, and after appends), filtered scans lance's rows;
@@ -32,6 +35,7 @@ import shutil
 import signal
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import lance
@@ -104,6 +108,20 @@ class Stack:
             executor.stop()
             shutil.rmtree(executor.cache_dir)
             executor.start()
+
+    def restart_executors_cold_together(self) -> None:
+        """Stops every executor, empties their caches and starts them all at once (as a
+        fleet restarts: they register within a moment of each other)."""
+        for executor in self.executors:
+            executor.stop()
+            shutil.rmtree(executor.cache_dir)
+        with ThreadPoolExecutor(len(self.executors)) as pool:
+            list(pool.map(PlanExecutor.start, self.executors))
+
+    def fetched(self) -> list[float]:
+        """Bytes each executor has fetched from the object store so far (data and indexes)."""
+        return [metric(e.metrics(), "lancefleet_cache_read_bytes_total", tier="object_store")
+                for e in self.executors]
 
     def index_bytes_fetched(self) -> list[float]:
         """Index bytes each executor has fetched from the object store so far."""
@@ -229,7 +247,8 @@ def test_streaming_writes_are_compacted_and_indexed_while_queries_run(stack):
         assert metric(indexer, "lancefleet_indexer_jobs_total", kind=kind, outcome="done") > 0, kind
     assert metric(indexer, "lancefleet_indexer_jobs_total", outcome="failed") == 0
     assert metric(indexer, "lancefleet_indexer_table_fragments", table="stream") <= 2 * COMPACT_AT
-    prewarmed = sum(metric(e.metrics(), "lancefleet_executor_prewarm_total", what="fragment") for e in stack.executors)
+    prewarmed = sum(metric(e.metrics(), "lancefleet_executor_prewarm_total", what="fragment",
+                           trigger="maintenance") for e in stack.executors)
     assert prewarmed > 0, "executors prewarmed the fragments compaction wrote"
     print(
         f"\nstream: 300 appends in {streamed:.1f} s with {load.answered} queries; caught up {caught:.1f} s later; "
@@ -357,16 +376,18 @@ def test_standalone_builds_requested_indexes_and_refuses_bad_ones(tmp_path):
 SEGMENT_ROWS = 1000
 
 
-def segmented_stack(tmp_path, moto, name: str, segment_rows_key: str) -> Stack:
+def segmented_stack(tmp_path, moto, name: str, segment_rows_key: str, prewarm: bool = False) -> Stack:
     """3 executors and an indexer keeping indexes as segments of SEGMENT_ROWS rows (the
     setting `segment_rows_key`) over fragments of 500 rows, without automatic indexes or
-    hedging (a hedged call opens segments on a second replica too: measured without)."""
+    hedging (a hedged call opens segments on a second replica too: measured without), and
+    unless `prewarm`, without prewarming at start (which reads replicas' shares too)."""
     stack = Stack(tmp_path, moto, name, executors=3, env={
         f"LANCEFLEET_INDEXER__{segment_rows_key}": str(SEGMENT_ROWS),
         "LANCEFLEET_INDEXER__TARGET_ROWS_PER_FRAGMENT": "500",
         "LANCEFLEET_INDEXER__AUTO_INDEX_MIN_ROWS": "0",
         "LANCEFLEET_INDEXER__AUTO_SCALAR_COLUMNS": "[]",
         "LANCEFLEET_CLUSTER__HEDGE_AFTER": "off",
+        **({} if prewarm else {"LANCEFLEET_EXECUTOR__PREWARM_BUDGET": "0"}),
     })
     stack.indexer("ix-0")
     return stack
@@ -465,6 +486,56 @@ def test_a_vector_index_kept_as_segments_divides_its_search_over_executors(tmp_p
         assert all(len(segment["fragment_ids"]) <= 2 for segment in found), f"at most {SEGMENT_ROWS} rows: {found}"
         assert table.search(queries[0]).bypass_vector_index().limit(10).to_arrow()["id"].to_pylist() == \
             exact_top10(*_all(stack.dataset("docs")), queries[0])
+    finally:
+        stack.stop()
+
+
+def test_executors_prewarm_their_share_when_they_start(tmp_path, moto):
+    """The 6-segment index of the test above, executors restarted together with empty
+    caches: before any query each reads the segments and fragments placed on it as first
+    choice or replica, so together they fetch each segment twice (2 replicas). Afterwards
+    queries fetch nothing from the object store, also once an executor is SIGKILLed and
+    its replicas search its segments."""
+    stack = segmented_stack(tmp_path, moto, "prewarmed-index", "VECTOR_SEGMENT_ROWS", prewarm=True)
+    try:
+        table = twelve_fragments(stack, rows)
+        table.create_index("vector", config=IvfPq(num_partitions=4, num_sub_vectors=4))
+        wait_until(lambda: len([i for i in stack.dataset("docs").list_indices() if i["name"] == "vector_idx"]) == 6,
+                   120, "the vector index built as 6 segments")
+        [description] = [d for d in stack.dataset("docs").describe_indices() if d.name == "vector_idx"]
+        index_bytes = description.total_size_bytes
+
+        logged = [e.log_path.stat().st_size for e in stack.executors]
+        stack.restart_executors_cold_together()
+
+        def prewarmed():
+            rounds = [e.log_path.read_text(errors="replace")[start:].count("prewarmed this executor's share")
+                      for e, start in zip(stack.executors, logged)]
+            segments = [metric(e.metrics(), "lancefleet_executor_prewarm_total", what="index", trigger="membership")
+                        for e in stack.executors]
+            return all(rounds) and all(segments)
+
+        wait_until(prewarmed, 60, "every executor prewarmed its share")
+        index_read = stack.index_bytes_fetched()
+        print(f"index bytes prewarmed per executor: {index_read} of {index_bytes}")
+        # Each segment by its 2 replicas; how many lists hold one executor is up to the hash
+        # (with 6 segments, one may be in all of them).
+        assert all(read > 0 for read in index_read), (index_read, index_bytes)
+        assert 1.9 * index_bytes <= sum(index_read) <= 2.1 * index_bytes, (index_read, index_bytes)
+
+        queries = np.random.default_rng(11).random((10, DIM), dtype=np.float32)
+        before = stack.fetched()
+        first = [table.search(q).nprobes(4).refine_factor(2).limit(10).to_arrow()["id"].to_pylist() for q in queries]
+        assert stack.fetched() == before, "the queries found everything they read warm"
+
+        stack.executors[0].stop(signal.SIGKILL)
+        survivors = stack.executors[1:]
+        before = [metric(e.metrics(), "lancefleet_cache_read_bytes_total", tier="object_store") for e in survivors]
+        failover = [table.search(q).nprobes(4).refine_factor(2).limit(10).to_arrow()["id"].to_pylist()
+                    for q in queries]
+        after = [metric(e.metrics(), "lancefleet_cache_read_bytes_total", tier="object_store") for e in survivors]
+        assert after == before, "the replicas had the dead executor's segments and fragments warm"
+        assert all(len(ids) == 10 for ids in first + failover)
     finally:
         stack.stop()
 

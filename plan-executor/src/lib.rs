@@ -2,12 +2,13 @@
 //! some fragments of a pinned table version) with lance and streams Arrow batches back.
 //!
 //! [`run`] is the `plan-executor` role: it opens the catalog and the object cache, binds,
-//! registers in etcd (when there is a control plane), prewarms what maintenance rewrote,
-//! and serves until the shutdown signal. Then it shuts down in a fixed order: NOT_SERVING
-//! on the health service, `stopping` in etcd and a pause for query nodes to hear it, stop
-//! accepting, drain in-flight fragments within the grace period, deregister, and flush the
-//! cache's disk tier last. [`start`] does the same but returns once the node serves, with
-//! its addresses (the in-process test cluster starts executors on port 0).
+//! registers in etcd (when there is a control plane), prewarms its share of the tables (at
+//! start, after membership changes and after maintenance), and serves until the shutdown
+//! signal. Then it shuts down in a fixed order: NOT_SERVING on the health service,
+//! `stopping` in etcd and a pause for query nodes to hear it, stop accepting, drain
+//! in-flight fragments within the grace period, deregister, and flush the cache's disk tier
+//! last. [`start`] does the same but returns once the node serves, with its addresses (the
+//! in-process test cluster starts executors on port 0).
 
 mod admission;
 mod error;
@@ -104,6 +105,11 @@ pub async fn start(config: NodeConfig, context: &NodeContext) -> Result<RunningE
             membership: membership.subscribe(),
             cluster: config.cluster.clone(),
             node_id: node_id.clone(),
+            budget: if cache.is_some() {
+                config.executor.prewarm_budget.map_or(capacity / 2, |budget| budget.bytes())
+            } else {
+                0
+            },
         };
         tokio::spawn(prewarmer.follow(context.bus(), context.shutdown().clone()));
     }

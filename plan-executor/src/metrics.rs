@@ -13,8 +13,9 @@ pub struct ExecutorMetrics {
     pub fragments: IntCounterVec,
     /// `lancefleet_executor_fragment_errors_total{code}`: plan fragments failed, by code.
     pub errors: IntCounterVec,
-    /// `lancefleet_executor_prewarm_total{what}`: fragments and indexes read into the cache
-    /// after maintenance rewrote them (`fragment`, `index`, `failed`).
+    /// `lancefleet_executor_prewarm_total{what,trigger}`: fragments and indexes read into
+    /// the cache ahead of queries (`fragment`, `index`, `failed`), at start or after a
+    /// membership change (`membership`) or after maintenance (`maintenance`).
     pub prewarm: IntCounterVec,
     /// `lancefleet_executor_admission_waiting`: fragments waiting for room in the memory budget.
     pub admission_waiting: IntGauge,
@@ -31,7 +32,9 @@ pub static METRICS: LazyLock<ExecutorMetrics> = LazyLock::new(|| {
         metrics.fragments.with_label_values(&[rpc]);
     }
     for what in ["fragment", "index", "failed"] {
-        metrics.prewarm.with_label_values(&[what]);
+        for trigger in ["membership", "maintenance"] {
+            metrics.prewarm.with_label_values(&[what, trigger]);
+        }
     }
     for code in lancefleet_proto::ErrorCode::ALL {
         metrics.errors.with_label_values(&[code.as_str_name()]);
@@ -52,8 +55,11 @@ fn declare() -> ExecutorMetrics {
         )
         .expect("register lancefleet_executor_fragment_errors_total"),
         prewarm: register_int_counter_vec!(
-            Opts::new("lancefleet_executor_prewarm_total", "Fragments and indexes prewarmed after maintenance."),
-            &["what"]
+            Opts::new(
+                "lancefleet_executor_prewarm_total",
+                "Fragments and indexes of this executor's share read into its cache ahead of queries."
+            ),
+            &["what", "trigger"]
         )
         .expect("register lancefleet_executor_prewarm_total"),
         admission_waiting: register_int_gauge!(

@@ -257,6 +257,11 @@ pub struct ExecutorConfig {
     /// replica). Default: `5s`.
     #[serde(with = "duration")]
     pub queue_timeout: Duration,
+    /// What this executor fetches into its cache, when it starts and after membership
+    /// changes, of the index segments and fragments placed on it (as first choice or
+    /// replica): index segments first, then fragment data; `0` turns it off. Default:
+    /// half the cache's capacity.
+    pub prewarm_budget: Option<ByteSize>,
 }
 
 impl Default for ExecutorConfig {
@@ -272,6 +277,7 @@ impl Default for ExecutorConfig {
             fragment_memory: ByteSize::mib(32),
             max_queued: 256,
             queue_timeout: Duration::from_secs(5),
+            prewarm_budget: None,
         }
     }
 }

@@ -357,6 +357,12 @@ pub(crate) fn indexed_column(dataset: &Dataset, segment: &IndexMetadata) -> Opti
     dataset.schema().field_by_id(*id).map(|field| field.name.clone())
 }
 
+/// The live fragments of `dataset` that index `segment` covers, in order (what an
+/// executor searching the segment reads with it).
+pub fn segment_fragments(dataset: &Dataset, segment: &IndexMetadata) -> Vec<u64> {
+    live_fragments_of(segment, &live_fragments(dataset))
+}
+
 /// The ids of `dataset`'s fragments.
 pub(crate) fn live_fragments(dataset: &Dataset) -> BTreeSet<u64> {
     dataset.fragments().iter().map(|fragment| fragment.id).collect()
