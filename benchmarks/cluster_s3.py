@@ -17,15 +17,18 @@ every S3 request.
   executors (`lancefleet indexer --once`): fragments split to two per executor, the index
   rebuilt as one segment per executor sharing one model, so that each executor searches
   and caches its share.
-- The cluster: etcd, --executors plan executors with empty caches, and query nodes with
-  strong reads learnt from etcd (the default), strong reads listing the store on every
-  query (`rest.external_writer_check = 0s`, as before etcd recorded versions), weak reads
-  (--weak-seconds), and strong reads without hedging (`cluster.hedge_after = off`).
+- The cluster: etcd, --executors plan executors, restarted with empty caches once the
+  table is ready and given time to prewarm their shares (the segments and fragments placed
+  on each as first choice or replica; --no-prewarm queries executors that start cold), and
+  query nodes with strong reads learnt from etcd (the default), strong reads listing the
+  store on every query (`rest.external_writer_check = 0s`, as before etcd recorded
+  versions), weak reads (--weak-seconds), and strong reads without hedging
+  (`cluster.hedge_after = off`).
 - Passes, each interleaving its paths query by query so that machine noise hits all alike:
-  cold (the cluster's first look, lance's first), warm (every path), throughput (--threads
-  client threads for --qps-queries queries per path), recall@10 of the cluster and of lance
-  against exact search, and a slowed executor (SIGSTOPped --stall-ms out of every second)
-  with hedging on and off.
+  cold (the query nodes' first look, after the executors' prewarm; lance's first), warm
+  (every path), throughput (--threads client threads for --qps-queries queries per path),
+  recall@10 of the cluster and of lance against exact search, and a slowed executor
+  (SIGSTOPped --stall-ms out of every second) with hedging on and off.
 Not a test: numbers go into the issue notes; ratios between paths matter more than absolute
 values on a shared machine.
 """
@@ -294,6 +297,9 @@ def main() -> None:
     parser.add_argument("--stall-ms", type=int, default=300)
     parser.add_argument("--work", default=os.path.expanduser("~/.cache/lancefleet-bench/s3"))
     parser.add_argument("--prepare-only", action="store_true", help="write and index lance's table, then stop")
+    parser.add_argument("--no-prewarm", dest="prewarm", action="store_false",
+                        help="query executors that start cold, instead of restarting them with empty caches "
+                        "once the table is ready and waiting until each has prewarmed its share")
     args = parser.parse_args()
 
     work = Path(args.work)
@@ -326,19 +332,44 @@ def main() -> None:
         proxy = DelayProxy(s3_port, args.latency_ms / 1000)
         env = {**os.environ, **storage_env(proxy.port), "NO_COLOR": "1"}
 
-        executors, executor_metrics = [], []
-        for index in range(args.executors):
-            port, metrics_port = free_port(), free_port()
-            executor_metrics.append(f"http://127.0.0.1:{metrics_port}/metrics")
-            executors.append(subprocess.Popen(
-                [args.bin, "plan-executor", "--data-dir", f"s3://{FLEET_BUCKET}", "--node-id", f"pe-{index}",
-                 "--listen", f"127.0.0.1:{port}", "--metrics-listen", f"127.0.0.1:{metrics_port}",
-                 "--cache-dir", str(scratch / f"pe-{index}"), "--etcd", etcd_url, "--log-level", "warn"],
-                env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            ))
-            processes.append(executors[-1])
-            wait_port(port)
+        ports = [(free_port(), free_port()) for _ in range(args.executors)]
+        executor_metrics = [f"http://127.0.0.1:{metrics_port}/metrics" for _, metrics_port in ports]
+
+        def start_executors() -> list[subprocess.Popen]:
+            started = []
+            for index, (port, metrics_port) in enumerate(ports):
+                started.append(subprocess.Popen(
+                    [args.bin, "plan-executor", "--data-dir", f"s3://{FLEET_BUCKET}", "--node-id", f"pe-{index}",
+                     "--listen", f"127.0.0.1:{port}", "--metrics-listen", f"127.0.0.1:{metrics_port}",
+                     "--cache-dir", str(scratch / f"pe-{index}"), "--etcd", etcd_url,
+                     "--log-level", "warn,lancefleet_plan_executor::prewarm=info"],
+                    env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                ))
+                processes.append(started[-1])
+            for port, _ in ports:
+                wait_port(port)
+            return started
+
+        executors = start_executors()
         prepare_fleet_copy(args, work, name, etcd_url, s3_port, log)
+        if args.prewarm:
+            # A fleet restart with empty caches: each executor reads its share (segments and
+            # fragments placed on it as first choice or replica) before the first query.
+            for executor in executors:
+                executor.terminate()
+                executor.wait(timeout=60)
+                processes.remove(executor)
+            for index in range(args.executors):
+                shutil.rmtree(scratch / f"pe-{index}", ignore_errors=True)
+            logged = (scratch / "servers.log").stat().st_size
+            started = time.monotonic()
+            executors = start_executors()
+            rounds = lambda: (scratch / "servers.log").read_bytes()[logged:].count(  # noqa: E731
+                b"prewarmed this executor's share")
+            while rounds() < args.executors and time.monotonic() - started < 1800:
+                time.sleep(1)
+            print(f"a fleet restart with empty caches prewarmed each executor's share in "
+                  f"{time.monotonic() - started:.0f} s", flush=True)
 
         nodes = {
             "strong (etcd)": {},

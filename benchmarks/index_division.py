@@ -55,10 +55,11 @@ def build(data: Path, rows: int, dim: int, partitions: int) -> None:
     dataset.create_index("vector", index_type="IVF_PQ", num_partitions=partitions, num_sub_vectors=dim // 16)
 
 
-def segment(binary: str, data: Path, rows: int, segments: int, log) -> int:
+def segment(binary: str, data: Path, rows: int, segments: int, log) -> None:
     """Copies `whole` to `segmented` and has `indexer --once` (over a directory of that copy
-    alone) rebuild its index as `segments` segments; the segments made."""
+    alone) rebuild its index as `segments` segments."""
     alone = data.parent / "to-segment"
+    shutil.rmtree(alone, ignore_errors=True)
     shutil.copytree(data / "whole.lance", alone / "segmented.lance")
     env = {**os.environ, "LANCEFLEET_INDEXER__VECTOR_SEGMENT_ROWS": str(-(-rows // segments)),
            "LANCEFLEET_INDEXER__TARGET_ROWS_PER_FRAGMENT": str(rows // FRAGMENTS),
@@ -66,14 +67,13 @@ def segment(binary: str, data: Path, rows: int, segments: int, log) -> int:
     subprocess.run([binary, "indexer", "--data-dir", str(alone), "--once"], env=env, check=True, stdout=log,
                    stderr=subprocess.STDOUT)
     shutil.move(alone / "segmented.lance", data / "segmented.lance")
-    return len([i for i in lance.dataset(str(data / "segmented.lance")).list_indices() if i["name"] == "vector_idx"])
 
 
 def measure(binary: str, data: Path, log_path: Path, executors: int, queries: np.ndarray,
             nprobes: int, perf: str | None = None) -> dict[str, tuple]:
     """Per table, after a warm-up: the executors' CPU ms per query, the busiest one's share
-    of it, and the median latency in ms. With `perf`, the segmented table's timed queries
-    are recorded by `perf record` into that file."""
+    of it, and the median latency in ms. With `perf` (a directory), each table's timed
+    queries are recorded by `perf record` into `{executors}-executors-{table}.data` there."""
     servers = start(binary, data, log_path, executors)
     try:
         db = lancedb.connect("db://bench", host_override=servers.url, api_key="bench")
@@ -85,8 +85,9 @@ def measure(binary: str, data: Path, log_path: Path, executors: int, queries: np
                 search(q)
             pids = [p.pid for p in servers.processes[:executors]]
             recorder = None
-            if perf and name == "segmented":
-                recorder = subprocess.Popen(["perf", "record", "-g", "-F", "499", "-o", perf, "-p",
+            if perf:
+                output = str(Path(perf) / f"{executors}-executors-{name}.data")
+                recorder = subprocess.Popen(["perf", "record", "-g", "-F", "499", "-o", output, "-p",
                                              ",".join(map(str, pids))], stdout=subprocess.DEVNULL,
                                             stderr=subprocess.DEVNULL)
                 time.sleep(1)
@@ -115,21 +116,31 @@ def main() -> None:
     parser.add_argument("--partitions", type=int, default=64)
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--segments", type=int, default=8, help="index segments of the segmented copy")
-    parser.add_argument("--perf", help="record the 3 executors' segmented pass with `perf record -g` into this "
-                        "file (that pass's CPU numbers then include perf's sampling: measure without it)")
+    parser.add_argument("--perf", help="record every timed pass with `perf record -g` into this directory, one "
+                        "file per pass (the CPU numbers then include perf's sampling: measure without it)")
     parser.add_argument("--indexer-bin", help="the binary that segments the index (default --bin): a release "
                         "build's, when --bin is a debug build profiled for its symbols")
+    parser.add_argument("--tables", help="keep the two tables in this directory and reuse them when it holds "
+                        "them already (runs comparing builds or settings need not build them again; give the same "
+                        "--partitions)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        data, log_path = Path(tmp) / "data", Path(tmp) / "servers.log"
-        data.mkdir()
-        build(data, args.rows, args.dim, args.partitions)
-        with open(log_path, "ab") as log:
-            segments = segment(args.indexer_bin or args.bin, data, args.rows, args.segments, log)
+        data, log_path = Path(args.tables or Path(tmp) / "data"), Path(tmp) / "servers.log"
+        if not (data / "segmented.lance").exists():
+            shutil.rmtree(data, ignore_errors=True)
+            data.mkdir(parents=True)
+            build(data, args.rows, args.dim, args.partitions)
+            with open(log_path, "ab") as log:
+                segment(args.indexer_bin or args.bin, data, args.rows, args.segments, log)
+        segmented = lance.dataset(str(data / "segmented.lance"))
+        segments = len([i for i in segmented.list_indices() if i["name"] == "vector_idx"])
+        args.rows, args.dim = segmented.count_rows(), segmented.schema.field("vector").type.list_size
         print(f"{args.rows} x {args.dim}, {FRAGMENTS} fragments; the segmented copy has {segments} segments")
         queries = np.random.default_rng(1).random((args.queries, args.dim), dtype=np.float32)
         nprobes = max(1, args.partitions // 3)
-        one = measure(args.bin, data, log_path, 1, queries, nprobes)
+        if args.perf:
+            Path(args.perf).mkdir(parents=True, exist_ok=True)
+        one = measure(args.bin, data, log_path, 1, queries, nprobes, args.perf)
         three = measure(args.bin, data, log_path, 3, queries, nprobes, args.perf)
         print(f"{'index':<10} {'CPU ms/q, 1 executor':>21} {'CPU ms/q, 3 executors':>22} {'ratio':>6} "
               f"{'busiest of 3':>13} {'p50 ms (1)':>11} {'p50 ms (3)':>11}")
