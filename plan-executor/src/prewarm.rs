@@ -181,6 +181,7 @@ impl Warming {
         tables.extend(self.known().tables.iter().cloned());
         let (mut segments, mut fragments) = (0, 0);
         let mut shares = Vec::new();
+        let placement = self.placement();
         for table in tables {
             if fetched() >= self.settings.budget {
                 break;
@@ -189,7 +190,7 @@ impl Warming {
                 let id = TableId::parse(&table)?;
                 let uri = self.settings.catalog.table_uri(&id).await?;
                 let dataset = self.settings.catalog.open_table(&id, ReadVersion::default()).await?;
-                let share = self.share(&uri, &dataset).await?;
+                let share = self.share(&placement, &uri, &dataset).await?;
                 let segments = self.warm_segments(&dataset, &share, MEMBERSHIP).await?;
                 Ok::<_, EngineError>((segments, (uri, dataset, share)))
             };
@@ -236,7 +237,7 @@ impl Warming {
         let catalog = &self.settings.catalog;
         let uri = catalog.table_uri(&TableId::parse(&event.table)?).await?;
         let dataset = catalog.open_pinned(&uri, event.version, 0).await?;
-        let share = self.share(&uri, &dataset).await?;
+        let share = self.share(&self.placement(), &uri, &dataset).await?;
         let new = event.new_fragments.iter().filter(|fragment| share.fragments.contains(fragment));
         let fragments = self.warm_fragments(&uri, &dataset, new.copied(), MAINTENANCE).await?;
         let segments = if matches!(event.kind, ChangeKind::IndexBuilt | ChangeKind::IndexOptimized) {
@@ -260,12 +261,15 @@ impl Warming {
         placement.preference_list(uri, unit).iter().any(|node| **node == *self.settings.node_id)
     }
 
-    /// This executor's share of `dataset` (the table at `uri`) under the current membership.
-    async fn share(&self, uri: &str, dataset: &Dataset) -> Result<Share, EngineError> {
+    /// Placement under the current membership, as query nodes compute it.
+    fn placement(&self) -> Placement {
         let members = self.settings.membership.borrow().clone();
         let cluster = &self.settings.cluster;
-        let placement =
-            Placement::new(members.iter().map(|member| member.id.clone()), cluster.virtual_nodes, cluster.replicas);
+        Placement::new(members.iter().map(|member| member.id.clone()), cluster.virtual_nodes, cluster.replicas)
+    }
+
+    /// This executor's share of `dataset` (the table at `uri`) under `placement`.
+    async fn share(&self, placement: &Placement, uri: &str, dataset: &Dataset) -> Result<Share, EngineError> {
         let mut share = Share::default();
         for index in index_facts(dataset).await? {
             // Reads send each segment's fragments to one executor, which opens only the
@@ -279,7 +283,7 @@ impl Warming {
             };
             let mut placed = Vec::new();
             for (segment, anchor) in anchors {
-                if self.placed_here(&placement, uri, anchor) {
+                if self.placed_here(placement, uri, anchor) {
                     share.fragments.extend(segment_fragments(dataset, &segment));
                     placed.push(segment.uuid);
                 }
@@ -289,7 +293,7 @@ impl Warming {
             }
         }
         let alone = dataset.fragments().iter().map(|fragment| fragment.id);
-        share.fragments.extend(alone.filter(|fragment| self.placed_here(&placement, uri, *fragment)));
+        share.fragments.extend(alone.filter(|fragment| self.placed_here(placement, uri, *fragment)));
         Ok(share)
     }
 
