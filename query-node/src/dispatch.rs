@@ -4,7 +4,7 @@
 mod assignment;
 mod cluster;
 mod explain;
-mod hedge;
+pub(crate) mod hedge;
 
 use std::collections::HashMap;
 use std::sync::Arc;

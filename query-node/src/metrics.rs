@@ -9,6 +9,8 @@ use prometheus::{
     register_int_counter, register_int_counter_vec, register_int_gauge_vec,
 };
 
+use crate::dispatch::hedge::HedgeReason;
+
 /// The query node's metrics.
 pub struct QueryNodeMetrics {
     /// `lancefleet_rest_requests_total{route, status}`.
@@ -42,8 +44,9 @@ pub struct QueryNodeMetrics {
     /// `lancefleet_query_slow_executor_calls_total{executor}`: executor calls slower than
     /// `cluster.slow_call` ("slow takes").
     pub slow_calls: IntCounterVec,
-    /// `lancefleet_query_hedged_calls_total{winner}`: executor calls hedged to the next
-    /// replica, by which call answered first (`primary`, `hedge`).
+    /// `lancefleet_query_hedged_calls_total{winner,reason}`: executor calls hedged to the
+    /// next replica, by which call answered first (`primary`, `hedge`) and why the call was
+    /// hedged (`delay`: unanswered after the hedge delay; `straggler`: behind its siblings).
     pub hedged_calls: IntCounterVec,
 }
 
@@ -129,9 +132,9 @@ pub static METRICS: LazyLock<QueryNodeMetrics> = LazyLock::new(|| {
         hedged_calls: register_int_counter_vec!(
             Opts::new(
                 "lancefleet_query_hedged_calls_total",
-                "Executor calls hedged to the next replica, by which call answered first."
+                "Executor calls hedged to the next replica, by which call answered first and why it was hedged."
             ),
-            &["winner"]
+            &["winner", "reason"]
         )
         .expect("register lancefleet_query_hedged_calls_total"),
     };
@@ -157,7 +160,9 @@ impl QueryNodeMetrics {
             self.fragments.with_label_values(&[choice]);
         }
         for winner in ["primary", "hedge"] {
-            self.hedged_calls.with_label_values(&[winner]);
+            for reason in [HedgeReason::Delay, HedgeReason::Straggler] {
+                self.hedged_calls.with_label_values(&[winner, reason.as_str()]);
+            }
         }
     }
 }

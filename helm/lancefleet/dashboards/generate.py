@@ -312,10 +312,12 @@ def query_nodes() -> dict:
         timeseries("Fragment retries", "Fragments sent again to the next executor of their preference list per second "
                    "(the first one failed, timed out or is stopping). Bursts follow executor deaths and restarts.",
                    [target(f"sum(rate(lancefleet_query_fragment_retries_total[{RI}]))", "retries")], "ops"),
-        timeseries("Hedged executor calls", "Executor calls that had not answered after cluster.hedge_after (auto: "
-                   "the lower median of the executors' recent p95s) and went to the next replica too, per second, by which answered first: "
-                   "the primary or the hedge. Hedges winning often point at a slow executor.",
-                   [target(f"sum by (winner) (rate(lancefleet_query_hedged_calls_total[{RI}]))", "{{winner}}")],
+        timeseries("Hedged executor calls", "Executor calls that went to the next replica too, per second, by which "
+                   "answered first (the primary or the hedge) and why: delay (unanswered after cluster.hedge_after; auto: "
+                   "the lower median of the executors' recent p95s) or straggler (auto: far behind the other calls of its "
+                   "query). Hedges winning often point at a slow executor.",
+                   [target(f"sum by (winner, reason) (rate(lancefleet_query_hedged_calls_total[{RI}]))",
+                           "{{winner}} ({{reason}})")],
                    "ops"),
         timeseries("Executor call errors by code", "Failed calls from query nodes to plan executors per second, by "
                    "error code: TIMEOUT (cluster.fragment_timeout passed), UNAVAILABLE (executor down or stopping), "

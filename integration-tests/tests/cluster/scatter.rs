@@ -166,6 +166,35 @@ async fn a_slow_executors_fragments_are_hedged_to_their_next_replica_and_the_los
 }
 
 #[tokio::test]
+async fn with_auto_hedging_a_straggler_is_hedged_before_any_history_is_known() {
+    let sandbox = Sandbox::builder()
+        .executors(2)
+        .faulty(1)
+        .hedge_after(HedgeAfter::Auto)
+        .fragment_timeout(Duration::from_secs(20))
+        .start()
+        .await;
+    let dataset = table(&sandbox).await;
+    let faulty = sandbox.faulty(0);
+    assert_exact(&sandbox, &dataset, &Numbers::new(11).vector()).await; // every executor opens the table
+    // One answer per executor is far from the 16 a delay from history needs: only the
+    // straggler rule can hedge the slow executor's call, once its two siblings answered.
+    faulty.set(Fault::Delay(Duration::from_secs(10)));
+    faulty.clear_calls();
+    let cancelled = faulty.cancelled();
+    let started = Instant::now();
+    assert_exact(&sandbox, &dataset, &Numbers::new(12).vector()).await;
+    assert!(started.elapsed() < Duration::from_secs(5), "answered by the hedge in {:?}", started.elapsed());
+    assert!(!faulty.calls().is_empty(), "the slow executor got its fragments first");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while faulty.cancelled() == cancelled && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(faulty.cancelled() > cancelled, "the losing call was cancelled");
+    sandbox.stop().await;
+}
+
+#[tokio::test]
 async fn when_every_replica_of_a_fragment_fails_the_query_is_unavailable() {
     let sandbox = Sandbox::builder().executors(0).faulty(2).start().await;
     table(&sandbox).await;

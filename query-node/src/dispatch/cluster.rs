@@ -34,7 +34,7 @@ use tonic::transport::Channel;
 use tracing::Instrument;
 
 use super::assignment::{Assignment, Load, assign, hedge_target, preference_lists, reassign};
-use super::hedge::{CallClass, Hedging};
+use super::hedge::{self, CallClass, HedgeReason, Hedging, Siblings};
 use super::{Pinned, Spread};
 use crate::error::ApiError;
 use crate::metrics::METRICS;
@@ -155,7 +155,7 @@ impl Cluster {
         PlanFragment {
             table_uri: pinned.uri.to_string(),
             version: pinned.dataset.version().version,
-            manifest_timestamp_nanos: commit_time(&pinned.dataset),
+            manifest_timestamp_nanos: commit_time(pinned.dataset),
             whole_table,
             query: Some(query.clone()),
             timeout_ms: millis_until(self.call_deadline()),
@@ -409,11 +409,12 @@ impl Cluster {
         F: Fn(FragmentCall) -> Fut,
         Fut: Future<Output = Result<T, ErrorStatus>>,
     {
+        let siblings = Siblings::new(assignment.len());
         let calls = assignment.iter().map(|(node, fragments)| {
             let mut fragment = round.template.clone();
             fragment.fragment_ids = fragments.iter().map(|(id, _)| *id).collect();
             let hedge = hedge_target(node, fragments, round.lists, round.suspects);
-            self.call_executor(round, node, hedge, fragment, call)
+            self.call_executor(round, &siblings, node, hedge, fragment, call)
         });
         let mut answers = Vec::new();
         let mut failed = Vec::new();
@@ -444,14 +445,15 @@ impl Cluster {
     }
 
     /// Sends `fragment` to executor `node` with `call` within the fragment timeout (or the
-    /// client's deadline). When
-    /// it has not answered after its hedge delay, the fragment also goes to `hedge` (the
-    /// next replica): the first answer wins and the other call is dropped (cancelled); an
-    /// error of one waits for the other. Answers with the executor that answered. A call
-    /// slower than `cluster.slow_call` is counted and logged.
+    /// client's deadline). When it has not answered after its hedge delay, or (`auto`) it
+    /// straggles behind its `siblings`, the fragment also goes to `hedge` (the next
+    /// replica): the first answer wins and the other call is dropped (cancelled); an error
+    /// of one waits for the other. Answers with the executor that answered. A call slower
+    /// than `cluster.slow_call` is counted and logged.
     async fn call_executor<T, F, Fut>(
         &self,
         round: &Round<'_>,
+        siblings: &Siblings,
         node: &Arc<str>,
         hedge: Option<Arc<str>>,
         fragment: PlanFragment,
@@ -464,21 +466,25 @@ impl Cluster {
         let started = Instant::now();
         let deadline = self.call_deadline();
         let class = CallClass::of(&fragment);
-        let delay = hedge.as_ref().and_then(|_| self.hedging.delay(class));
+        let delay = self.hedging.delay(class);
+        let stragglers = self.hedging.hedges_stragglers().then_some(siblings);
         let primary = self.send(round, node, fragment.clone(), call, deadline, false);
-        let (winner, outcome) = match (hedge, delay) {
-            (Some(other), Some(delay)) => {
+        let (winner, outcome) = match hedge {
+            Some(other) if delay.is_some() || stragglers.is_some() => {
                 tokio::pin!(primary);
                 tokio::select! {
                     outcome = &mut primary => (node.clone(), outcome),
-                    () = tokio::time::sleep(delay) => {
+                    reason = hedge::due(delay, stragglers) => {
                         let second = self.send(round, &other, fragment, call, deadline, true);
-                        first_answer((node.clone(), primary), (other.clone(), second)).await
+                        first_answer((node.clone(), primary), (other.clone(), second), reason).await
                     }
                 }
             }
             _ => (node.clone(), primary.await),
         };
+        if outcome.is_ok() {
+            siblings.answered();
+        }
         let elapsed = started.elapsed();
         if elapsed > self.slow_call {
             METRICS.slow_calls.with_label_values(&[&**node]).inc();
@@ -531,11 +537,13 @@ impl Cluster {
     }
 }
 
-/// The first success of two racing calls (`primary` goes first), or, when both fail, the
-/// primary's error; with the executor that gave it. The slower call is dropped.
+/// The first success of two racing calls (`primary` goes first, `second` was sent for
+/// `reason`), or, when both fail, the primary's error; with the executor that gave it. The
+/// slower call is dropped.
 async fn first_answer<T>(
     (node, primary): (Arc<str>, impl Future<Output = Result<T, ErrorStatus>>),
     (other, second): (Arc<str>, impl Future<Output = Result<T, ErrorStatus>>),
+    reason: HedgeReason,
 ) -> (Arc<str>, Result<T, ErrorStatus>) {
     tokio::pin!(primary);
     tokio::pin!(second);
@@ -550,7 +558,7 @@ async fn first_answer<T>(
         },
     };
     let won = if Arc::ptr_eq(&winner, &node) { "primary" } else { "hedge" };
-    METRICS.hedged_calls.with_label_values(&[won]).inc();
+    METRICS.hedged_calls.with_label_values(&[won, reason.as_str()]).inc();
     (winner, outcome)
 }
 

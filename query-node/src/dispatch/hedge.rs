@@ -9,10 +9,20 @@
 //! executor's: a stalled executor's late answers would otherwise raise its own threshold
 //! until its calls were no longer hedged at all, exactly when hedging is needed. A median
 //! holds while fewer than half the executors are slow.
+//!
+//! History lags a change of load: after a burst of concurrent queries the recent answers
+//! are slow ones and the delay stays long until they are displaced. So `auto` also hedges
+//! a straggler by its [`Siblings`], the other calls of the same round (the same query, on
+//! other executors), as speculative execution does in MapReduce and Spark: once three
+//! quarters of them have answered, a call still running after 1.5 times their median
+//! answer time is hedged, whatever the history says.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::Instant;
 
 use lancefleet_common::config::HedgeAfter;
 use lancefleet_proto::v1::PlanFragment;
@@ -23,6 +33,13 @@ const WINDOW: usize = 64;
 const MIN_SAMPLES: usize = 16;
 /// The shortest `auto` hedge delay (a loopback call under a millisecond is not slow).
 const MIN_DELAY: Duration = Duration::from_millis(5);
+
+/// How much slower than its siblings' median a call may be before it is a straggler
+/// (Spark's `spark.speculation.multiplier`), as a fraction.
+const STRAGGLER_MULTIPLIER: (u32, u32) = (3, 2);
+/// The share of a call's siblings that must have answered before it can be a straggler
+/// (Spark's `spark.speculation.quantile`), as a fraction.
+const STRAGGLER_QUANTILE: (usize, usize) = (3, 4);
 
 /// What kind of work an executor call is, for its answer-time statistics: the search it
 /// runs (vector, full-text, scan, or a whole-table part) and its number of fragments,
@@ -101,6 +118,11 @@ impl Hedging {
         }
     }
 
+    /// Whether a call is also hedged when it straggles behind its [`Siblings`] (`auto`).
+    pub fn hedges_stragglers(&self) -> bool {
+        self.policy == HedgeAfter::Auto
+    }
+
     /// How long a call of `class` may go unanswered before it is hedged: the lower
     /// median of the executors' 95th percentiles for the class; `None`: never (or not
     /// before some executor has answered enough calls of the class).
@@ -119,6 +141,108 @@ impl Hedging {
             }
         }
     }
+}
+
+/// The calls of one round (one per executor, started together) and the answer times of
+/// those that have answered, for the straggler rule.
+#[derive(Debug)]
+pub struct Siblings {
+    calls: usize,
+    started: Instant,
+    answered: watch::Sender<Vec<Duration>>,
+}
+
+impl Siblings {
+    /// A round of `calls` calls starting now.
+    pub fn new(calls: usize) -> Self {
+        Self { calls, started: Instant::now(), answered: watch::Sender::new(Vec::new()) }
+    }
+
+    /// Records that one call of the round answered (successfully) now.
+    pub fn answered(&self) {
+        let elapsed = self.started.elapsed();
+        self.answered.send_modify(|answered| answered.push(elapsed));
+    }
+
+    /// Completes when a call of the round that has not answered becomes a straggler:
+    /// [`straggler_after`] its siblings' answers, measured from the round's start; never
+    /// while too few of them have answered.
+    pub async fn straggling(&self) {
+        let mut answered = self.answered.subscribe();
+        loop {
+            let after = straggler_after(self.calls, &answered.borrow_and_update());
+            let changed = async {
+                if answered.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            };
+            match after {
+                Some(after) => tokio::select! {
+                    () = tokio::time::sleep_until(self.started + after) => return,
+                    () = changed => {}
+                },
+                None => changed.await,
+            }
+        }
+    }
+}
+
+/// Completes when a call is due to be hedged: after `delay`, or when it becomes a
+/// straggler among `siblings`, whichever comes first (neither: never). Answers which.
+pub async fn due(delay: Option<Duration>, siblings: Option<&Siblings>) -> HedgeReason {
+    let after_delay = async {
+        match delay {
+            Some(delay) => tokio::time::sleep(delay).await,
+            None => std::future::pending().await,
+        }
+    };
+    let straggling = async {
+        match siblings {
+            Some(siblings) => siblings.straggling().await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        () = after_delay => HedgeReason::Delay,
+        () = straggling => HedgeReason::Straggler,
+    }
+}
+
+/// Why a call was hedged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HedgeReason {
+    /// It had not answered after the hedge delay.
+    Delay,
+    /// It straggled behind its siblings.
+    Straggler,
+}
+
+impl HedgeReason {
+    /// The reason as a metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Delay => "delay",
+            Self::Straggler => "straggler",
+        }
+    }
+}
+
+/// When a call of a round of `calls` calls is a straggler, given the answer times of its
+/// siblings that have answered: once [`STRAGGLER_QUANTILE`] of its `calls - 1` siblings
+/// (at least one) have answered, at [`STRAGGLER_MULTIPLIER`] times their median answer
+/// time, and not before [`MIN_DELAY`]. `None`: not (yet) judged.
+pub fn straggler_after(calls: usize, answered: &[Duration]) -> Option<Duration> {
+    let siblings = calls.checked_sub(1)?;
+    let (part, whole) = STRAGGLER_QUANTILE;
+    let needed = (siblings * part).div_ceil(whole).max(1);
+    if answered.len() < needed || answered.len() > siblings {
+        return None;
+    }
+    let mut sorted = answered.to_vec();
+    sorted.sort_unstable();
+    let median = sorted[(sorted.len() - 1) / 2];
+    let (times, per) = STRAGGLER_MULTIPLIER;
+    Some((median * times / per).max(MIN_DELAY))
 }
 
 #[cfg(test)]
@@ -191,5 +315,45 @@ mod tests {
         };
         assert_eq!(sized(17), sized(24), "sizes within a power of two share a class");
         assert_ne!(sized(2), sized(24));
+    }
+
+    #[test]
+    fn a_straggler_is_judged_by_most_of_its_siblings() {
+        let ms = Duration::from_millis;
+        assert_eq!(straggler_after(1, &[]), None, "a lone call has no siblings");
+        assert_eq!(straggler_after(2, &[]), None);
+        assert_eq!(straggler_after(2, &[ms(20)]), Some(ms(30)), "one of one sibling answered");
+        assert_eq!(straggler_after(3, &[ms(20)]), None, "one of two siblings is not three quarters");
+        assert_eq!(straggler_after(3, &[ms(20), ms(40)]), Some(ms(30)), "1.5 times the lower median");
+        assert_eq!(straggler_after(5, &[ms(10), ms(90)]), None, "two of four");
+        assert_eq!(straggler_after(5, &[ms(10), ms(12), ms(90)]), Some(ms(18)), "three of four: 1.5 × 12 ms");
+        assert_eq!(straggler_after(5, &[ms(10), ms(12), ms(90), ms(11)]), Some(ms(16) + Duration::from_micros(500)));
+        assert_eq!(straggler_after(3, &[ms(1), ms(1)]), Some(MIN_DELAY), "no hedge faster than the floor");
+        assert_eq!(straggler_after(2, &[ms(1), ms(1)]), None, "more answers than siblings: not this round's");
+    }
+
+    #[tokio::test]
+    async fn the_last_call_of_a_round_is_hedged_once_its_siblings_are_well_ahead() {
+        let ms = Duration::from_millis;
+        let siblings = Siblings::new(3);
+        let straggling = siblings.straggling();
+        tokio::pin!(straggling);
+        tokio::time::sleep(ms(20)).await;
+        siblings.answered();
+        let not_yet = tokio::time::timeout(ms(300), &mut straggling).await;
+        assert!(not_yet.is_err(), "one of two siblings answered: not yet judged");
+        // The median of the answers (about 20 ms and 320 ms) is the first: the straggler
+        // was due 30 ms after the start, long ago.
+        siblings.answered();
+        let at_once = tokio::time::timeout(ms(50), &mut straggling).await;
+        assert!(at_once.is_ok(), "due at once");
+
+        let siblings = Siblings::new(2);
+        let straggling = siblings.straggling();
+        tokio::time::sleep(ms(40)).await;
+        siblings.answered();
+        straggling.await;
+        let elapsed = siblings.started.elapsed();
+        assert!(elapsed >= ms(60) && elapsed < ms(1000), "1.5 times the sibling's 40 ms: {elapsed:?}");
     }
 }
