@@ -466,6 +466,7 @@ impl Cluster {
         let started = Instant::now();
         let deadline = self.call_deadline();
         let class = CallClass::of(&fragment);
+        let fragments = fragment.fragment_ids.len();
         let delay = self.hedging.delay(class);
         let stragglers = self.hedging.hedges_stragglers().then_some(siblings);
         let primary = self.send(round, node, fragment.clone(), call, deadline, false);
@@ -474,7 +475,7 @@ impl Cluster {
                 tokio::pin!(primary);
                 tokio::select! {
                     outcome = &mut primary => (node.clone(), outcome),
-                    reason = hedge::due(delay, stragglers) => {
+                    reason = hedge::due(delay, stragglers, fragments) => {
                         let second = self.send(round, &other, fragment, call, deadline, true);
                         first_answer((node.clone(), primary), (other.clone(), second), reason).await
                     }
@@ -483,7 +484,7 @@ impl Cluster {
             _ => (node.clone(), primary.await),
         };
         if outcome.is_ok() {
-            siblings.answered();
+            siblings.answered(fragments);
         }
         let elapsed = started.elapsed();
         if elapsed > self.slow_call {

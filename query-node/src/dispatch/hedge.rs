@@ -15,7 +15,9 @@
 //! a straggler by its [`Siblings`], the other calls of the same round (the same query, on
 //! other executors), as speculative execution does in MapReduce and Spark: once three
 //! quarters of them have answered, a call still running after 1.5 times their median
-//! answer time is hedged, whatever the history says.
+//! answer time is hedged, whatever the history says. A call that carries more fragments
+//! than its siblings' median is given proportionally longer (never less), so a round that
+//! gives one executor twice the fragments of the others does not hedge it every time.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -143,13 +145,23 @@ impl Hedging {
     }
 }
 
-/// The calls of one round (one per executor, started together) and the answer times of
-/// those that have answered, for the straggler rule.
+/// One answered call of a round: when it answered, from the round's start, and how many
+/// fragments it carried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Answer {
+    /// When the call answered, from the round's start.
+    pub elapsed: Duration,
+    /// The fragments it carried.
+    pub fragments: usize,
+}
+
+/// The calls of one round (one per executor, started together) and the answers of those
+/// that have answered, for the straggler rule.
 #[derive(Debug)]
 pub struct Siblings {
     calls: usize,
     started: Instant,
-    answered: watch::Sender<Vec<Duration>>,
+    answered: watch::Sender<Vec<Answer>>,
 }
 
 impl Siblings {
@@ -158,19 +170,20 @@ impl Siblings {
         Self { calls, started: Instant::now(), answered: watch::Sender::new(Vec::new()) }
     }
 
-    /// Records that one call of the round answered (successfully) now.
-    pub fn answered(&self) {
-        let elapsed = self.started.elapsed();
-        self.answered.send_modify(|answered| answered.push(elapsed));
+    /// Records that one call of the round, of `fragments` fragments, answered
+    /// (successfully) now.
+    pub fn answered(&self, fragments: usize) {
+        let answer = Answer { elapsed: self.started.elapsed(), fragments };
+        self.answered.send_modify(|answered| answered.push(answer));
     }
 
-    /// Completes when a call of the round that has not answered becomes a straggler:
-    /// [`straggler_after`] its siblings' answers, measured from the round's start; never
-    /// while too few of them have answered.
-    pub async fn straggling(&self) {
+    /// Completes when a call of the round of `fragments` fragments that has not answered
+    /// becomes a straggler: [`straggler_after`] its siblings' answers, measured from the
+    /// round's start; never while too few of them have answered.
+    pub async fn straggling(&self, fragments: usize) {
         let mut answered = self.answered.subscribe();
         loop {
-            let after = straggler_after(self.calls, &answered.borrow_and_update());
+            let after = straggler_after(self.calls, &answered.borrow_and_update(), fragments);
             let changed = async {
                 if answered.changed().await.is_err() {
                     std::future::pending::<()>().await;
@@ -187,9 +200,10 @@ impl Siblings {
     }
 }
 
-/// Completes when a call is due to be hedged: after `delay`, or when it becomes a
-/// straggler among `siblings`, whichever comes first (neither: never). Answers which.
-pub async fn due(delay: Option<Duration>, siblings: Option<&Siblings>) -> HedgeReason {
+/// Completes when a call of `fragments` fragments is due to be hedged: after `delay`, or
+/// when it becomes a straggler among `siblings`, whichever comes first (neither: never).
+/// Answers which.
+pub async fn due(delay: Option<Duration>, siblings: Option<&Siblings>, fragments: usize) -> HedgeReason {
     let after_delay = async {
         match delay {
             Some(delay) => tokio::time::sleep(delay).await,
@@ -198,7 +212,7 @@ pub async fn due(delay: Option<Duration>, siblings: Option<&Siblings>) -> HedgeR
     };
     let straggling = async {
         match siblings {
-            Some(siblings) => siblings.straggling().await,
+            Some(siblings) => siblings.straggling(fragments).await,
             None => std::future::pending().await,
         }
     };
@@ -227,22 +241,29 @@ impl HedgeReason {
     }
 }
 
-/// When a call of a round of `calls` calls is a straggler, given the answer times of its
-/// siblings that have answered: once [`STRAGGLER_QUANTILE`] of its `calls - 1` siblings
-/// (at least one) have answered, at [`STRAGGLER_MULTIPLIER`] times their median answer
-/// time, and not before [`MIN_DELAY`]. `None`: not (yet) judged.
-pub fn straggler_after(calls: usize, answered: &[Duration]) -> Option<Duration> {
+/// When a call of `fragments` fragments in a round of `calls` calls is a straggler, given
+/// the answers of its siblings that have answered: once [`STRAGGLER_QUANTILE`] of its
+/// `calls - 1` siblings (at least one) have answered, at [`STRAGGLER_MULTIPLIER`] times
+/// their median answer time — scaled up by its fragments over their median fragments when
+/// it carries more, never down — and not before [`MIN_DELAY`]. `None`: not (yet) judged.
+pub fn straggler_after(calls: usize, answered: &[Answer], fragments: usize) -> Option<Duration> {
     let siblings = calls.checked_sub(1)?;
     let (part, whole) = STRAGGLER_QUANTILE;
     let needed = (siblings * part).div_ceil(whole).max(1);
     if answered.len() < needed || answered.len() > siblings {
         return None;
     }
-    let mut sorted = answered.to_vec();
-    sorted.sort_unstable();
-    let median = sorted[(sorted.len() - 1) / 2];
+    let median = lower_median(answered.iter().map(|answer| answer.elapsed).collect());
+    let typical = lower_median(answered.iter().map(|answer| answer.fragments).collect()).max(1);
     let (times, per) = STRAGGLER_MULTIPLIER;
-    Some((median * times / per).max(MIN_DELAY))
+    let scale = f64::from(times) * fragments.max(typical) as f64 / (f64::from(per) * typical as f64);
+    Some(median.mul_f64(scale).max(MIN_DELAY))
+}
+
+/// The lower median of `values`, which are not empty.
+fn lower_median<T: Ord + Copy>(mut values: Vec<T>) -> T {
+    let rank = (values.len() - 1) / 2;
+    *values.select_nth_unstable(rank).1
 }
 
 #[cfg(test)]
@@ -320,38 +341,50 @@ mod tests {
     #[test]
     fn a_straggler_is_judged_by_most_of_its_siblings() {
         let ms = Duration::from_millis;
-        assert_eq!(straggler_after(1, &[]), None, "a lone call has no siblings");
-        assert_eq!(straggler_after(2, &[]), None);
-        assert_eq!(straggler_after(2, &[ms(20)]), Some(ms(30)), "one of one sibling answered");
-        assert_eq!(straggler_after(3, &[ms(20)]), None, "one of two siblings is not three quarters");
-        assert_eq!(straggler_after(3, &[ms(20), ms(40)]), Some(ms(30)), "1.5 times the lower median");
-        assert_eq!(straggler_after(5, &[ms(10), ms(90)]), None, "two of four");
-        assert_eq!(straggler_after(5, &[ms(10), ms(12), ms(90)]), Some(ms(18)), "three of four: 1.5 × 12 ms");
-        assert_eq!(straggler_after(5, &[ms(10), ms(12), ms(90), ms(11)]), Some(ms(16) + Duration::from_micros(500)));
-        assert_eq!(straggler_after(3, &[ms(1), ms(1)]), Some(MIN_DELAY), "no hedge faster than the floor");
-        assert_eq!(straggler_after(2, &[ms(1), ms(1)]), None, "more answers than siblings: not this round's");
+        let one = |elapsed: Vec<u64>| {
+            elapsed.into_iter().map(|millis| Answer { elapsed: ms(millis), fragments: 1 }).collect::<Vec<_>>()
+        };
+        assert_eq!(straggler_after(1, &[], 1), None, "a lone call has no siblings");
+        assert_eq!(straggler_after(2, &[], 1), None);
+        assert_eq!(straggler_after(2, &one(vec![20]), 1), Some(ms(30)), "one of one sibling answered");
+        assert_eq!(straggler_after(3, &one(vec![20]), 1), None, "one of two siblings is not three quarters");
+        assert_eq!(straggler_after(3, &one(vec![20, 40]), 1), Some(ms(30)), "1.5 times the lower median");
+        assert_eq!(straggler_after(5, &one(vec![10, 90]), 1), None, "two of four");
+        assert_eq!(straggler_after(5, &one(vec![10, 12, 90]), 1), Some(ms(18)), "three of four: 1.5 × 12 ms");
+        assert_eq!(straggler_after(5, &one(vec![10, 12, 90, 11]), 1), Some(ms(16) + Duration::from_micros(500)));
+        assert_eq!(straggler_after(3, &one(vec![1, 1]), 1), Some(MIN_DELAY), "no hedge faster than the floor");
+        assert_eq!(straggler_after(2, &one(vec![1, 1]), 1), None, "more answers than siblings: not this round's");
+    }
+
+    #[test]
+    fn a_call_with_more_fragments_than_its_siblings_is_given_longer_never_less() {
+        let ms = Duration::from_millis;
+        let answers = |fragments: usize| vec![Answer { elapsed: ms(20), fragments }; 2];
+        assert_eq!(straggler_after(3, &answers(1), 2), Some(ms(60)), "twice the fragments: twice the time");
+        assert_eq!(straggler_after(3, &answers(4), 1), Some(ms(30)), "fewer fragments: not less time");
+        assert_eq!(straggler_after(3, &answers(0), 3), Some(ms(90)), "siblings without fragments count as one");
     }
 
     #[tokio::test]
     async fn the_last_call_of_a_round_is_hedged_once_its_siblings_are_well_ahead() {
         let ms = Duration::from_millis;
         let siblings = Siblings::new(3);
-        let straggling = siblings.straggling();
+        let straggling = siblings.straggling(1);
         tokio::pin!(straggling);
         tokio::time::sleep(ms(20)).await;
-        siblings.answered();
+        siblings.answered(1);
         let not_yet = tokio::time::timeout(ms(300), &mut straggling).await;
         assert!(not_yet.is_err(), "one of two siblings answered: not yet judged");
         // The median of the answers (about 20 ms and 320 ms) is the first: the straggler
         // was due 30 ms after the start, long ago.
-        siblings.answered();
+        siblings.answered(1);
         let at_once = tokio::time::timeout(ms(50), &mut straggling).await;
         assert!(at_once.is_ok(), "due at once");
 
         let siblings = Siblings::new(2);
-        let straggling = siblings.straggling();
+        let straggling = siblings.straggling(1);
         tokio::time::sleep(ms(40)).await;
-        siblings.answered();
+        siblings.answered(1);
         straggling.await;
         let elapsed = siblings.started.elapsed();
         assert!(elapsed >= ms(60) && elapsed < ms(1000), "1.5 times the sibling's 40 ms: {elapsed:?}");
