@@ -207,7 +207,9 @@ def prepare_fleet_copy(args, work: Path, name: str, etcd_url: str, s3_port: int,
     shutil.rmtree(target, ignore_errors=True)
     shutil.copytree(work / BENCH_BUCKET / f"{name}.lance", target)
     copy_etags(work, f"{name}.lance")
-    env = {**os.environ, **storage_env(s3_port), "NO_COLOR": "1",
+    # Completing a multipart upload of a 500 MB fragment takes s3s-fs longer than
+    # object_store's default 30 s request timeout on this machine (as for lance's write).
+    env = {**os.environ, **storage_env(s3_port), "NO_COLOR": "1", "LANCEFLEET_STORAGE__OPTIONS__TIMEOUT": "600s",
            "LANCEFLEET_INDEXER__VECTOR_SEGMENT_ROWS": str(-(-args.rows // args.executors)),
            "LANCEFLEET_INDEXER__MIN_FRAGMENT_ROWS": "1000"}
     started = time.monotonic()
