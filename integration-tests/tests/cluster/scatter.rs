@@ -8,7 +8,7 @@ use lance::Dataset;
 use lancefleet_common::config::HedgeAfter;
 use lancefleet_integration_tests::Sandbox;
 use lancefleet_integration_tests::data::{Numbers, ids, ids_and_distances, lance_count, lance_nearest, vector_table};
-use lancefleet_integration_tests::faults::Fault;
+use lancefleet_integration_tests::faults::{Fault, FaultyExecutor};
 use lancefleet_proto::v1::plan_executor_client::PlanExecutorClient;
 use lancefleet_proto::v1::{FragmentQuery, PlanFragment};
 use lancefleet_proto::{ErrorCode, ErrorStatus, RetryTarget, WIRE_VERSION};
@@ -19,6 +19,30 @@ const FRAGMENTS: usize = 16;
 
 async fn table(sandbox: &Sandbox) -> Dataset {
     vector_table(&sandbox.catalog(), "t", FRAGMENTS, 40).await
+}
+
+/// The search for `query` through the slow `faulty` executor is answered exactly by a hedge
+/// within `within` (`what` names the case), after the faulty executor got its call, and that losing call
+/// is cancelled.
+async fn assert_hedged(
+    sandbox: &Sandbox,
+    dataset: &Dataset,
+    faulty: &FaultyExecutor,
+    query: &[f32],
+    within: Duration,
+    what: &str,
+) {
+    faulty.clear_calls();
+    let cancelled = faulty.cancelled();
+    let started = Instant::now();
+    assert_exact(sandbox, dataset, query).await;
+    assert!(started.elapsed() < within, "{what}: answered by the hedge in {:?}", started.elapsed());
+    assert!(!faulty.calls().is_empty(), "{what}: the slow executor got its fragments first");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while faulty.cancelled() == cancelled && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(faulty.cancelled() > cancelled, "{what}: the losing call was cancelled");
 }
 
 /// A prefiltered vector search of the `k` nearest rows, returning ids and distances.
@@ -150,17 +174,7 @@ async fn a_slow_executors_fragments_are_hedged_to_their_next_replica_and_the_los
     assert_exact(&sandbox, &dataset, &Numbers::new(9).vector()).await; // both executors open the table
     for (fault, what) in [(Fault::Delay(Duration::from_secs(5)), "slow"), (Fault::Stall, "stalled")] {
         faulty.set(fault);
-        faulty.clear_calls();
-        let cancelled = faulty.cancelled();
-        let started = Instant::now();
-        assert_exact(&sandbox, &dataset, &Numbers::new(10).vector()).await;
-        assert!(started.elapsed() < Duration::from_secs(3), "{what}: answered by the hedge in {:?}", started.elapsed());
-        assert!(!faulty.calls().is_empty(), "{what}: the slow executor got its fragments first");
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while faulty.cancelled() == cancelled && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        assert!(faulty.cancelled() > cancelled, "{what}: the losing call was cancelled");
+        assert_hedged(&sandbox, &dataset, faulty, &Numbers::new(10).vector(), Duration::from_secs(3), what).await;
     }
     sandbox.stop().await;
 }
@@ -180,17 +194,8 @@ async fn with_auto_hedging_a_straggler_is_hedged_before_any_history_is_known() {
     // One answer per executor is far from the 16 a delay from history needs: only the
     // straggler rule can hedge the slow executor's call, once its two siblings answered.
     faulty.set(Fault::Delay(Duration::from_secs(10)));
-    faulty.clear_calls();
-    let cancelled = faulty.cancelled();
-    let started = Instant::now();
-    assert_exact(&sandbox, &dataset, &Numbers::new(12).vector()).await;
-    assert!(started.elapsed() < Duration::from_secs(5), "answered by the hedge in {:?}", started.elapsed());
-    assert!(!faulty.calls().is_empty(), "the slow executor got its fragments first");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while faulty.cancelled() == cancelled && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(faulty.cancelled() > cancelled, "the losing call was cancelled");
+    let query = Numbers::new(12).vector();
+    assert_hedged(&sandbox, &dataset, faulty, &query, Duration::from_secs(5), "straggler").await;
     sandbox.stop().await;
 }
 
