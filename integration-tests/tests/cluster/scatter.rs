@@ -22,8 +22,8 @@ async fn table(sandbox: &Sandbox) -> Dataset {
 }
 
 /// The search for `query` through the slow `faulty` executor is answered exactly by a hedge
-/// within `within` (`what` names the case), after the faulty executor got its call, and that losing call
-/// is cancelled.
+/// within `within` (`what` names the case), after the faulty executor got its call, and
+/// that losing call is cancelled.
 async fn assert_hedged(
     sandbox: &Sandbox,
     dataset: &Dataset,

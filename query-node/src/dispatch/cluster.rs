@@ -467,7 +467,7 @@ impl Cluster {
         let deadline = self.call_deadline();
         let class = CallClass::of(&fragment);
         let fragments = fragment.fragment_ids.len();
-        let delay = self.hedging.delay(class);
+        let delay = hedge.as_ref().and_then(|_| self.hedging.delay(class));
         let stragglers = self.hedging.hedges_stragglers().then_some(siblings);
         let primary = self.send(round, node, fragment.clone(), call, deadline, false);
         let (winner, outcome) = match hedge {

@@ -18,9 +18,10 @@
 //! their answer times is hedged, whatever the history says. The slowest, not Spark's
 //! median: a round has a few calls, not thousands of tasks, and the median of two answers
 //! is the faster one, which in the 1M-row benchmark hedged a quarter of all calls, nine in
-//! ten of them lost to their primary (a hedge costs a replica a whole search). A call that carries more fragments than any of its siblings
-//! is given proportionally longer, so a round that gives one executor twice the fragments
-//! of the others does not hedge it every time.
+//! ten of them lost to their primary (a hedge costs a replica a whole search). A call that
+//! carries more fragments than any of its siblings is given proportionally longer, so a
+//! round that gives one executor twice the fragments of the others does not hedge it
+//! every time.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
